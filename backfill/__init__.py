@@ -1,0 +1,2 @@
+"""umami-backfill: historical analytics into Umami."""
+__version__ = "0.1.0"

@@ -1,0 +1,94 @@
+"""The contract shared by transform, validation, payload and sender.
+
+Limits come from Umami 3's request schema (HTTP 400 when broken) and from its
+database columns (HTTP 500 when broken, sometimes after a partial write), see
+``UMAMI_CONTRACT.md``. Checking them here is the only way not to lose rows.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+#: Payload string fields in the order they are written into each JSON body.
+PAYLOAD_STRING_FIELDS: tuple[str, ...] = (
+    "hostname",
+    "url",
+    "referrer",
+    "title",
+    "name",
+    "tag",
+    "language",
+    "screen",
+    "browser",
+    "os",
+    "device",
+    "ip",
+    "userAgent",
+    "id",
+)
+
+#: Every mapping target that is not a ``data.<key>`` property.
+TARGET_FIELDS: tuple[str, ...] = ("type", "timestamp", *PAYLOAD_STRING_FIELDS)
+
+EVENT_TYPES: tuple[str, ...] = ("event", "identify")
+
+#: Maximum length (characters) per payload field; over it Umami answers 400 or 500.
+FIELD_LIMITS: dict[str, int] = {
+    "name": 50,
+    "tag": 50,
+    "hostname": 100,
+    "language": 35,
+    "screen": 11,
+    "browser": 20,
+    "os": 20,
+    "device": 20,
+    "id": 50,
+}
+
+#: utm_* parameters and click ids read from the url query: varchar(255) columns.
+QUERY_PARAM_LIMIT = 255
+QUERY_PARAMS_LIMITED: tuple[str, ...] = (
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_content",
+    "utm_term",
+    "gclid",
+    "fbclid",
+    "msclkid",
+    "ttclid",
+    "li_fat_id",
+    "twclid",
+)
+
+#: event_data string values and keys are varchar(500).
+DATA_STRING_LIMIT = 500
+DATA_KEY_LIMIT = 500
+#: event_data numbers are decimal(19,4): at most 15 digits before the point.
+DATA_NUMBER_MAX_ABS = 10**15
+CURRENCY_LIMIT = 10
+
+#: Internal columns carried beside the payload fields (prefixed with ``_``).
+COL_FILE = "_file"  # index into the run's list of source files (UInt32)
+COL_ROW = "_row"  # 1-based data row number inside that file (UInt64)
+COL_TS = "_ts"  # event time, integer unix seconds (Int64)
+COL_VISITOR = "_visitor"  # the payload id (String)
+COL_LANE = "_lane"  # sender lane, stable hash of the visitor (UInt16)
+COL_JSON = "_json"  # the /api/batch element as JSON text (String)
+COL_REJECT_FIELD = "_reject_field"
+COL_REJECT_REASON = "_reject_reason"
+COL_SKIP = "_skip"  # name of the filter that skipped the row
+
+#: Schema of the prepared rows handed from the transform to the sender.
+PREPARED_SCHEMA: dict[str, pl.DataType] = {
+    COL_TS: pl.Int64(),
+    COL_FILE: pl.UInt32(),
+    COL_ROW: pl.UInt64(),
+    COL_VISITOR: pl.String(),
+    COL_LANE: pl.UInt16(),
+    COL_JSON: pl.String(),
+}
+
+#: The User-Agent sent when a row has none: passes Umami's bot check and makes it
+#: detect no browser and no OS (so imported sessions are not all "Linux").
+DEFAULT_USER_AGENT_TEMPLATE = "Mozilla/5.0 umami-backfill/{version}"
