@@ -1,0 +1,416 @@
+"""The library entry points: wire read -> map -> validate -> order -> (send | write).
+
+``plan`` checks everything that can be checked before a row is read;
+``prepare`` reads every row once, writes client-side rejects and spills the
+sendable rows as sorted runs; ``run`` sends them (or, in a dry run, writes
+the payloads) and returns a Summary whose ledger adds up.
+Nothing here prints: progress reaches the caller through callbacks.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from .config import RunConfig
+from .errors import ConfigError
+from .ledger import Ledger
+from .mapping import Mapping, check_against_schema, load_mapping
+from .ordering import RunSet, emit
+from .payload import build_elements
+from .rejects import RecordFile
+from .report import Stats, Summary
+from .schema import (
+    COL_FILE,
+    COL_JSON,
+    COL_LANE,
+    COL_REJECT_FIELD,
+    COL_REJECT_REASON,
+    COL_ROW,
+    COL_SKIP,
+    COL_TS,
+    COL_VISITOR,
+)
+from .sources import ReadOptions, SourceFile, expand_sources, iter_chunks, read_schema
+from .transform import DEFAULT_LANES, TimeWindow, apply_mapping, lanes_for
+from .validate import validate
+
+ProgressFn = Callable[[str, int, int | None], None]  # (stage, rows done, total or None)
+
+
+@dataclass
+class Plan:
+    """What a run will read and how, checked before the first row is read."""
+
+    config: RunConfig
+    mapping: Mapping
+    files: list[SourceFile]
+    skipped_files: list[str]
+    read_options: ReadOptions
+
+
+@dataclass
+class Prepared:
+    """The result of reading everything once: rejects written, sendable rows spilled."""
+
+    ledger: Ledger
+    stats: Stats
+    runs: RunSet
+    files: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ledger": self.ledger.to_dict(),
+            "stats": self.stats.to_dict(),
+            "runs": self.runs.to_dict(),
+            "files": self.files,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Prepared:
+        return cls(
+            ledger=Ledger.from_dict(data["ledger"]),
+            stats=Stats.from_dict(data["stats"]),
+            runs=RunSet.from_dict(data["runs"]),
+            files=list(data.get("files", [])),
+        )
+
+
+def read_options_for(config: RunConfig, mapping: Mapping) -> ReadOptions:
+    """CLI flags win over the mapping's ``reader:`` section."""
+    reader = mapping.reader
+    kwargs: dict[str, Any] = {"chunk_rows": config.chunk_rows}
+    fmt = config.format or reader.get("format")
+    if fmt:
+        kwargs["format"] = fmt
+    delimiter = config.delimiter or reader.get("delimiter")
+    if delimiter:
+        kwargs["delimiter"] = delimiter
+    encoding = config.encoding or reader.get("encoding")
+    if encoding:
+        kwargs["encoding"] = encoding
+    if "quote_char" in reader:
+        kwargs["quote_char"] = reader["quote_char"]
+    if "has_header" in reader:
+        kwargs["has_header"] = bool(reader["has_header"])
+    return ReadOptions(**kwargs)
+
+
+def plan(config: RunConfig) -> Plan:
+    """Load the mapping, find the files and check every file's columns against the mapping."""
+    mapping = load_mapping(config.mapping)
+    options = read_options_for(config, mapping)
+    files, skipped = expand_sources(list(config.sources), options)
+    if not files:
+        raise ConfigError("no data files found in " + ", ".join(config.sources))
+    for source in files:
+        check_against_schema(mapping, read_schema(source, options), source.path)
+    return Plan(config, mapping, files, skipped, options)
+
+
+def prepare(
+    plan_: Plan,
+    spill_dir: Path,
+    rejects: RecordFile,
+    progress: ProgressFn | None = None,
+    stop: threading.Event | None = None,
+) -> Prepared:
+    """Read every row once: count it, reject or skip it, or spill it for sending."""
+    config, mapping = plan_.config, plan_.mapping
+    window = TimeWindow(config.since, config.until)
+    ledger, stats = Ledger(), Stats()
+    runs = RunSet(spill_dir)
+    website = config.website or "00000000-0000-0000-0000-000000000000"
+    remaining = config.limit
+    paths = [f.path for f in plan_.files]
+    for index, source in enumerate(plan_.files):
+        for chunk in iter_chunks(source, index, plan_.read_options):
+            if stop is not None and stop.is_set():
+                raise KeyboardInterrupt
+            if remaining is not None:
+                if remaining <= 0:
+                    break
+                chunk = chunk.head(remaining)
+                remaining -= chunk.height
+            _prepare_chunk(chunk, mapping, window, website, paths, ledger, stats, runs, rejects)
+            if progress:
+                progress("prepare", ledger.read, None)
+        if remaining is not None and remaining <= 0:
+            break
+    return Prepared(ledger=ledger, stats=stats, runs=runs, files=paths)
+
+
+def _prepare_chunk(
+    chunk: pl.DataFrame,
+    mapping: Mapping,
+    window: TimeWindow,
+    website: str,
+    paths: list[str],
+    ledger: Ledger,
+    stats: Stats,
+    runs: RunSet,
+    rejects: RecordFile,
+) -> None:
+    checked = validate(apply_mapping(chunk, mapping, window), mapping)
+    ledger.read += checked.height
+    skip = checked[COL_SKIP]
+    if skip.null_count() < checked.height:
+        counts = skip.drop_nulls().value_counts()
+        ledger.skipped.update(dict(zip(counts[COL_SKIP].to_list(), counts["count"].to_list(), strict=True)))
+    refused = skip.is_null() & checked[COL_REJECT_REASON].is_not_null()
+    if refused.any():
+        _write_client_rejects(chunk.filter(refused), checked.filter(refused), paths, ledger, rejects)
+    good = checked.filter(skip.is_null() & checked[COL_REJECT_REASON].is_null())
+    if good.height == 0:
+        return
+    stats.update(good)
+    prepared = good.select(COL_TS, COL_FILE, COL_ROW, COL_VISITOR).with_columns(
+        build_elements(good, website).alias(COL_JSON),
+        lanes_for(good[COL_VISITOR], DEFAULT_LANES).alias(COL_LANE),
+    )
+    runs.add(prepared)
+    ledger.accepted += good.height
+
+
+def _write_client_rejects(
+    source_rows: pl.DataFrame,
+    checked: pl.DataFrame,
+    paths: list[str],
+    ledger: Ledger,
+    rejects: RecordFile,
+) -> None:
+    original = [c for c in source_rows.columns if not c.startswith("_")]
+    values = source_rows.select(pl.struct(original).struct.json_encode().alias("values"))["values"]
+    records = checked.select(
+        file_paths(pl.col(COL_FILE), paths).alias("file"),
+        pl.col(COL_ROW).alias("row"),
+        pl.col(COL_REJECT_FIELD).alias("field"),
+        pl.col(COL_REJECT_REASON).alias("reason"),
+    ).with_columns(values)
+    rejects.write_frame(records)
+    grouped = records.group_by("reason", maintain_order=True).agg(
+        pl.len().alias("n"),
+        pl.concat_str(pl.col("file").str.replace(r"^.*/", ""), pl.lit(":"), pl.col("row").cast(pl.String))
+        .head(5)
+        .alias("examples"),
+    )
+    for reason, n, examples in grouped.iter_rows():
+        ledger.reject(reason, n, examples)
+
+
+def file_paths(index: pl.Expr, paths: list[str]) -> pl.Expr:
+    """The source path for a ``_file`` index column."""
+    return index.replace_strict(list(range(len(paths))), paths, return_dtype=pl.String)
+
+
+# --------------------------------------------------------------------------- dry run
+
+
+def dry_run(
+    config: RunConfig,
+    progress: ProgressFn | None = None,
+    stop: threading.Event | None = None,
+) -> Summary:
+    """Read, map and validate everything; send nothing; optionally write the payloads."""
+    started = time.monotonic()
+    plan_ = plan(config)
+    rejects = RecordFile(config.rejects, config.rejects_format)
+    rejects.truncate(0)  # a dry run describes this input only; it keeps no history
+    spill = Path(tempfile.mkdtemp(prefix="backfill-spill-"))
+    try:
+        prepared = prepare(plan_, spill, rejects, progress, stop)
+        rejects.close()
+        if config.out is not None:
+            write_payloads(emit(prepared.runs), config.out)
+    finally:
+        shutil.rmtree(spill, ignore_errors=True)
+    return Summary(
+        mode="dry run",
+        ledger=prepared.ledger,
+        stats=prepared.stats,
+        files=prepared.files,
+        skipped_files=plan_.skipped_files,
+        rejects_path=str(config.rejects),
+        out_path=str(config.out) if config.out else None,
+        elapsed_s=time.monotonic() - started,
+    )
+
+
+def write_payloads(frames: Iterator[pl.DataFrame], out: Path) -> int:
+    """The exact /api/batch elements, one per line, in send order."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with open(out, "w", encoding="utf-8") as fh:
+        for frame in frames:
+            fh.write("\n".join(frame[COL_JSON].to_list()))
+            fh.write("\n")
+            written += frame.height
+    return written
+
+
+# --------------------------------------------------------------------------- import
+
+
+def run_import(
+    config: RunConfig,
+    progress: ProgressFn | None = None,
+    stop: threading.Event | None = None,
+    say: Callable[[str], None] | None = None,
+) -> Summary:
+    """Send to Umami, resuming from the checkpoint of an earlier run of the same import."""
+    from .checkpoint import Checkpoint, compare_fingerprint, fingerprint_files, hash_text
+    from .sender import SendSettings, preflight, send_stream
+
+    started = time.monotonic()
+    stop = stop or threading.Event()
+    say = say or (lambda _m: None)
+    plan_ = plan(config)
+    settings = SendSettings(
+        host=str(config.host),
+        website=str(config.website),
+        user_agent=config.user_agent,
+        batch_size=config.batch_size,
+        max_body_bytes=config.max_body_bytes,
+        concurrency=config.concurrency,
+        rate=config.rate,
+        max_attempts=config.max_attempts,
+        timeout=config.timeout,
+        insecure=config.insecure,
+        on_error=config.on_error,
+        resend_in_doubt=config.resend_in_doubt,
+        lanes=DEFAULT_LANES,
+    )
+    preflight(settings)
+    state_dir = config.resolved_state_dir
+    checkpoint_path = state_dir / "checkpoint.json"
+    fingerprint = {
+        "files": fingerprint_files([f.path for f in plan_.files]),
+        "mapping": plan_.mapping.digest,
+        "host": config.host,
+        "website": config.website,
+        "lanes": DEFAULT_LANES,
+        "selection": {"since": config.since, "until": config.until, "limit": config.limit},
+        "user_agent": config.user_agent,
+    }
+    rejects = RecordFile(config.rejects, config.rejects_format)
+    in_doubt = RecordFile(config.in_doubt_path)
+    checkpoint = None if config.restart else Checkpoint.load(checkpoint_path)
+    if checkpoint is not None:
+        changes = compare_fingerprint(checkpoint.fingerprint, fingerprint)
+        if changes:
+            raise ConfigError(
+                f"the checkpoint in {state_dir} belongs to a different import: "
+                + "; ".join(changes)
+                + ". Resuming would mix two imports. Run with --restart to start over "
+                "(rows already sent would be sent again), or use another --state directory."
+            )
+    if config.restart and state_dir.exists():
+        say(f"--restart: discarding the checkpoint in {state_dir}")
+        shutil.rmtree(state_dir)
+    if checkpoint is not None and checkpoint.phase == "complete":
+        prepared = Prepared.from_dict(checkpoint.prepared)
+        summary = _import_summary(config, plan_, prepared, checkpoint.send_ledger, Ledger(), 0)
+        summary.notes.append(
+            f"nothing to do: this import already completed (checkpoint {checkpoint_path}); "
+            "--restart imports again and duplicates what was sent"
+        )
+        return summary
+    if checkpoint is not None and checkpoint.phase == "sending":
+        prepared = Prepared.from_dict(checkpoint.prepared)
+        missing = prepared.runs.missing()
+        if missing:
+            raise ConfigError(
+                f"prepared data of the checkpoint is missing ({missing[0]}); run with --restart"
+            )
+        say(f"resuming the import from {checkpoint_path}")
+    else:
+        if checkpoint is None:
+            checkpoint = Checkpoint.new(fingerprint, DEFAULT_LANES)
+            checkpoint.rejects_offset = rejects.offset()
+            checkpoint.in_doubt_offset = in_doubt.offset()
+            checkpoint.phase = "preparing"
+            checkpoint.save(checkpoint_path)
+        rejects.truncate(checkpoint.rejects_offset)
+        spill = state_dir / "prepared"
+        shutil.rmtree(spill, ignore_errors=True)
+        prepared = prepare(plan_, spill, rejects, progress, stop)
+        checkpoint.rejects_offset = rejects.sync()
+        checkpoint.prepared = prepared.to_dict()
+        checkpoint.phase = "sending"
+        checkpoint.save(checkpoint_path)
+
+    run_ledger = Ledger()
+    outcome = None
+    sendable = prepared.runs.rows
+
+    def send_progress(p: Any) -> None:
+        if progress:
+            progress("send", _sent_so_far(checkpoint), sendable)
+
+    try:
+        outcome = send_stream(
+            emit(prepared.runs),
+            prepared.files,
+            settings,
+            checkpoint,
+            checkpoint_path,
+            rejects,
+            in_doubt,
+            run_ledger,
+            send_progress,
+            stop,
+        )
+    finally:
+        rejects.close()
+        in_doubt.close()
+    pending = max(0, sendable - _sent_so_far(checkpoint))
+    summary = _import_summary(config, plan_, prepared, checkpoint.send_ledger, run_ledger, pending)
+    summary.elapsed_s = time.monotonic() - started
+    if outcome is not None and (outcome.interrupted or outcome.error):
+        summary.stopped = outcome.error or "interrupted"
+    if outcome is not None:
+        summary.notes.extend(getattr(outcome, "notes", []) or [])
+    return summary
+
+
+def _sent_so_far(checkpoint: Any) -> int:
+    led = checkpoint.send_ledger
+    return int(led.accepted + led.rejected_total + led.in_doubt)
+
+
+def _import_summary(
+    config: RunConfig,
+    plan_: Plan,
+    prepared: Prepared,
+    send_ledger: Ledger,
+    run_ledger: Ledger,
+    pending: int,
+) -> Summary:
+    """Cumulative ledger: prepare's rejects and skips, plus what Umami answered so far."""
+    total = Ledger(read=prepared.ledger.read)
+    total.skipped.update(prepared.ledger.skipped)
+    for reason, count in prepared.ledger.rejected.items():
+        total.reject(reason, count, prepared.ledger.examples.get(reason))
+    total.accepted = send_ledger.accepted
+    total.in_doubt = send_ledger.in_doubt
+    for reason, count in send_ledger.rejected.items():
+        total.reject(reason, count, send_ledger.examples.get(reason))
+    return Summary(
+        mode="import",
+        ledger=total,
+        stats=prepared.stats,
+        this_run=run_ledger,
+        pending=pending,
+        files=prepared.files,
+        skipped_files=plan_.skipped_files,
+        rejects_path=str(config.rejects),
+        in_doubt_path=str(config.in_doubt_path),
+    )

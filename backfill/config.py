@@ -1,0 +1,60 @@
+"""Run settings as frozen values, built by the CLI (or a Python caller) once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import __version__
+from .schema import DEFAULT_USER_AGENT_TEMPLATE
+
+DEFAULT_USER_AGENT = DEFAULT_USER_AGENT_TEMPLATE.format(version=__version__)
+DEFAULT_REJECTS = "backfill-rejects.ndjson"
+DEFAULT_BATCH_SIZE = 200
+MAX_BATCH_SIZE = 500
+DEFAULT_MAX_BODY_BYTES = 1_048_576
+DEFAULT_CHUNK_ROWS = 100_000
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    sources: tuple[str, ...]
+    mapping: str
+    host: str | None = None
+    website: str | None = None
+    dry_run: bool = True
+    format: str | None = None
+    delimiter: str | None = None
+    encoding: str | None = None
+    since: int | None = None
+    until: int | None = None
+    limit: int | None = None
+    rejects: Path = Path(DEFAULT_REJECTS)
+    rejects_format: str = "ndjson"
+    out: Path | None = None
+    report: Path | None = None
+    state_dir: Path | None = None
+    restart: bool = False
+    resend_in_doubt: bool = False
+    user_agent: str = DEFAULT_USER_AGENT
+    batch_size: int = DEFAULT_BATCH_SIZE
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    concurrency: int | None = None
+    rate: float | None = None
+    timeout: float = 60.0
+    max_attempts: int = 6
+    insecure: bool = False
+    on_error: str = "stop"
+    chunk_rows: int = DEFAULT_CHUNK_ROWS
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def in_doubt_path(self) -> Path:
+        """Next to the rejects file, so both lists of rows are found together."""
+        return self.rejects.with_name(self.rejects.stem + ".in-doubt.ndjson")
+
+    @property
+    def resolved_state_dir(self) -> Path:
+        if self.state_dir is not None:
+            return self.state_dir
+        return self.rejects.parent / ".backfill-state"

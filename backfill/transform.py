@@ -1,0 +1,358 @@
+"""Apply a mapping to one chunk of source rows: source columns in, Umami fields out.
+
+All column work is polars expressions; the only Python touching values runs
+on the chunk's UNIQUE long visitor ids (stable hashing), never per row.
+Output columns: ``type``, ``_ts`` (int seconds or null), ``_ts_error``,
+each mapped payload field as String, ``data.<key>`` columns, ``_visitor``,
+``_file``, ``_row``, ``_skip`` (name of the filter that skipped the row).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import zlib
+from dataclasses import dataclass
+
+import polars as pl
+
+from .mapping import TEMPLATE_PLACEHOLDER, Mapping, ValueSpec
+from .schema import COL_FILE, COL_LANE, COL_ROW, COL_SKIP, COL_TS, COL_VISITOR
+from .vocabulary import normalize_browser, normalize_device, normalize_os
+
+COL_TS_ERROR = "_ts_error"
+#: Source text of non-string data values, kept to tell "absent" from "not a number".
+RAW_PREFIX = "_raw:"
+VISITOR_ID_MAX = 50
+DEFAULT_LANES = 64
+
+_UNIT_DIVISOR = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+#: Seconds beyond this are almost surely milliseconds sent as seconds (year 5138).
+_EPOCH_SECONDS_MAX = 100_000_000_000
+_ISO_OFFSET = re.compile(r"(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$")
+_ISO_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d")
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """--since / --until, as unix seconds (inclusive start, exclusive end)."""
+
+    since: int | None = None
+    until: int | None = None
+
+
+def apply_mapping(frame: pl.DataFrame, mapping: Mapping, window: TimeWindow) -> pl.DataFrame:
+    """One source chunk -> canonical columns (still unvalidated)."""
+    skip = _skip_expr(mapping)
+    ts, ts_error = timestamp_exprs(mapping, frame.schema)
+    columns: list[pl.Expr] = [
+        pl.col(COL_FILE),
+        pl.col(COL_ROW),
+        skip.alias(COL_SKIP),
+        ts.alias(COL_TS),
+        ts_error.alias(COL_TS_ERROR),
+        _string(value_expr(mapping.event_type, frame.schema)).alias("type"),
+    ]
+    for target, spec in mapping.fields.items():
+        columns.append(field_expr(target, spec, mapping, frame.schema).alias(target))
+        if target.startswith("data.") and data_type(target, spec, frame.schema) != "string":
+            columns.append(raw_text(spec, frame.schema).alias(RAW_PREFIX + target))
+    out = frame.select(columns)
+    out = out.with_columns(_window_skip(window))
+    source = frame.with_columns(out.get_column(COL_TS)) if COL_TS not in frame.columns else frame
+    return out.with_columns(visitor_ids(source, mapping).alias(COL_VISITOR))
+
+
+# --------------------------------------------------------------------------- values
+
+
+def _string(expr: pl.Expr) -> pl.Expr:
+    return expr.cast(pl.String)
+
+
+def value_expr(spec: ValueSpec, schema: pl.Schema) -> pl.Expr:
+    """The raw value of a spec, before type/scale/case shaping."""
+    if spec.kind == "column":
+        expr = pl.col(str(spec.column))
+    elif spec.kind == "const":
+        expr = pl.lit(spec.const)
+    elif spec.kind == "template":
+        expr = _template_expr(str(spec.template))
+    else:
+        parts = [value_expr(p, schema) for p in spec.parts]
+        expr = pl.coalesce([_blank_to_null(_string(p)) for p in parts])
+    if spec.value_map is not None:
+        expr = _apply_map(expr, spec.value_map)
+    if spec.default is not None:
+        expr = pl.coalesce([_blank_to_null(_string(expr)), pl.lit(str(spec.default))])
+    return expr
+
+
+def _blank_to_null(expr: pl.Expr) -> pl.Expr:
+    return pl.when(expr.str.strip_chars() == "").then(None).otherwise(expr)
+
+
+def _template_expr(template: str) -> pl.Expr:
+    """"/{path}?{query}" -> concatenation; null only when every column is null."""
+    pieces: list[pl.Expr] = []
+    columns: list[str] = []
+    pos = 0
+    for match in TEMPLATE_PLACEHOLDER.finditer(template):
+        if match.start() > pos:
+            pieces.append(pl.lit(template[pos : match.start()]))
+        column = match.group(1)
+        columns.append(column)
+        pieces.append(pl.col(column).cast(pl.String).fill_null(""))
+        pos = match.end()
+    if pos < len(template):
+        pieces.append(pl.lit(template[pos:]))
+    all_null = pl.all_horizontal([pl.col(c).is_null() for c in columns])
+    return pl.when(all_null).then(None).otherwise(pl.concat_str(pieces))
+
+
+def _apply_map(expr: pl.Expr, value_map: dict[str, object]) -> pl.Expr:
+    """Rename values; a value mapped to null becomes absent (e.g. pageview -> no name)."""
+    as_text = expr.cast(pl.String)
+    old = list(value_map)
+    new = [None if v is None else str(v) for v in value_map.values()]
+    return as_text.replace_strict(old, new, default=as_text, return_dtype=pl.String)
+
+
+def field_expr(target: str, spec: ValueSpec, mapping: Mapping, schema: pl.Schema) -> pl.Expr:
+    expr = value_expr(spec, schema)
+    if target.startswith("data."):
+        return _data_value(target, spec, expr, schema)
+    expr = _blank_to_null(_string(expr).str.replace_all("\x00", "", literal=True))
+    if spec.case == "lower":
+        expr = expr.str.to_lowercase()
+    elif spec.case == "upper":
+        expr = expr.str.to_uppercase()
+    if mapping.normalize:
+        normalizer = {"browser": normalize_browser, "os": normalize_os, "device": normalize_device}
+        if target in normalizer:
+            expr = normalizer[target](expr)
+    return expr
+
+
+def _data_value(target: str, spec: ValueSpec, expr: pl.Expr, schema: pl.Schema) -> pl.Expr:
+    """Event properties keep numbers as JSON numbers; revenue is always a number."""
+    dtype = data_type(target, spec, schema)
+    if dtype == "string":
+        out = _blank_to_null(_string(expr).str.replace_all("\x00", "", literal=True))
+        if spec.case == "lower":
+            out = out.str.to_lowercase()
+        elif spec.case == "upper":
+            out = out.str.to_uppercase()
+        return out
+    if dtype == "boolean":
+        text = _string(expr).str.strip_chars().str.to_lowercase()
+        return (
+            pl.when(text.is_in(["true", "1", "yes", "y", "t"]))
+            .then(True)
+            .when(text.is_in(["false", "0", "no", "n", "f"]))
+            .then(False)
+            .otherwise(None)
+        )
+    number = _string(expr).str.strip_chars().cast(pl.Float64, strict=False)
+    if spec.scale is not None:
+        number = number * spec.scale
+    if dtype == "integer":
+        return number.round(0).cast(pl.Int64, strict=False)
+    return number
+
+
+def data_type(target: str, spec: ValueSpec, schema: pl.Schema) -> str:
+    """The JSON type a data.<key> value is sent as: declared, else from the source."""
+    if spec.dtype is not None:
+        return spec.dtype
+    if target == "data.revenue" or spec.scale is not None:
+        return "number"
+    if spec.kind == "column" and spec.value_map is None and spec.column in schema:
+        dtype = schema[str(spec.column)]
+        if dtype == pl.Boolean:
+            return "boolean"
+        if dtype.is_integer():
+            return "integer"
+        if dtype.is_numeric():
+            return "number"
+    if spec.kind == "const" and spec.value_map is None:
+        if isinstance(spec.const, bool):
+            return "boolean"
+        if isinstance(spec.const, (int, float)):
+            return "number"
+    return "string"
+
+
+def raw_text(spec: ValueSpec, schema: pl.Schema) -> pl.Expr:
+    """The source text of a data value, to tell 'absent' from 'not a number'."""
+    return _blank_to_null(_string(value_expr(spec, schema)))
+
+
+# --------------------------------------------------------------------------- time
+
+
+def timestamp_exprs(mapping: Mapping, schema: pl.Schema) -> tuple[pl.Expr, pl.Expr]:
+    """(unix seconds or null, reason when null). Never guesses a zone or a unit."""
+    spec = mapping.timestamp
+    col = pl.col(spec.column)
+    dtype = schema.get(spec.column)
+    if spec.format == "epoch":
+        return _epoch_exprs(col, str(spec.unit), dtype)
+    if isinstance(dtype, pl.Datetime):
+        dt = col if dtype.time_zone else col.dt.replace_time_zone(spec.timezone, non_existent="null")
+        return _datetime_seconds(dt), pl.lit("timestamp: not a valid time")
+    if dtype == pl.Date:
+        dt = col.cast(pl.Datetime("us")).dt.replace_time_zone(spec.timezone or "UTC")
+        return _datetime_seconds(dt), pl.lit("timestamp: not a valid date")
+    text = col.cast(pl.String).str.strip_chars()
+    if spec.is_strftime:
+        parsed = text.str.to_datetime(spec.format, strict=False, time_unit="us")
+        if spec.pattern_has_offset:
+            seconds = _datetime_seconds(parsed)
+        else:
+            seconds = _datetime_seconds(
+                parsed.dt.replace_time_zone(spec.timezone, non_existent="null", ambiguous="earliest")
+            )
+        reason = pl.concat_str(pl.lit(f"timestamp: does not match the pattern {spec.format!r}"))
+        return seconds, reason
+    return _iso_exprs(text, spec.timezone)
+
+
+def _datetime_seconds(dt: pl.Expr) -> pl.Expr:
+    return dt.dt.epoch("s").cast(pl.Int64)
+
+
+def _epoch_exprs(col: pl.Expr, unit: str, dtype: pl.DataType | None) -> tuple[pl.Expr, pl.Expr]:
+    number = col if dtype is not None and dtype.is_numeric() else col.cast(pl.String).str.strip_chars()
+    number = number.cast(pl.Float64, strict=False)
+    seconds = (number / _UNIT_DIVISOR[unit]).floor()
+    too_big = seconds.abs() >= _EPOCH_SECONDS_MAX
+    out = pl.when(too_big | number.is_nan() | number.is_infinite()).then(None).otherwise(seconds)
+    reason = (
+        pl.when(too_big)
+        .then(
+            pl.lit(
+                f"timestamp: far too large for epoch {unit}; it looks like a finer unit "
+                "(milliseconds?): check `unit:` in the mapping"
+            )
+        )
+        .otherwise(pl.lit(f"timestamp: not a number (format: epoch, unit: {unit})"))
+    )
+    return out.cast(pl.Int64), reason
+
+
+def _iso_exprs(text: pl.Expr, timezone: str | None) -> tuple[pl.Expr, pl.Expr]:
+    """ISO 8601 with or without offset; naive values only with a declared zone."""
+    offset_text = text.str.extract(r"([Zz]|[+-]\d{2}(?::?\d{2})?)$", 1)
+    base = text.str.replace(_ISO_OFFSET.pattern, "").str.replace(" ", "T", literal=True)
+    naive = pl.coalesce([base.str.to_datetime(fmt, strict=False, time_unit="us") for fmt in _ISO_FORMATS])
+    sign = pl.when(offset_text.str.starts_with("-")).then(-1).otherwise(1)
+    digits = offset_text.str.replace_all(r"[^0-9]", "")
+    hours = digits.str.slice(0, 2).cast(pl.Int64, strict=False).fill_null(0)
+    minutes = digits.str.slice(2, 2).cast(pl.Int64, strict=False).fill_null(0)
+    offset_seconds = sign * (hours * 3600 + minutes * 60)
+    has_offset = offset_text.is_not_null()
+    naive_seconds = naive.dt.epoch("s").cast(pl.Int64)
+    if timezone is not None:
+        local = naive.dt.replace_time_zone(timezone, non_existent="null", ambiguous="earliest")
+        zoned_seconds = _datetime_seconds(local)
+    else:
+        zoned_seconds = pl.lit(None, dtype=pl.Int64)
+    seconds = (
+        pl.when(naive.is_null())
+        .then(None)
+        .when(has_offset)
+        .then(naive_seconds - offset_seconds)
+        .otherwise(zoned_seconds)
+    )
+    reason = (
+        pl.when(naive.is_null())
+        .then(pl.lit("timestamp: not an ISO 8601 time (expected e.g. 2024-03-01T08:00:00Z)"))
+        .when(has_offset.not_() & pl.lit(timezone is None))
+        .then(
+            pl.lit(
+                "timestamp: naive time (no offset) and the mapping declares no timezone: "
+                "add `timezone:` under timestamp"
+            )
+        )
+        .otherwise(pl.lit("timestamp: local time that does not exist (DST gap)"))
+    )
+    return seconds.cast(pl.Int64), reason
+
+
+# --------------------------------------------------------------------------- skipping
+
+
+def _skip_expr(mapping: Mapping) -> pl.Expr:
+    """Name of the first filter that skips the row, else null."""
+    if not mapping.filters:
+        return pl.lit(None, dtype=pl.String)
+    expr = pl.when(mapping.filters[0].polars_expr()).then(pl.lit(mapping.filters[0].name))
+    for flt in mapping.filters[1:]:
+        expr = expr.when(flt.polars_expr()).then(pl.lit(flt.name))
+    return expr.otherwise(None)
+
+
+def _window_skip(window: TimeWindow) -> pl.Expr:
+    skip = pl.col(COL_SKIP)
+    if window.since is not None:
+        skip = pl.when(skip.is_null() & (pl.col(COL_TS) < window.since)).then(pl.lit("--since")).otherwise(skip)
+    if window.until is not None:
+        skip = pl.when(skip.is_null() & (pl.col(COL_TS) >= window.until)).then(pl.lit("--until")).otherwise(skip)
+    return skip.alias(COL_SKIP)
+
+
+# --------------------------------------------------------------------------- identity
+
+
+def visitor_ids(frame: pl.DataFrame, mapping: Mapping) -> pl.Series:
+    """The payload ``id``: stable forever, at most 50 characters."""
+    spec = mapping.visitor
+    if spec.strategy == "per_row":
+        expr = pl.concat_str(
+            pl.lit("row-"), pl.col(COL_FILE).cast(pl.String), pl.lit("-"), pl.col(COL_ROW).cast(pl.String)
+        )
+        return frame.select(expr.alias(COL_VISITOR)).to_series()
+    if spec.strategy == "ip_ua_day":
+        day = pl.col(COL_TS) // 86_400 if COL_TS in frame.columns else pl.lit(0)
+        parts = [pl.col(str(spec.ip)).cast(pl.String), pl.col(str(spec.user_agent)).cast(pl.String)]
+        raw = pl.concat_str([*parts, day.cast(pl.String)], separator="|")
+        ids = frame.select(raw.alias(COL_VISITOR)).to_series()
+        return _hash_ids(ids, always=True)
+    parts = [
+        pl.col(c).cast(pl.String).str.replace_all("\x00", "", literal=True).str.strip_chars()
+        for c in spec.columns
+    ]
+    if len(parts) == 1:
+        raw = _blank_to_null(parts[0])
+    else:
+        any_value = pl.any_horizontal([_blank_to_null(p).is_not_null() for p in parts])
+        raw = pl.when(any_value).then(pl.concat_str([p.fill_null("") for p in parts], separator="|"))
+    ids = frame.select(raw.alias(COL_VISITOR)).to_series()
+    return _hash_ids(ids, always=False)
+
+
+def _hash_ids(ids: pl.Series, *, always: bool) -> pl.Series:
+    """Hash ids longer than 50 (or all, for derived ids) on the unique values only."""
+    needs = ids if always else ids.filter(ids.str.len_chars() > VISITOR_ID_MAX)
+    uniques = needs.drop_nulls().unique()
+    if uniques.len() == 0:
+        return ids
+    hashed = [stable_visitor_hash(v) for v in uniques.to_list()]
+    mapping = pl.DataFrame({"k": uniques, "v": pl.Series(hashed, dtype=pl.String)})
+    joined = pl.DataFrame({"k": ids}).join(mapping, on="k", how="left", maintain_order="left")
+    return joined.select(pl.coalesce("v", "k").alias(COL_VISITOR)).to_series()
+
+
+def stable_visitor_hash(value: str) -> str:
+    """40 hex chars of SHA-256: stable across versions and machines (unlike polars' hash)."""
+    return "h-" + hashlib.sha256(value.encode()).hexdigest()[:40]
+
+
+def lanes_for(visitors: pl.Series, lanes: int = DEFAULT_LANES) -> pl.Series:
+    """Sender lane per row: CRC32 of the visitor id, stable across runs and versions."""
+    uniques = visitors.fill_null("").unique()
+    values = [zlib.crc32(v.encode()) % lanes for v in uniques.to_list()]
+    table = pl.DataFrame({"k": uniques, COL_LANE: pl.Series(values, dtype=pl.UInt16)})
+    joined = pl.DataFrame({"k": visitors.fill_null("")}).join(table, on="k", how="left", maintain_order="left")
+    return joined[COL_LANE]

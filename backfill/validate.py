@@ -1,0 +1,263 @@
+"""Check canonical rows against what Umami accepts, before anything is sent.
+
+Each rule is (field, condition, reason). A row gets the FIRST rule it breaks
+as ``_reject_field``/``_reject_reason``; the reasons are fixed strings so the
+report can group them, and each says how to fix the row or the mapping.
+Umami answers some of these with a 400, some with a 500 after a partial write,
+and a bot user agent with a 200 that stores nothing: only checking here keeps
+the ledger honest.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+from dataclasses import dataclass
+
+import polars as pl
+
+from .botcheck import bot_mask
+from .mapping import Mapping
+from .schema import (
+    COL_REJECT_FIELD,
+    COL_REJECT_REASON,
+    COL_SKIP,
+    COL_TS,
+    COL_VISITOR,
+    CURRENCY_LIMIT,
+    DATA_NUMBER_MAX_ABS,
+    DATA_STRING_LIMIT,
+    EVENT_TYPES,
+    FIELD_LIMITS,
+    QUERY_PARAM_LIMIT,
+    QUERY_PARAMS_LIMITED,
+)
+from .transform import COL_TS_ERROR, RAW_PREFIX
+
+#: Earliest event time accepted: older values are almost surely a unit or parsing error.
+EARLIEST_TIMESTAMP = 631_152_000  # 1990-01-01T00:00:00Z
+#: Events this far in the future are refused (a historical import has none).
+FUTURE_TOLERANCE_S = 86_400
+
+_HINTS = {
+    "browser": " or set `normalize: true` to map names like 'Samsung Internet' to Umami's",
+    "os": " or set `normalize: true` to map names like 'Macintosh' to Umami's",
+    "device": " or set `normalize: true`",
+}
+
+
+@dataclass(frozen=True)
+class Rule:
+    field: str
+    broken: pl.Expr
+    reason: pl.Expr | str
+
+
+def validate(frame: pl.DataFrame, mapping: Mapping, *, now: int | None = None) -> pl.DataFrame:
+    """Add ``_reject_field``/``_reject_reason`` (null when the row is fine); apply truncation.
+
+    Rows already skipped by a filter are not judged.
+    """
+    frame = apply_truncation(frame, mapping)
+    rules = build_rules(frame, mapping, now=now)
+    if not rules:
+        return frame.with_columns(
+            pl.lit(None, dtype=pl.String).alias(COL_REJECT_FIELD),
+            pl.lit(None, dtype=pl.String).alias(COL_REJECT_REASON),
+        )
+    active = pl.col(COL_SKIP).is_null()
+    field = pl.when(active & rules[0].broken).then(pl.lit(rules[0].field))
+    reason = pl.when(active & rules[0].broken).then(_lit(rules[0].reason))
+    for rule in rules[1:]:
+        field = field.when(active & rule.broken).then(pl.lit(rule.field))
+        reason = reason.when(active & rule.broken).then(_lit(rule.reason))
+    return frame.with_columns(
+        field.otherwise(None).alias(COL_REJECT_FIELD),
+        reason.otherwise(None).alias(COL_REJECT_REASON),
+    )
+
+
+def _lit(reason: pl.Expr | str) -> pl.Expr:
+    return pl.lit(reason) if isinstance(reason, str) else reason
+
+
+def apply_truncation(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
+    """Cut over-long values only where the mapping says ``truncate``."""
+    cuts = []
+    for name in frame.columns:
+        if mapping.overflow_policy(name) != "truncate" or frame.schema[name] != pl.String:
+            continue
+        limit = FIELD_LIMITS.get(name)
+        if name.startswith("data."):
+            limit = DATA_STRING_LIMIT
+        if name in ("title", "url", "referrer"):
+            continue  # Umami cuts these itself at 500
+        if limit is not None:
+            cuts.append(pl.col(name).str.slice(0, limit))
+    return frame.with_columns(cuts) if cuts else frame
+
+
+def build_rules(frame: pl.DataFrame, mapping: Mapping, *, now: int | None = None) -> list[Rule]:
+    now = int(time.time()) if now is None else now
+    cols = set(frame.columns)
+    rules = [
+        Rule("timestamp", pl.col(COL_TS).is_null(), pl.col(COL_TS_ERROR)),
+        Rule(
+            "timestamp",
+            pl.col(COL_TS) < EARLIEST_TIMESTAMP,
+            "timestamp: before 1990, almost surely a wrong unit or format in the mapping",
+        ),
+        Rule(
+            "timestamp",
+            pl.col(COL_TS) > now + FUTURE_TOLERANCE_S,
+            "timestamp: in the future (wrong unit or timezone in the mapping?)",
+        ),
+        Rule(
+            "id",
+            pl.col(COL_VISITOR).is_null(),
+            "id: the visitor column(s) are empty for this row; every event needs a visitor id",
+        ),
+        Rule(
+            "type",
+            pl.col("type").is_null() | pl.col("type").is_in(EVENT_TYPES).not_(),
+            "type: must be event or identify (check the mapping's type:)",
+        ),
+    ]
+    for name, limit in FIELD_LIMITS.items():
+        if name in cols and name != "id" and mapping.overflow_policy(name) == "reject":
+            rules.append(
+                Rule(
+                    name,
+                    pl.col(name).str.len_chars() > limit,
+                    f"{name}: longer than {limit} characters (Umami's limit); shorten it in the "
+                    f"source, set `overflow: {{{name}: truncate}}`{_HINTS.get(name, '')}",
+                )
+            )
+    for name in ("url", "referrer"):
+        if name in cols:
+            rules.append(
+                Rule(
+                    name,
+                    unparseable_urls(frame[name]),
+                    f"{name}: does not parse as a URL; Umami refuses it (fix the value or the template)",
+                )
+            )
+    if "url" in cols:
+        rules.extend(_query_param_rules(frame))
+    rules.extend(_data_rules(frame, mapping))
+    if "userAgent" in cols and not mapping.keep_bots:
+        rules.append(
+            Rule(
+                "userAgent",
+                bot_mask(frame["userAgent"]),
+                "userAgent: bot user agent: Umami would drop it silently (set `keep_bots: true` "
+                "only if the server runs with DISABLE_BOT_CHECK)",
+            )
+        )
+    return rules
+
+
+def _query_param_rules(frame: pl.DataFrame) -> list[Rule]:
+    rules = []
+    for param in QUERY_PARAMS_LIMITED:
+        value = pl.col("url").str.extract(rf"[?&]{param}=([^&#]*)", 1)
+        # Umami stores the decoded value: each %XX escape is one character.
+        decoded_len = value.str.len_chars() - 2 * value.str.count_matches("%[0-9A-Fa-f]{2}")
+        rules.append(
+            Rule(
+                "url",
+                decoded_len > QUERY_PARAM_LIMIT,
+                f"url: {param} in the query is longer than {QUERY_PARAM_LIMIT} characters; Umami "
+                "would store the session but lose the event (database error)",
+            )
+        )
+    return rules
+
+
+def _data_rules(frame: pl.DataFrame, mapping: Mapping) -> list[Rule]:
+    rules = []
+    for name in frame.columns:
+        if not name.startswith("data."):
+            continue
+        dtype = frame.schema[name]
+        raw = RAW_PREFIX + name
+        if dtype == pl.String:
+            if mapping.overflow_policy(name) == "reject":
+                rules.append(
+                    Rule(
+                        name,
+                        pl.col(name).str.len_chars() > DATA_STRING_LIMIT,
+                        f"{name}: longer than {DATA_STRING_LIMIT} characters; Umami would store the "
+                        f"event without its data (set `overflow: {{{name}: truncate}}` to cut it)",
+                    )
+                )
+            continue
+        if raw in frame.columns:
+            rules.append(
+                Rule(
+                    name,
+                    pl.col(raw).is_not_null() & pl.col(name).is_null(),
+                    f"{name}: not a {'true/false value' if dtype == pl.Boolean else 'number'}",
+                )
+            )
+        if dtype.is_numeric():
+            rules.append(
+                Rule(
+                    name,
+                    pl.col(name).cast(pl.Float64).abs() >= DATA_NUMBER_MAX_ABS,
+                    f"{name}: too large for Umami's decimal(19,4) column",
+                )
+            )
+    if "data.revenue" in frame.columns:
+        rules.extend(_revenue_rules(frame))
+    return rules
+
+
+def _revenue_rules(frame: pl.DataFrame) -> list[Rule]:
+    revenue = pl.col("data.revenue")
+    has_currency = "data.currency" in frame.columns
+    currency = pl.col("data.currency") if has_currency else pl.lit(None, dtype=pl.String)
+    return [
+        Rule(
+            "data.revenue",
+            revenue.is_not_null() & (revenue.cast(pl.Float64) <= 0),
+            "data.revenue: must be greater than 0; Umami keeps no revenue row for 0 or "
+            "refunds (filter them out, or map them to another data key)",
+        ),
+        Rule(
+            "data.currency",
+            revenue.is_not_null() & currency.is_null(),
+            "data.currency: revenue without a currency; Umami would store no revenue row "
+            "(map data.currency, e.g. {const: USD})",
+        ),
+        Rule(
+            "data.currency",
+            currency.str.len_chars() > CURRENCY_LIMIT,
+            f"data.currency: longer than {CURRENCY_LIMIT} characters (use an ISO code like USD)",
+        ),
+    ]
+
+
+def unparseable_urls(values: pl.Series) -> pl.Series:
+    """True where Umami's URL parser would refuse the value; checked on unique values."""
+    uniques = values.drop_nulls().unique()
+    if uniques.len() == 0:
+        return pl.Series(values.name, [False] * values.len(), dtype=pl.Boolean)
+    bad = [v for v in uniques.to_list() if not url_parses(v)]
+    if not bad:
+        return pl.Series(values.name, [False] * values.len(), dtype=pl.Boolean)
+    return values.is_in(bad).fill_null(False)
+
+
+def url_parses(value: str) -> bool:
+    """Mirror of ``new URL(value, 'https://localhost')`` for the failures that matter."""
+    try:
+        parts = urllib.parse.urlsplit(value)
+        _ = parts.port  # a non-numeric or out-of-range port raises
+    except ValueError:
+        return False
+    if parts.scheme in ("http", "https") and value.split(":", 1)[1].startswith("//"):
+        host = parts.hostname
+        if not host or any(ch in host for ch in " <>^|%"):
+            return False
+    return True
