@@ -40,7 +40,7 @@ from .schema import (
     COL_VISITOR,
 )
 from .sources import ReadOptions, SourceFile, expand_sources, iter_chunks, read_schema
-from .transform import DEFAULT_LANES, TimeWindow, apply_mapping, lanes_for
+from .transform import DEFAULT_LANES, TimeWindow, apply_mapping, file_tag, lanes_for
 from .validate import validate
 
 ProgressFn = Callable[[str, int, int | None], None]  # (stage, rows done, total or None)
@@ -122,8 +122,13 @@ def prepare(
     rejects: RecordFile,
     progress: ProgressFn | None = None,
     stop: threading.Event | None = None,
+    *,
+    spill: bool = True,
 ) -> Prepared:
-    """Read every row once: count it, reject or skip it, or spill it for sending."""
+    """Read every row once: count it, reject or skip it, or spill it for sending.
+
+    ``spill=False`` (a dry run without --out) only counts: no payloads, no runs.
+    """
     config, mapping = plan_.config, plan_.mapping
     window = TimeWindow(config.since, config.until)
     ledger, stats = Ledger(), Stats()
@@ -131,6 +136,7 @@ def prepare(
     website = config.website or "00000000-0000-0000-0000-000000000000"
     remaining = config.limit
     paths = [f.path for f in plan_.files]
+    tags = [file_tag(p) for p in paths]
     for index, source in enumerate(plan_.files):
         for chunk in iter_chunks(source, index, plan_.read_options):
             if stop is not None and stop.is_set():
@@ -140,7 +146,18 @@ def prepare(
                     break
                 chunk = chunk.head(remaining)
                 remaining -= chunk.height
-            _prepare_chunk(chunk, mapping, window, website, paths, ledger, stats, runs, rejects)
+            _prepare_chunk(
+                chunk,
+                mapping,
+                window,
+                website,
+                paths,
+                tags,
+                ledger,
+                stats,
+                runs if spill else None,
+                rejects,
+            )
             if progress:
                 progress("prepare", ledger.read, None)
         if remaining is not None and remaining <= 0:
@@ -154,12 +171,13 @@ def _prepare_chunk(
     window: TimeWindow,
     website: str,
     paths: list[str],
+    tags: list[str],
     ledger: Ledger,
     stats: Stats,
-    runs: RunSet,
+    runs: RunSet | None,
     rejects: RecordFile,
 ) -> None:
-    checked = validate(apply_mapping(chunk, mapping, window), mapping)
+    checked = validate(apply_mapping(chunk, mapping, window, tags), mapping)
     ledger.read += checked.height
     skip = checked[COL_SKIP]
     if skip.null_count() < checked.height:
@@ -172,12 +190,14 @@ def _prepare_chunk(
     if good.height == 0:
         return
     stats.update(good)
+    ledger.accepted += good.height
+    if runs is None:
+        return
     prepared = good.select(COL_TS, COL_FILE, COL_ROW, COL_VISITOR).with_columns(
         build_elements(good, website).alias(COL_JSON),
         lanes_for(good[COL_VISITOR], DEFAULT_LANES).alias(COL_LANE),
     )
     runs.add(prepared)
-    ledger.accepted += good.height
 
 
 def _write_client_rejects(
@@ -226,7 +246,7 @@ def dry_run(
     rejects.truncate(0)  # a dry run describes this input only; it keeps no history
     spill = Path(tempfile.mkdtemp(prefix="backfill-spill-"))
     try:
-        prepared = prepare(plan_, spill, rejects, progress, stop)
+        prepared = prepare(plan_, spill, rejects, progress, stop, spill=config.out is not None)
         rejects.close()
         if config.out is not None:
             write_payloads(emit(prepared.runs), config.out)
@@ -266,7 +286,7 @@ def run_import(
     say: Callable[[str], None] | None = None,
 ) -> Summary:
     """Send to Umami, resuming from the checkpoint of an earlier run of the same import."""
-    from .checkpoint import Checkpoint, compare_fingerprint, fingerprint_files, hash_text
+    from .checkpoint import Checkpoint, compare_fingerprint, fingerprint_files
     from .sender import SendSettings, preflight, send_stream
 
     started = time.monotonic()
@@ -327,9 +347,7 @@ def run_import(
         prepared = Prepared.from_dict(checkpoint.prepared)
         missing = prepared.runs.missing()
         if missing:
-            raise ConfigError(
-                f"prepared data of the checkpoint is missing ({missing[0]}); run with --restart"
-            )
+            raise ConfigError(f"prepared data of the checkpoint is missing ({missing[0]}); run with --restart")
         say(f"resuming the import from {checkpoint_path}")
     else:
         if checkpoint is None:

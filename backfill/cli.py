@@ -69,7 +69,10 @@ def _positive_int(value: str) -> int:
 def _add_read_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("reading")
     group.add_argument(
-        "sources", nargs="+", metavar="SOURCE", help="files, globs or directories (.gz/.zst read directly)"
+        "sources",
+        nargs="+",
+        metavar="SOURCE",
+        help="files, globs or directories (.gz/.zst read directly)",
     )
     group.add_argument("--format", choices=["csv", "parquet", "ndjson"], help="input format (default: detect)")
     group.add_argument("--delimiter", help="CSV field delimiter (default ',' or tab for .tsv)")
@@ -77,9 +80,7 @@ def _add_read_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_run_options(parser: argparse.ArgumentParser, *, rejects_default: str) -> None:
-    parser.add_argument(
-        "--mapping", "-m", required=True, help="mapping YAML file, or a preset name from mappings/"
-    )
+    parser.add_argument("--mapping", "-m", required=True, help="mapping YAML file, or a preset name from mappings/")
     group = parser.add_argument_group("selecting rows")
     group.add_argument("--since", type=_time_arg, help="only events at or after this time (UTC if naive)")
     group.add_argument("--until", type=_time_arg, help="only events before this time (UTC if naive)")
@@ -96,23 +97,58 @@ def _add_run_options(parser: argparse.ArgumentParser, *, rejects_default: str) -
 
 def _add_send_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("sending")
-    group.add_argument("--host", default=os.environ.get("UMAMI_HOST"), help="Umami URL (env UMAMI_HOST); none = dry run")
-    group.add_argument("--website", default=os.environ.get("UMAMI_WEBSITE_ID"), help="website UUID (env UMAMI_WEBSITE_ID)")
-    group.add_argument("--state", type=Path, help="checkpoint directory (default: .backfill-state next to --rejects)")
-    group.add_argument("--restart", action="store_true", help="discard the checkpoint and import from the start (duplicates what was sent)")
+    group.add_argument(
+        "--host",
+        default=os.environ.get("UMAMI_HOST"),
+        help="Umami URL (env UMAMI_HOST); none = dry run",
+    )
+    group.add_argument(
+        "--website",
+        default=os.environ.get("UMAMI_WEBSITE_ID"),
+        help="website UUID (env UMAMI_WEBSITE_ID)",
+    )
+    group.add_argument(
+        "--state",
+        type=Path,
+        help="checkpoint directory (default: .backfill-state next to --rejects)",
+    )
+    group.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard the checkpoint and import from the start (duplicates what was sent)",
+    )
     group.add_argument(
         "--resend-in-doubt",
         action="store_true",
         help="send rows left in doubt by a crash again: risks duplicates (not resending risks gaps)",
     )
-    group.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE, help=f"events per request (max {MAX_BATCH_SIZE})")
-    group.add_argument("--max-body-bytes", type=_positive_int, default=DEFAULT_MAX_BODY_BYTES, help="request body cap (proxy limit)")
+    group.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"events per request (max {MAX_BATCH_SIZE})",
+    )
+    group.add_argument(
+        "--max-body-bytes",
+        type=_positive_int,
+        default=DEFAULT_MAX_BODY_BYTES,
+        help="request body cap (proxy limit)",
+    )
     group.add_argument("--concurrency", type=_positive_int, help="requests in flight (default: adaptive, from 2)")
     group.add_argument("--rate", type=float, help="cap in events per second (default: none)")
     group.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for one answer")
-    group.add_argument("--on-error", choices=["stop", "reject"], default="stop", help="when retries run out: stop the run, or reject the batch's rows")
+    group.add_argument(
+        "--on-error",
+        choices=["stop", "reject"],
+        default="stop",
+        help="when retries run out: stop the run, or reject the batch's rows",
+    )
     group.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
-    group.add_argument("--user-agent", default=DEFAULT_USER_AGENT, help="User-Agent for rows without one (must pass Umami's bot check)")
+    group.add_argument(
+        "--user-agent",
+        default=DEFAULT_USER_AGENT,
+        help="User-Agent for rows without one (must pass Umami's bot check)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,7 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_read_options(val)
     _add_run_options(val, rejects_default="validate-rejects.ndjson")
-    val.add_argument("--website", default=os.environ.get("UMAMI_WEBSITE_ID"), help="website UUID for --out payloads")
+    val.add_argument(
+        "--website",
+        default=os.environ.get("UMAMI_WEBSITE_ID"),
+        help="website UUID for --out payloads",
+    )
 
     ins = sub.add_parser(
         "inspect",
@@ -211,7 +251,7 @@ class Console:
         self.verbose = verbose
         self.tty = sys.stderr.isatty()
         self._bars: dict[str, Any] = {}
-        self._last_log = 0.0
+        self._last_log = time.monotonic()
 
     def say(self, message: str) -> None:
         if not self.quiet:
@@ -226,7 +266,14 @@ class Console:
             bar = self._bars.get(stage)
             if bar is None:
                 label = {"prepare": "reading", "send": "sending"}.get(stage, stage)
-                bar = tqdm(total=total, desc=label, unit=" rows", unit_scale=True, file=sys.stderr, dynamic_ncols=True)
+                bar = tqdm(
+                    total=total,
+                    desc=label,
+                    unit=" rows",
+                    unit_scale=True,
+                    file=sys.stderr,
+                    dynamic_ncols=True,
+                )
                 self._bars[stage] = bar
             if total is not None and bar.total != total:
                 bar.total = total
@@ -251,7 +298,9 @@ def _install_stop_handlers(stop: threading.Event, console: Console) -> None:
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
-        console.say(f"\n{signal.Signals(signum).name}: finishing requests in flight and saving the checkpoint (again to abort)")
+        console.say(
+            f"\n{signal.Signals(signum).name}: finishing requests in flight and saving the checkpoint (again to abort)"
+        )
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
@@ -290,7 +339,10 @@ def run_command(args: argparse.Namespace) -> int:
     _install_stop_handlers(stop, console)
     if config.dry_run:
         if args.command == "import":
-            print("DRY RUN: no Umami host configured (--host or UMAMI_HOST); nothing will be sent.", flush=True)
+            print(
+                "DRY RUN: no Umami host configured (--host or UMAMI_HOST); nothing will be sent.",
+                flush=True,
+            )
         summary = api.dry_run(config, console.progress, stop)
         return _finish(summary, config, console)
     if config.insecure:

@@ -1,12 +1,12 @@
 """Exceptions raised by the library; only ``cli`` turns them into messages and exit codes.
 
-    BackfillError
-     +-- ConfigError        bad flags, environment or state: exit 2, before any data is read
-     |    +-- MappingError  the mapping YAML is wrong (carries file and line)
-     +-- SourceError        an input file cannot be read as declared: exit 2
-     +-- SendError          Umami refused the run as a whole
-          +-- TerminalSendError   retrying cannot help (401/403, unknown website, bot drop)
-          +-- TransientSendError  retrying may help (429, 502/503, connection refused)
+BackfillError
+ +-- ConfigError        bad flags, environment or state: exit 2, before any data is read
+ |    +-- MappingError  the mapping YAML is wrong (carries file and line)
+ +-- SourceError        an input file cannot be read as declared: exit 2
+ +-- SendError          Umami refused the run as a whole
+      +-- TerminalSendError   retrying cannot help (401/403, unknown website, bot drop)
+      +-- TransientSendError  retrying may help (429, 502/503, connection refused)
 """
 
 from __future__ import annotations

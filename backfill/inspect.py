@@ -11,11 +11,31 @@ import polars as pl
 
 from .errors import ConfigError
 from .sources import ReadOptions, expand_sources, iter_chunks
+from .transform import iso_exprs
 
 #: Column-name hints for the suggested mapping, most specific first.
 _HINTS: dict[str, tuple[str, ...]] = {
-    "timestamp": ("timestamp", "event_timestamp", "created_at", "created", "time", "date", "datetime", "ts"),
-    "visitor": ("visitor_id", "user_pseudo_id", "user_id", "customer_id", "customer", "session_id", "client_id", "uid", "user"),
+    "timestamp": (
+        "timestamp",
+        "event_timestamp",
+        "created_at",
+        "created",
+        "time",
+        "date",
+        "datetime",
+        "ts",
+    ),
+    "visitor": (
+        "visitor_id",
+        "user_pseudo_id",
+        "user_id",
+        "customer_id",
+        "customer",
+        "session_id",
+        "client_id",
+        "uid",
+        "user",
+    ),
     "url": ("url", "page_location", "page", "path", "pathname", "request_path", "page_path"),
     "hostname": ("hostname", "host", "domain"),
     "referrer": ("referrer", "referer", "page_referrer"),
@@ -55,21 +75,27 @@ def inspect_source(
     return describe(files[0].path, frame), suggest_mapping(frame)
 
 
+#: Share of a text column's values that must parse for it to be called numeric or a time.
+_TYPE_THRESHOLD = 0.95
+
+
 def _infer_types(frame: pl.DataFrame) -> list[pl.Series]:
-    """Text columns that are really numbers or times (CSV reads everything as text)."""
+    """Text columns that are really numbers or times (CSV reads everything as text);
+    a few bad values do not hide the type (they are what validate will reject)."""
     out = []
     for name in frame.columns:
         col = frame[name]
-        if col.dtype != pl.String or col.null_count() == col.len():
+        present = col.len() - col.null_count()
+        if col.dtype != pl.String or present == 0:
             continue
-        present = col.drop_nulls()
-        number = present.str.strip_chars().cast(pl.Float64, strict=False)
-        if number.null_count() == 0:
-            out.append(col.str.strip_chars().cast(pl.Float64, strict=False).alias(name))
+        number = col.str.strip_chars().cast(pl.Float64, strict=False)
+        if number.len() - number.null_count() >= _TYPE_THRESHOLD * present:
+            out.append(number.alias(name))
             continue
-        parsed = present.str.to_datetime(strict=False, time_zone="UTC")
-        if parsed.null_count() == 0:
-            out.append(col.str.to_datetime(strict=False, time_zone="UTC").alias(name))
+        seconds, _ = iso_exprs(pl.col(name).str.strip_chars(), "UTC")
+        parsed = frame.select(seconds.alias(name))[name]
+        if parsed.len() - parsed.null_count() >= _TYPE_THRESHOLD * present:
+            out.append(pl.from_epoch(parsed, "s").dt.replace_time_zone("UTC").alias(name))
     return out
 
 
@@ -86,10 +112,10 @@ def describe(path: str, frame: pl.DataFrame) -> str:
         lines.append("")
         lines.append("time ranges:")
         lines.extend(f"  {name}: {lo} .. {hi}" for name, lo, hi in ranges)
-    lines.append("")
-    lines.append("first rows:")
-    with pl.Config(tbl_rows=5, tbl_cols=12, fmt_str_lengths=30):
-        lines.append(str(frame.head(5)))
+    for number, row in enumerate(frame.head(3).iter_rows(named=True), 1):
+        lines.append("")
+        lines.append(f"sample row {number}:")
+        lines.extend(f"  {key:<30} {str(value)[:70]}" for key, value in row.items())
     return "\n".join(lines)
 
 
@@ -125,14 +151,17 @@ def _pick(frame: pl.DataFrame, target: str) -> str | None:
 
 def suggest_mapping(frame: pl.DataFrame) -> str:
     """A starting point; every guess is marked so the user checks it."""
-    lines = ["# Suggested by `backfill inspect`: check every line, then run `backfill validate`.", "version: 1"]
+    lines = [
+        "# Suggested by `backfill inspect`: check every line, then run `backfill validate`.",
+        "version: 1",
+    ]
     ts = _pick(frame, "timestamp")
     if ts is None:
         ts = next((c for c in frame.columns if isinstance(frame[c].dtype, pl.Datetime)), None)
     lines.append("timestamp:")
     lines.append(f"  column: {ts or 'CHANGE_ME'}")
     if ts is not None and frame[ts].dtype.is_numeric():
-        unit = _epoch_guess(frame[ts].max()).rsplit(" ", 1)[-1]
+        unit = _epoch_guess(frame[ts].median()).rsplit(" ", 1)[-1]  # the median: one odd row does not decide
         lines.append("  format: epoch")
         lines.append(f"  unit: {unit if unit in ('s', 'ms', 'us', 'ns') else 's'}")
     else:
@@ -146,9 +175,29 @@ def suggest_mapping(frame: pl.DataFrame) -> str:
         lines.append("  strategy: per_row   # no visitor column found: every row its own visitor")
     lines.append("type: event")
     lines.append("fields:")
-    for target in ("hostname", "url", "referrer", "title", "name", "userAgent", "language", "screen", "browser", "os", "device", "ip"):
+    for target in (
+        "hostname",
+        "url",
+        "referrer",
+        "title",
+        "name",
+        "userAgent",
+        "language",
+        "screen",
+        "browser",
+        "os",
+        "device",
+        "ip",
+    ):
         column = _pick(frame, target)
         if column and column not in (ts, visitor):
+            if target == "name" and frame[column].dtype == pl.String:
+                views = [v for v in ("pageview", "page_view", "PageView") if v in set(frame[column].to_list())]
+                if views:
+                    lines.append(
+                        f"  {target}: {{column: {column}, map: {{{views[0]}: null}}}}  # pageviews have no name"
+                    )
+                    continue
             lines.append(f"  {target}: {column}")
     if not any(line.startswith("  url:") for line in lines):
         lines.append("  url: {const: /}   # no page column found: CHECK")

@@ -93,7 +93,7 @@ class TimestampSpec:
 
     @property
     def pattern_has_offset(self) -> bool:
-        return self.is_strftime and ("%z" in self.format or "%Z" in self.format)
+        return self.is_strftime and "%z" in self.format
 
 
 @dataclass(frozen=True)
@@ -218,9 +218,7 @@ def resolve_mapping_path(name: str) -> Path:
         if candidate.exists():
             return candidate
     presets = sorted(p.stem for p in MAPPINGS_DIR.glob("*.yaml"))
-    raise MappingError(
-        f"mapping file {name!r} not found (presets: {', '.join(presets) or 'none'})"
-    )
+    raise MappingError(f"mapping file {name!r} not found (presets: {', '.join(presets) or 'none'})")
 
 
 def load_mapping(name: str) -> Mapping:
@@ -232,7 +230,7 @@ def load_mapping(name: str) -> Mapping:
 
 def parse_mapping(text: str, path: str = "<mapping>") -> Mapping:
     try:
-        raw = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+        raw = yaml.load(text, Loader=_LineLoader)
     except MappingError as exc:
         raise MappingError(str(exc).split(": ", 1)[-1], path=path, line=exc.line) from None
     except yaml.YAMLError as exc:
@@ -259,9 +257,7 @@ class _MappingParser:
         raw = self.raw
         for key in raw:
             if key != "__lines__" and key not in _TOP_KEYS:
-                raise self.fail(
-                    f"unknown key {key!r}{_suggest(key, _TOP_KEYS)}", self.top_lines.get(key)
-                )
+                raise self.fail(f"unknown key {key!r}{_suggest(key, _TOP_KEYS)}", self.top_lines.get(key))
         version = raw.get("version", 1)
         if version != 1:
             raise self.fail(f"version {version!r} is not supported (use 1)", self.top_lines.get("version"))
@@ -336,6 +332,12 @@ class _MappingParser:
                 )
         elif unit is not None:
             raise self.fail("unit applies only to format: epoch", lines.get("unit"))
+        if "%Z" in fmt:
+            raise self.fail(
+                "%Z (a zone NAME like CET) cannot be converted reliably: match it as literal text "
+                "and declare `timezone:`, or use %z for numeric offsets like +01:00",
+                lines.get("format", line),
+            )
         if fmt not in TIMESTAMP_FORMATS and "%" not in fmt:
             raise self.fail(
                 f"timestamp format {fmt!r} is not iso8601, epoch or a strftime pattern like '%Y-%m-%d %H:%M:%S'",
@@ -484,10 +486,25 @@ class _MappingParser:
         if value_map is not None:
             if not isinstance(value_map, dict):
                 raise self.fail(f"{target}: map must be a mapping of old: new", lines.get("map", line))
-            value_map = {str(k): v for k, v in _plain(value_map).items()}
+            plain_map = _plain(value_map)
+            odd = [k for k in plain_map if not isinstance(k, str)]
+            if odd:
+                raise self.fail(
+                    f"{target}: map key {odd[0]!r} is not text: YAML reads unquoted true/false/yes/"
+                    f"no/numbers as other types; quote it, e.g. '{odd[0]}': ...",
+                    lines.get("map", line),
+                )
+            value_map = plain_map
         scale = value.get("scale")
         if scale is not None and not isinstance(scale, (int, float)):
             raise self.fail(f"{target}: scale must be a number (e.g. 0.01 for cents)", lines.get("scale", line))
+        if scale is not None and not target.startswith("data."):
+            raise self.fail(f"{target}: scale applies only to data.<key> numbers", lines.get("scale", line))
+        if target == "data.revenue" and dtype not in (None, "number", "integer"):
+            raise self.fail(
+                "data.revenue must be a number (Umami's Revenue report needs a JSON number)",
+                lines.get("type", line),
+            )
         common = {
             "value_map": value_map,
             "default": value.get("default"),
@@ -508,9 +525,7 @@ class _MappingParser:
         parts = value["coalesce"]
         if not isinstance(parts, list) or not parts:
             raise self.fail(f"{target}: coalesce takes a list of columns or sources", line)
-        return ValueSpec(
-            kind="coalesce", parts=tuple(self.parse_spec(p, target, line) for p in parts), **common
-        )
+        return ValueSpec(kind="coalesce", parts=tuple(self.parse_spec(p, target, line) for p in parts), **common)
 
     def parse_type(self, node: Any) -> ValueSpec:
         line = self.top_lines.get("type")
@@ -560,6 +575,12 @@ class _MappingParser:
                 raise self.fail(f"overflow: unknown field {key!r}{_suggest(key, limited)}", lines.get(key))
             if key == "id":
                 raise self.fail("overflow: ids longer than 50 are hashed, never cut", lines.get(key))
+            if key in ("url", "title", "referrer"):
+                raise self.fail(
+                    f"overflow: Umami cuts {key} at 500 characters itself; there is nothing to set "
+                    "(utm_* values over 255 in the url are always rejected)",
+                    lines.get(key),
+                )
             out[key] = self.parse_policy(value, f"overflow.{key}", lines.get(key))
         return out
 
@@ -588,16 +609,16 @@ def check_against_schema(mapping: Mapping, schema: dict[str, pl.DataType], sourc
         for column in _sql_columns(flt.expression):
             if column not in schema:
                 raise MappingError(
-                    f"filter {flt.name!r} uses column {column!r}, which is not in {source}"
-                    f"{_suggest(column, names)}",
+                    f"filter {flt.name!r} uses column {column!r}, which is not in {source}{_suggest(column, names)}",
                     path=mapping.path,
                     line=flt.line,
                 )
     ts = mapping.timestamp
     dtype = schema[ts.column]
-    if isinstance(dtype, pl.Datetime) and dtype.time_zone is None and ts.timezone is None:
+    naive = (isinstance(dtype, pl.Datetime) and dtype.time_zone is None) or dtype == pl.Date
+    if naive and ts.timezone is None:
         raise MappingError(
-            f"column {ts.column!r} holds naive datetimes in {source}: declare their zone with "
+            f"column {ts.column!r} holds naive {dtype} values in {source}: declare their zone with "
             "`timezone:` under timestamp (a naive time is never guessed)",
             path=mapping.path,
             line=ts.line,

@@ -54,7 +54,12 @@ class RunSet:
         self.rows += frame.height
 
     def to_dict(self) -> dict[str, object]:
-        return {"directory": str(self.directory), "paths": self.paths, "rows": self.rows, "ordered": self.ordered}
+        return {
+            "directory": str(self.directory),
+            "paths": self.paths,
+            "rows": self.rows,
+            "ordered": self.ordered,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> RunSet:
@@ -79,9 +84,7 @@ def emit(runs: RunSet, block_rows: int = MERGE_BLOCK_ROWS) -> Iterator[pl.DataFr
     for block in _ordered_blocks(runs, block_rows):
         if block.height == 0:
             continue
-        yield block.with_columns(
-            pl.int_range(seq, seq + block.height, dtype=pl.UInt64).alias(COL_SEQ)
-        )
+        yield block.with_columns(pl.int_range(seq, seq + block.height, dtype=pl.UInt64).alias(COL_SEQ))
         seq += block.height
 
 

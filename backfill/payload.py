@@ -36,4 +36,4 @@ def build_elements(frame: pl.DataFrame, website: str) -> pl.Series:
         .str.replace_all(_FIRST_NULL_MEMBER, "{")
         .str.replace(_EMPTY_DATA, "", literal=True)
     )
-    return frame.select(encoded.alias("_json")).to_series()
+    return frame.lazy().select(encoded.alias("_json")).collect().to_series()

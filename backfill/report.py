@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import polars as pl
 
 from .ledger import Ledger
@@ -15,6 +15,51 @@ from .schema import COL_TS, COL_VISITOR
 
 TOP_KEEP = 1_000  # distinct paths kept between chunks (a bounded heavy-hitters list)
 TOP_SHOW = 10
+EXACT_VISITORS_MAX = 2_000_000  # distinct visitors counted exactly (16 MB); beyond, estimated
+HLL_BITS = 14  # 16,384 registers: about 0.8% standard error
+
+
+class VisitorCounter:
+    """Distinct visitors: exact up to EXACT_VISITORS_MAX, then a HyperLogLog estimate,
+    so memory stays flat however many visitors years of data hold."""
+
+    def __init__(self) -> None:
+        self.exact: pl.Series | None = pl.Series("h", [], dtype=pl.UInt64)
+        self.registers = [0] * (1 << HLL_BITS)
+
+    def update(self, visitors: pl.Series) -> None:
+        hashes = visitors.hash(seed=7)
+        self._update_registers(hashes)
+        if self.exact is not None:
+            merged = pl.concat([self.exact, hashes.unique()]).unique()
+            self.exact = merged if merged.len() <= EXACT_VISITORS_MAX else None
+
+    def _update_registers(self, hashes: pl.Series) -> None:
+        low_bits = 64 - HLL_BITS
+        frame = pl.DataFrame({"h": hashes}).select(
+            (pl.col("h") // (1 << low_bits)).alias("idx"),
+            (pl.col("h") % (1 << low_bits)).bitwise_leading_zeros().cast(pl.Int64).alias("lz"),
+        )
+        # Leading zeros of the low bits, counted from their top: rho = position of the first 1.
+        best = frame.group_by("idx").agg((pl.col("lz").max() - HLL_BITS + 1).alias("rho"))
+        for idx, rho in best.iter_rows():
+            if rho > self.registers[idx]:
+                self.registers[idx] = rho
+
+    @property
+    def exact_count(self) -> bool:
+        return self.exact is not None
+
+    def count(self) -> int:
+        if self.exact is not None:
+            return self.exact.len()
+        m = len(self.registers)
+        alpha = 0.7213 / (1 + 1.079 / m)
+        estimate = alpha * m * m / sum(2.0**-r for r in self.registers)
+        zeros = self.registers.count(0)
+        if estimate <= 2.5 * m and zeros:
+            estimate = m * math.log(m / zeros)
+        return round(estimate)
 
 
 @dataclass
@@ -25,8 +70,8 @@ class Stats:
     last_ts: int | None = None
     events_by_name: Counter[str] = field(default_factory=Counter)
     top_paths: Counter[str] = field(default_factory=Counter)
-    _visitors: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.uint64))
-    visitors_count: int | None = None
+    visitors: VisitorCounter = field(default_factory=VisitorCounter)
+    visitors_count: int | None = None  # when loaded from a checkpoint
 
     def update(self, frame: pl.DataFrame) -> None:
         if frame.height == 0:
@@ -34,14 +79,21 @@ class Stats:
         lo, hi = frame[COL_TS].min(), frame[COL_TS].max()
         self.first_ts = lo if self.first_ts is None else min(self.first_ts, lo)  # type: ignore[type-var]
         self.last_ts = hi if self.last_ts is None else max(self.last_ts, hi)  # type: ignore[type-var]
-        hashes = frame[COL_VISITOR].hash(seed=7).unique().to_numpy()
-        self._visitors = np.union1d(self._visitors, hashes)
+        self.visitors.update(frame[COL_VISITOR])
         names = _event_labels(frame).value_counts()
         self.events_by_name.update(dict(zip(names["label"].to_list(), names["count"].to_list(), strict=True)))
         if "url" in frame.columns:
+            pageviews = pl.col("type") == "event"
+            if "name" in frame.columns:
+                pageviews = pageviews & pl.col("name").is_null()
             paths = (
-                frame.filter(pl.col("type") == "event")
-                .select(pl.col("url").str.replace(r"[?#].*$", "").alias("path"))
+                frame.filter(pageviews)
+                .select(
+                    pl.col("url")
+                    .str.replace(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*", "")
+                    .str.replace(r"[?#].*$", "")
+                    .alias("path")
+                )
                 .drop_nulls()["path"]
                 .value_counts()
             )
@@ -53,7 +105,7 @@ class Stats:
     def distinct_visitors(self) -> int:
         if self.visitors_count is not None:
             return self.visitors_count
-        return int(self._visitors.size)
+        return self.visitors.count()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -161,8 +213,7 @@ class Summary:
         if self.this_run is not None and not dry:
             tr = self.this_run
             lines.append(
-                f"this run: accepted {tr.accepted:,}, rejected {tr.rejected_total:,}, "
-                f"in doubt {tr.in_doubt:,}"
+                f"this run: accepted {tr.accepted:,}, rejected {tr.rejected_total:,}, in doubt {tr.in_doubt:,}"
             )
         st = self.stats
         if st.first_ts is not None:

@@ -10,12 +10,14 @@ each mapped payload field as String, ``data.<key>`` columns, ``_visitor``,
 from __future__ import annotations
 
 import hashlib
-import re
+import os
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import polars as pl
 
+from .errors import MappingError
 from .mapping import TEMPLATE_PLACEHOLDER, Mapping, ValueSpec
 from .schema import COL_FILE, COL_LANE, COL_ROW, COL_SKIP, COL_TS, COL_VISITOR
 from .vocabulary import normalize_browser, normalize_device, normalize_os
@@ -29,8 +31,6 @@ DEFAULT_LANES = 64
 _UNIT_DIVISOR = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 #: Seconds beyond this are almost surely milliseconds sent as seconds (year 5138).
 _EPOCH_SECONDS_MAX = 100_000_000_000
-_ISO_OFFSET = re.compile(r"(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$")
-_ISO_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d")
 
 
 @dataclass(frozen=True)
@@ -41,14 +41,22 @@ class TimeWindow:
     until: int | None = None
 
 
-def apply_mapping(frame: pl.DataFrame, mapping: Mapping, window: TimeWindow) -> pl.DataFrame:
-    """One source chunk -> canonical columns (still unvalidated)."""
-    skip = _skip_expr(mapping)
+def apply_mapping(
+    frame: pl.DataFrame,
+    mapping: Mapping,
+    window: TimeWindow,
+    file_tags: Sequence[str] = (),
+) -> pl.DataFrame:
+    """One source chunk -> canonical columns (still unvalidated).
+
+    ``file_tags`` (one per ``_file`` index, see ``file_tag``) name the files in
+    per-row visitor ids.
+    """
     ts, ts_error = timestamp_exprs(mapping, frame.schema)
     columns: list[pl.Expr] = [
         pl.col(COL_FILE),
         pl.col(COL_ROW),
-        skip.alias(COL_SKIP),
+        skipped_by_filters(frame, mapping).alias(COL_SKIP),
         ts.alias(COL_TS),
         ts_error.alias(COL_TS_ERROR),
         _string(value_expr(mapping.event_type, frame.schema)).alias("type"),
@@ -57,10 +65,9 @@ def apply_mapping(frame: pl.DataFrame, mapping: Mapping, window: TimeWindow) -> 
         columns.append(field_expr(target, spec, mapping, frame.schema).alias(target))
         if target.startswith("data.") and data_type(target, spec, frame.schema) != "string":
             columns.append(raw_text(spec, frame.schema).alias(RAW_PREFIX + target))
-    out = frame.select(columns)
-    out = out.with_columns(_window_skip(window))
+    out = frame.lazy().select(columns).with_columns(_window_skip(window)).collect()
     source = frame.with_columns(out.get_column(COL_TS)) if COL_TS not in frame.columns else frame
-    return out.with_columns(visitor_ids(source, mapping).alias(COL_VISITOR))
+    return out.with_columns(visitor_ids(source, mapping, file_tags).alias(COL_VISITOR))
 
 
 # --------------------------------------------------------------------------- values
@@ -93,7 +100,7 @@ def _blank_to_null(expr: pl.Expr) -> pl.Expr:
 
 
 def _template_expr(template: str) -> pl.Expr:
-    """"/{path}?{query}" -> concatenation; null only when every column is null."""
+    """ "/{path}?{query}" -> concatenation; null only when every column is null."""
     pieces: list[pl.Expr] = []
     columns: list[str] = []
     pos = 0
@@ -128,9 +135,14 @@ def field_expr(target: str, spec: ValueSpec, mapping: Mapping, schema: pl.Schema
     elif spec.case == "upper":
         expr = expr.str.to_uppercase()
     if mapping.normalize:
-        normalizer = {"browser": normalize_browser, "os": normalize_os, "device": normalize_device}
-        if target in normalizer:
-            expr = normalizer[target](expr)
+        if target == "browser":
+            os_spec = mapping.fields.get("os")
+            os_expr = _string(value_expr(os_spec, schema)) if os_spec is not None else None
+            expr = normalize_browser(expr, os=os_expr)
+        elif target == "os":
+            expr = normalize_os(expr)
+        elif target == "device":
+            expr = normalize_device(expr)
     return expr
 
 
@@ -155,7 +167,7 @@ def _data_value(target: str, spec: ValueSpec, expr: pl.Expr, schema: pl.Schema) 
         )
     number = _string(expr).str.strip_chars().cast(pl.Float64, strict=False)
     if spec.scale is not None:
-        number = number * spec.scale
+        number = (number * spec.scale).round(4)  # decimal(19,4): no float noise like 19.990000000000002
     if dtype == "integer":
         return number.round(0).cast(pl.Int64, strict=False)
     return number
@@ -198,28 +210,33 @@ def timestamp_exprs(mapping: Mapping, schema: pl.Schema) -> tuple[pl.Expr, pl.Ex
     dtype = schema.get(spec.column)
     if spec.format == "epoch":
         return _epoch_exprs(col, str(spec.unit), dtype)
-    if isinstance(dtype, pl.Datetime):
-        dt = col if dtype.time_zone else col.dt.replace_time_zone(spec.timezone, non_existent="null")
-        return _datetime_seconds(dt), pl.lit("timestamp: not a valid time")
-    if dtype == pl.Date:
-        dt = col.cast(pl.Datetime("us")).dt.replace_time_zone(spec.timezone or "UTC")
-        return _datetime_seconds(dt), pl.lit("timestamp: not a valid date")
+    if isinstance(dtype, pl.Datetime | pl.Date):
+        naive = col.cast(pl.Datetime("us"))
+        if isinstance(dtype, pl.Datetime) and dtype.time_zone:
+            return _datetime_seconds(col), pl.lit("timestamp: empty")
+        return _zoned(naive, spec.timezone, "timestamp: empty")
     text = col.cast(pl.String).str.strip_chars()
     if spec.is_strftime:
         parsed = text.str.to_datetime(spec.format, strict=False, time_unit="us")
+        unparsed = f"timestamp: does not match the pattern {spec.format!r}"
         if spec.pattern_has_offset:
-            seconds = _datetime_seconds(parsed)
-        else:
-            seconds = _datetime_seconds(
-                parsed.dt.replace_time_zone(spec.timezone, non_existent="null", ambiguous="earliest")
-            )
-        reason = pl.concat_str(pl.lit(f"timestamp: does not match the pattern {spec.format!r}"))
-        return seconds, reason
-    return _iso_exprs(text, spec.timezone)
+            return _datetime_seconds(parsed), pl.lit(unparsed)
+        return _zoned(parsed, spec.timezone, unparsed)
+    return iso_exprs(text, spec.timezone)
 
 
 def _datetime_seconds(dt: pl.Expr) -> pl.Expr:
     return dt.dt.epoch("s").cast(pl.Int64)
+
+
+DST_GAP_REASON = "timestamp: local time that does not exist (skipped by a DST change)"
+
+
+def _zoned(naive: pl.Expr, timezone: str | None, unparsed_reason: str) -> tuple[pl.Expr, pl.Expr]:
+    """Naive local times in a declared zone; an hour that repeats takes its first instance."""
+    local = naive.dt.replace_time_zone(timezone, non_existent="null", ambiguous="earliest")
+    reason = pl.when(naive.is_null()).then(pl.lit(unparsed_reason)).otherwise(pl.lit(DST_GAP_REASON))
+    return _datetime_seconds(local), reason
 
 
 def _epoch_exprs(col: pl.Expr, unit: str, dtype: pl.DataType | None) -> tuple[pl.Expr, pl.Expr]:
@@ -230,43 +247,60 @@ def _epoch_exprs(col: pl.Expr, unit: str, dtype: pl.DataType | None) -> tuple[pl
     out = pl.when(too_big | number.is_nan() | number.is_infinite()).then(None).otherwise(seconds)
     reason = (
         pl.when(too_big)
-        .then(
-            pl.lit(
-                f"timestamp: far too large for epoch {unit}; it looks like a finer unit "
-                "(milliseconds?): check `unit:` in the mapping"
-            )
-        )
+        .then(pl.lit(f"timestamp: far too large for epoch {unit}; {_finer_unit_hint(unit)}"))
         .otherwise(pl.lit(f"timestamp: not a number (format: epoch, unit: {unit})"))
     )
     return out.cast(pl.Int64), reason
 
 
-def _iso_exprs(text: pl.Expr, timezone: str | None) -> tuple[pl.Expr, pl.Expr]:
-    """ISO 8601 with or without offset; naive values only with a declared zone."""
-    offset_text = text.str.extract(r"([Zz]|[+-]\d{2}(?::?\d{2})?)$", 1)
-    base = text.str.replace(_ISO_OFFSET.pattern, "").str.replace(" ", "T", literal=True)
-    naive = pl.coalesce([base.str.to_datetime(fmt, strict=False, time_unit="us") for fmt in _ISO_FORMATS])
+_ISO_SHAPE = (
+    r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?)?"
+    r"(?:[Zz]|[+-]\d{2}(?::?\d{2})?)?$"
+)
+
+
+def _finer_unit_hint(unit: str) -> str:
+    finer = {"s": "ms", "ms": "us", "us": "ns"}.get(unit)
+    if finer is None:
+        return "check the column holds epoch nanoseconds"
+    return f"it looks like a finer unit ({finer}?): check `unit:` in the mapping"
+
+
+def iso_exprs(text: pl.Expr, timezone: str | None) -> tuple[pl.Expr, pl.Expr]:
+    """ISO 8601 with or without offset; naive values only with a declared zone.
+
+    Fixed-width slicing instead of format guessing: a shape check, then the
+    date, time and offset parts by position (fast, and no value is guessed).
+    """
+    shaped = text.str.contains(_ISO_SHAPE)
+    has_time = text.str.len_chars() >= 16
+    date = text.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False)
+    hours = pl.when(has_time).then(text.str.slice(11, 2).cast(pl.Int64, strict=False)).otherwise(0)
+    minutes = pl.when(has_time).then(text.str.slice(14, 2).cast(pl.Int64, strict=False)).otherwise(0)
+    secs = text.str.slice(16, 3).str.extract(r"^:(\d{2})", 1).cast(pl.Int64, strict=False).fill_null(0)
+    clock = hours * 3600 + minutes * 60 + secs
+    valid = shaped & date.is_not_null() & (hours < 24) & (minutes < 60) & (secs < 61)
+    naive_seconds = date.cast(pl.Int64) * 86_400 + clock
+    offset_text = text.str.extract(r"(?:\d)([Zz]|[+-]\d{2}(?::?\d{2})?)$", 1)
     sign = pl.when(offset_text.str.starts_with("-")).then(-1).otherwise(1)
     digits = offset_text.str.replace_all(r"[^0-9]", "")
-    hours = digits.str.slice(0, 2).cast(pl.Int64, strict=False).fill_null(0)
-    minutes = digits.str.slice(2, 2).cast(pl.Int64, strict=False).fill_null(0)
-    offset_seconds = sign * (hours * 3600 + minutes * 60)
-    has_offset = offset_text.is_not_null()
-    naive_seconds = naive.dt.epoch("s").cast(pl.Int64)
+    off_h = digits.str.slice(0, 2).cast(pl.Int64, strict=False).fill_null(0)
+    off_m = digits.str.slice(2, 2).cast(pl.Int64, strict=False).fill_null(0)
+    offset_seconds = sign * (off_h * 3600 + off_m * 60)
+    # A date alone has no offset ("-01" is the day), except a trailing Z.
+    has_offset = offset_text.is_not_null() & (has_time | text.str.ends_with("Z") | text.str.ends_with("z"))
     if timezone is not None:
-        local = naive.dt.replace_time_zone(timezone, non_existent="null", ambiguous="earliest")
+        local = pl.from_epoch(naive_seconds, "s").dt.replace_time_zone(
+            timezone, non_existent="null", ambiguous="earliest"
+        )
         zoned_seconds = _datetime_seconds(local)
     else:
         zoned_seconds = pl.lit(None, dtype=pl.Int64)
     seconds = (
-        pl.when(naive.is_null())
-        .then(None)
-        .when(has_offset)
-        .then(naive_seconds - offset_seconds)
-        .otherwise(zoned_seconds)
+        pl.when(valid.not_()).then(None).when(has_offset).then(naive_seconds - offset_seconds).otherwise(zoned_seconds)
     )
     reason = (
-        pl.when(naive.is_null())
+        pl.when(valid.not_())
         .then(pl.lit("timestamp: not an ISO 8601 time (expected e.g. 2024-03-01T08:00:00Z)"))
         .when(has_offset.not_() & pl.lit(timezone is None))
         .then(
@@ -275,7 +309,7 @@ def _iso_exprs(text: pl.Expr, timezone: str | None) -> tuple[pl.Expr, pl.Expr]:
                 "add `timezone:` under timestamp"
             )
         )
-        .otherwise(pl.lit("timestamp: local time that does not exist (DST gap)"))
+        .otherwise(pl.lit(DST_GAP_REASON))
     )
     return seconds.cast(pl.Int64), reason
 
@@ -283,14 +317,33 @@ def _iso_exprs(text: pl.Expr, timezone: str | None) -> tuple[pl.Expr, pl.Expr]:
 # --------------------------------------------------------------------------- skipping
 
 
-def _skip_expr(mapping: Mapping) -> pl.Expr:
-    """Name of the first filter that skips the row, else null."""
+def skipped_by_filters(frame: pl.DataFrame, mapping: Mapping) -> pl.Series:
+    """Name of the first filter that skips each row, else null.
+
+    A filter that cannot be evaluated on these values (a strict CAST of text,
+    a type mismatch) is a mapping error, reported before anything is sent.
+    """
     if not mapping.filters:
-        return pl.lit(None, dtype=pl.String)
+        return pl.Series(COL_SKIP, [None] * frame.height, dtype=pl.String)
     expr = pl.when(mapping.filters[0].polars_expr()).then(pl.lit(mapping.filters[0].name))
     for flt in mapping.filters[1:]:
         expr = expr.when(flt.polars_expr()).then(pl.lit(flt.name))
-    return expr.otherwise(None)
+    try:
+        return frame.select(expr.otherwise(None).alias(COL_SKIP)).to_series()
+    except pl.exceptions.PolarsError as exc:
+        names = ", ".join(repr(f.name) for f in mapping.filters)
+        first = str(exc).strip().splitlines()[0]
+        raise MappingError(
+            f"a filter ({names}) cannot be evaluated on rows {_row_span(frame)}: {first}. "
+            "CSV columns are text: compare with text, or use TRY_CAST(col AS DOUBLE) instead of CAST",
+            path=mapping.path,
+            line=mapping.filters[0].line,
+        ) from None
+
+
+def _row_span(frame: pl.DataFrame) -> str:
+    rows = frame[COL_ROW]
+    return f"{rows.min()}..{rows.max()}" if frame.height else "(none)"
 
 
 def _window_skip(window: TimeWindow) -> pl.Expr:
@@ -305,13 +358,19 @@ def _window_skip(window: TimeWindow) -> pl.Expr:
 # --------------------------------------------------------------------------- identity
 
 
-def visitor_ids(frame: pl.DataFrame, mapping: Mapping) -> pl.Series:
+def file_tag(path: str) -> str:
+    """A short stable name for a file in per-row ids: its base name's hash, so the
+    same file gives the same ids whatever else is imported with it or after it."""
+    return hashlib.sha256(os.path.basename(path).encode()).hexdigest()[:12]
+
+
+def visitor_ids(frame: pl.DataFrame, mapping: Mapping, file_tags: Sequence[str] = ()) -> pl.Series:
     """The payload ``id``: stable forever, at most 50 characters."""
     spec = mapping.visitor
     if spec.strategy == "per_row":
-        expr = pl.concat_str(
-            pl.lit("row-"), pl.col(COL_FILE).cast(pl.String), pl.lit("-"), pl.col(COL_ROW).cast(pl.String)
-        )
+        tags = list(file_tags) or ["f"]
+        tag = pl.col(COL_FILE).replace_strict(list(range(len(tags))), tags, default="f", return_dtype=pl.String)
+        expr = pl.concat_str(pl.lit("row-"), tag, pl.lit("-"), pl.col(COL_ROW).cast(pl.String))
         return frame.select(expr.alias(COL_VISITOR)).to_series()
     if spec.strategy == "ip_ua_day":
         day = pl.col(COL_TS) // 86_400 if COL_TS in frame.columns else pl.lit(0)
@@ -320,8 +379,7 @@ def visitor_ids(frame: pl.DataFrame, mapping: Mapping) -> pl.Series:
         ids = frame.select(raw.alias(COL_VISITOR)).to_series()
         return _hash_ids(ids, always=True)
     parts = [
-        pl.col(c).cast(pl.String).str.replace_all("\x00", "", literal=True).str.strip_chars()
-        for c in spec.columns
+        pl.col(c).cast(pl.String).str.replace_all("\x00", "", literal=True).str.strip_chars() for c in spec.columns
     ]
     if len(parts) == 1:
         raw = _blank_to_null(parts[0])

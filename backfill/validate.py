@@ -71,9 +71,13 @@ def validate(frame: pl.DataFrame, mapping: Mapping, *, now: int | None = None) -
     for rule in rules[1:]:
         field = field.when(active & rule.broken).then(pl.lit(rule.field))
         reason = reason.when(active & rule.broken).then(_lit(rule.reason))
-    return frame.with_columns(
-        field.otherwise(None).alias(COL_REJECT_FIELD),
-        reason.otherwise(None).alias(COL_REJECT_REASON),
+    return (
+        frame.lazy()
+        .with_columns(
+            field.otherwise(None).alias(COL_REJECT_FIELD),
+            reason.otherwise(None).alias(COL_REJECT_REASON),
+        )
+        .collect()
     )
 
 
@@ -130,7 +134,8 @@ def build_rules(frame: pl.DataFrame, mapping: Mapping, *, now: int | None = None
                     name,
                     pl.col(name).str.len_chars() > limit,
                     f"{name}: longer than {limit} characters (Umami's limit); shorten it in the "
-                    f"source, set `overflow: {{{name}: truncate}}`{_HINTS.get(name, '')}",
+                    f"source, set `overflow: {{{name}: truncate}}`"
+                    f"{'' if mapping.normalize else _HINTS.get(name, '')}",
                 )
             )
     for name in ("url", "referrer"):
@@ -204,7 +209,7 @@ def _data_rules(frame: pl.DataFrame, mapping: Mapping) -> list[Rule]:
             rules.append(
                 Rule(
                     name,
-                    pl.col(name).cast(pl.Float64).abs() >= DATA_NUMBER_MAX_ABS,
+                    pl.col(name).cast(pl.Float64, strict=False).abs() >= DATA_NUMBER_MAX_ABS,
                     f"{name}: too large for Umami's decimal(19,4) column",
                 )
             )
@@ -220,7 +225,7 @@ def _revenue_rules(frame: pl.DataFrame) -> list[Rule]:
     return [
         Rule(
             "data.revenue",
-            revenue.is_not_null() & (revenue.cast(pl.Float64) <= 0),
+            revenue.is_not_null() & (revenue.cast(pl.Float64, strict=False) <= 0),
             "data.revenue: must be greater than 0; Umami keeps no revenue row for 0 or "
             "refunds (filter them out, or map them to another data key)",
         ),

@@ -39,7 +39,10 @@ def test_unknown_top_level_key_suggests_spelling() -> None:
 
 
 def test_unknown_payload_field_has_line_and_suggestion() -> None:
-    with pytest.raises(MappingError, match=r"m.yaml:6: unknown payload field 'referer' \(did you mean 'referrer'\?\)"):
+    with pytest.raises(
+        MappingError,
+        match=r"m.yaml:6: unknown payload field 'referer' \(did you mean 'referrer'\?\)",
+    ):
         parse(BASE.replace("  name:", "  referer: ref\n  name:"))
 
 
@@ -107,8 +110,13 @@ def test_misspelt_column_against_schema() -> None:
 
 def test_naive_datetime_column_needs_timezone() -> None:
     m = parse(BASE)
-    schema = {"ts": pl.Datetime("us"), "user": pl.String(), "path": pl.String(), "event": pl.String()}
-    with pytest.raises(MappingError, match="naive datetimes"):
+    schema = {
+        "ts": pl.Datetime("us"),
+        "user": pl.String(),
+        "path": pl.String(),
+        "event": pl.String(),
+    }
+    with pytest.raises(MappingError, match="naive Datetime"):
         check_against_schema(m, schema, "f.parquet")
 
 

@@ -29,8 +29,16 @@ fields:
 
 
 def chunk(rows: list[dict[str, object]]) -> pl.DataFrame:
-    base = {"ts": "2024-03-01T08:00:00Z", "user": "u1", "url": "/a", "event": "pageview",
-            "os": None, "ua": None, "revenue": None, "currency": None}
+    base = {
+        "ts": "2024-03-01T08:00:00Z",
+        "user": "u1",
+        "url": "/a",
+        "event": "pageview",
+        "os": None,
+        "ua": None,
+        "revenue": None,
+        "currency": None,
+    }
     data = [base | r for r in rows]
     frame = pl.DataFrame(data, schema={k: pl.String for k in base})
     return frame.with_columns(
@@ -55,8 +63,12 @@ def test_good_row_makes_exact_payload() -> None:
     assert element == {
         "type": "event",
         "payload": {
-            "website": WEBSITE, "url": "/a", "name": "purchase", "id": "u1",
-            "timestamp": 1709280000, "data": {"revenue": 49.99, "currency": "USD"},
+            "website": WEBSITE,
+            "url": "/a",
+            "name": "purchase",
+            "id": "u1",
+            "timestamp": 1709280000,
+            "data": {"revenue": 49.99, "currency": "USD"},
         },
     }
 
@@ -65,7 +77,12 @@ def test_pageview_has_no_name_and_no_nulls() -> None:
     out = run([{}])
     text = build_elements(out, WEBSITE)[0]
     assert "null" not in text
-    assert json.loads(text)["payload"] == {"website": WEBSITE, "url": "/a", "id": "u1", "timestamp": 1709280000}
+    assert json.loads(text)["payload"] == {
+        "website": WEBSITE,
+        "url": "/a",
+        "id": "u1",
+        "timestamp": 1709280000,
+    }
 
 
 def test_offsets_are_converted_to_utc_seconds() -> None:
@@ -99,7 +116,7 @@ def test_float_epoch_seconds_are_floored() -> None:
 def test_millisecond_epoch_declared_as_seconds_is_rejected() -> None:
     text = MAPPING.replace("format: iso8601", "format: epoch, unit: s")
     out = run([{"ts": "1709280000000"}], text)
-    assert "milliseconds" in reasons(out)[0]
+    assert "(ms?)" in reasons(out)[0]
 
 
 def test_millisecond_epoch_with_unit_ms() -> None:
@@ -177,7 +194,10 @@ def test_lanes_are_stable() -> None:
 
 
 def test_template_and_constant() -> None:
-    text = MAPPING.replace("  url: url\n", "  url: {template: '/p/{user}?x={event}'}\n  hostname: {const: example.com}\n")
+    text = MAPPING.replace(
+        "  url: url\n",
+        "  url: {template: '/p/{user}?x={event}'}\n  hostname: {const: example.com}\n",
+    )
     out = run([{}], text)
     payload = json.loads(build_elements(out, WEBSITE)[0])["payload"]
     assert payload["url"] == "/p/u1?x=pageview" and payload["hostname"] == "example.com"

@@ -1,0 +1,468 @@
+"""Input files -> polars frames in bounded chunks, each row tagged with where it came from.
+
+Every row carries ``_file`` (index of its file in the run) and ``_row`` (its
+place in that file) so a reject or a failed send can always be traced back to
+the line a person can open. Memory stays flat whatever the input size: no
+reader holds more than one chunk plus one parse block, and compressed or
+non-UTF-8 inputs are first copied, decoded, to a temp file (``BACKFILL_TMPDIR``).
+
+Nothing touches a file before the generator returned by ``iter_chunks`` is
+iterated, and a temp copy is deleted when that generator is exhausted or closed.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import stat
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import polars as pl
+
+from backfill.errors import ConfigError, SourceError
+from backfill.schema import COL_FILE, COL_ROW
+from backfill.sources import csv as csv_reader
+from backfill.sources import ndjson as ndjson_reader
+from backfill.sources import parquet as parquet_reader
+from backfill.sources.compression import (
+    GZIP_MAGIC,
+    UTF8_BOM,
+    ZSTD_MAGIC,
+    SourceRecordError,
+    codec_name,
+    is_utf8,
+    iter_decompressed,
+    iter_utf8,
+    local_file,
+    peek,
+    take_head,
+)
+
+__all__ = [
+    "FORMATS",
+    "ReadOptions",
+    "SourceFile",
+    "SourceRecordError",
+    "count_rows_hint",
+    "expand_sources",
+    "iter_chunks",
+    "read_schema",
+]
+
+FORMATS = ("csv", "parquet", "ndjson")
+
+_EXTENSIONS = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".ndjson": "ndjson",
+    ".jsonl": "ndjson",
+    ".json": "ndjson",
+}
+_COMPRESSION_SUFFIXES = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
+_SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini", "__macosx"})
+_SNIFF_BYTES = 4096
+_UINT32_MAX = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read the inputs; checked on creation so bad flags fail before any file."""
+
+    format: str | None = None  # "csv" | "parquet" | "ndjson"; None = from the extension
+    delimiter: str | None = None  # CSV; None = "," ("\t" for .tsv); "\\t" and "tab" = tab
+    quote_char: str = '"'  # CSV; "" = fields are never quoted
+    encoding: str = "utf-8"  # other encodings are transcoded to a temp UTF-8 copy
+    has_header: bool = True  # CSV; without one, columns are column_1, column_2, ...
+    chunk_rows: int = 100_000
+    columns: tuple[str, ...] | None = None  # read only these; None = all
+
+    def __post_init__(self) -> None:
+        if self.format is not None and self.format not in FORMATS:
+            raise ConfigError(f"unknown --format {self.format!r}; use one of {', '.join(FORMATS)}")
+        if self.delimiter is not None:
+            delimiter = {"\\t": "\t", "tab": "\t"}.get(self.delimiter, self.delimiter)
+            if len(delimiter) != 1 or delimiter in "\r\n":
+                raise ConfigError(f"--delimiter must be one character (or '\\t'), not {self.delimiter!r}")
+            object.__setattr__(self, "delimiter", delimiter)
+        if len(self.quote_char) > 1 or self.quote_char in ("\r", "\n"):
+            raise ConfigError(f"--quote-char must be one character or empty, not {self.quote_char!r}")
+        if self.quote_char and self.quote_char == self.delimiter:
+            raise ConfigError("--quote-char and --delimiter must differ")
+        codec_name(self.encoding)
+        if isinstance(self.chunk_rows, bool) or not isinstance(self.chunk_rows, int):
+            raise ConfigError(f"chunk_rows must be an integer, not {self.chunk_rows!r}")
+        if self.chunk_rows < 1:
+            raise ConfigError(f"chunk_rows must be at least 1, not {self.chunk_rows}")
+        if self.columns is not None:
+            object.__setattr__(self, "columns", tuple(self.columns))
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One input file as found by ``expand_sources``.
+
+    ``size`` and ``mtime_ns`` identify the version read, so a resumed run can
+    tell whether the file changed since.
+    """
+
+    path: str  # absolute
+    format: str  # "csv" | "parquet" | "ndjson"
+    compression: str | None  # "gzip" | "zstd" | None
+    size: int  # bytes on disk (compressed)
+    mtime_ns: int
+
+
+# --- finding the files ------------------------------------------------------------
+
+
+def _extension(path: str) -> tuple[str, str | None]:
+    """(extension, compression) with ``.gz``/``.zst`` taken off first: ``a.csv.gz`` -> csv."""
+    stem, ext = os.path.splitext(os.path.basename(path).lower())
+    compression = _COMPRESSION_SUFFIXES.get(ext)
+    if compression:
+        ext = os.path.splitext(stem)[1]
+    return ext, compression
+
+
+def _name_format(path: str) -> tuple[str | None, str | None]:
+    """(format, compression) from the file name alone."""
+    ext, compression = _extension(path)
+    return _EXTENSIONS.get(ext), compression
+
+
+def expand_sources(patterns: Sequence[str], options: ReadOptions) -> tuple[list[SourceFile], list[str]]:
+    """Files, globs (``**`` recurses) and directories -> sorted unique data files.
+
+    Returns the files and one human message per thing skipped (hidden and system
+    files, unknown extensions inside a directory or glob). A pattern that yields
+    no data file is a ConfigError naming it, so a typo never imports nothing.
+    An explicitly named file with an unknown extension is read as ``--format``,
+    or as what its content clearly is (Parquet, JSON lines), else ConfigError.
+    """
+    found: dict[tuple[int, int], SourceFile] = {}
+    skipped: list[str] = []
+    for pattern in patterns:
+        produced = 0
+        pattern_skipped: list[str] = []
+        for path, origin in _candidates(pattern, pattern_skipped):
+            info = os.stat(path)
+            source = _source_file(path, info, origin, options, pattern_skipped)
+            if source is None:
+                continue
+            produced += 1
+            found.setdefault((info.st_dev, info.st_ino), source)
+        skipped.extend(pattern_skipped)
+        if not produced:
+            detail = f" (skipped: {'; '.join(pattern_skipped)})" if pattern_skipped else ""
+            raise ConfigError(f"{pattern!r}: no data files found{detail}")
+    return sorted(found.values(), key=lambda source: source.path), skipped
+
+
+def _candidates(pattern: str, skipped: list[str]) -> Iterator[tuple[str, str]]:
+    """(path, origin) for each regular file a pattern stands for; origin is
+    "named", "glob" or "directory", which decides what an unknown extension means."""
+    expanded = os.path.expanduser(pattern)
+    if glob.has_magic(expanded):
+        matches = sorted(glob.glob(expanded, recursive=True))
+        if not matches:
+            raise ConfigError(f"{pattern!r}: no file matches this pattern")
+        for match in matches:
+            if os.path.isdir(match):
+                yield from _walk(match, skipped)
+            elif os.path.isfile(match):
+                yield match, "glob"
+        return
+    if os.path.isdir(expanded):
+        yield from _walk(expanded, skipped)
+    elif os.path.isfile(expanded):
+        yield expanded, "named"
+    elif os.path.exists(expanded):
+        raise ConfigError(f"{pattern!r} is not a regular file or directory")
+    else:
+        raise ConfigError(f"{pattern!r}: no such file or directory")
+
+
+def _walk(top: str, skipped: list[str]) -> Iterator[tuple[str, str]]:
+    def note(error: OSError) -> None:
+        skipped.append(f"skipped {error.filename}: cannot list it ({error.strerror})")
+
+    for directory, dirnames, filenames in os.walk(top, onerror=note):
+        for dirname in sorted(dirnames):
+            if _junk_reason(dirname):
+                skipped.append(f"skipped {os.path.join(directory, dirname)}/: hidden directory")
+        dirnames[:] = sorted(d for d in dirnames if not _junk_reason(d))
+        for filename in sorted(filenames):
+            path = os.path.join(directory, filename)
+            reason = _junk_reason(filename) or _not_regular(path)
+            if reason:
+                skipped.append(f"skipped {path}: {reason}")
+            else:
+                yield path, "directory"
+
+
+def _not_regular(path: str) -> str | None:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        return f"cannot read it ({exc.strerror})"
+    return None if stat.S_ISREG(mode) else "not a regular file"
+
+
+def _junk_reason(filename: str) -> str | None:
+    """Why a file found in a directory is obviously not data (named ones are read)."""
+    if filename.startswith("."):
+        return "hidden file"
+    if filename.lower() in _SYSTEM_FILES:
+        return "system file"
+    if filename.startswith("~$"):
+        return "office lock file"
+    return None
+
+
+def _source_file(
+    path: str, info: os.stat_result, origin: str, options: ReadOptions, skipped: list[str]
+) -> SourceFile | None:
+    fmt, compression = _name_format(path)
+    if fmt is None:
+        fmt, compression = _unknown_extension(path, origin, options, compression, skipped)
+        if fmt is None:
+            return None
+    elif options.format is not None:
+        fmt = options.format
+    return SourceFile(
+        path=os.path.abspath(path),
+        format=fmt,
+        compression=compression,
+        size=info.st_size,
+        mtime_ns=info.st_mtime_ns,
+    )
+
+
+def _unknown_extension(
+    path: str,
+    origin: str,
+    options: ReadOptions,
+    compression: str | None,
+    skipped: list[str],
+) -> tuple[str | None, str | None]:
+    """Format for a file whose name does not tell; (None, None) when skipped.
+
+    In a directory such files are notes and exports' side files (README.txt), so
+    they are skipped even with --format; a glob or a name chose them on purpose.
+    """
+    if origin == "directory" or (origin == "glob" and options.format is None):
+        ext = os.path.splitext(path)[1] or "no extension"
+        how = "name it (or a glob) with --format" if origin == "directory" else "pass --format"
+        skipped.append(f"skipped {path}: not a data file extension ({ext}); {how} to read it")
+        return None, None
+    head = _read_head(path)
+    if compression is None:
+        compression = _compression_of(head)
+    if options.format is not None:
+        return options.format, compression
+    if compression is not None:
+        head = peek(path, compression, _SNIFF_BYTES)[0]
+    fmt = _format_of(head)
+    if fmt is None:
+        raise ConfigError(f"{path}: the file type is not clear from its name; pass --format {'|'.join(FORMATS)}")
+    return fmt, compression
+
+
+def _read_head(path: str) -> bytes:
+    try:
+        with open(path, "rb") as raw:
+            return raw.read(_SNIFF_BYTES)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
+
+
+def _compression_of(head: bytes) -> str | None:
+    if head.startswith(GZIP_MAGIC):
+        return "gzip"
+    if head.startswith(ZSTD_MAGIC):
+        return "zstd"
+    return None
+
+
+def _format_of(head: bytes) -> str | None:
+    """Only formats that content identifies beyond doubt: CSV is never guessed."""
+    if head.startswith(parquet_reader.PARQUET_MAGIC):
+        return "parquet"
+    if head.removeprefix(UTF8_BOM).lstrip()[:1] in (b"{", b"["):
+        return "ndjson"
+    return None
+
+
+# --- checking that the content is what the name says --------------------------------
+
+_JSON_ARRAY = re.compile(rb"\[\s*([\[{\"\]]|$)")
+
+
+def _looks_like(head: bytes) -> str | None:
+    """What the start of a file is, when that is recognisable."""
+    text = head.removeprefix(UTF8_BOM).lstrip()
+    lower = text[:16].lower()
+    checks = (
+        (head.startswith(parquet_reader.PARQUET_MAGIC), "Parquet"),
+        (head.startswith(GZIP_MAGIC), "gzip-compressed data (name it *.gz)"),
+        (head.startswith(ZSTD_MAGIC), "zstd-compressed data (name it *.zst)"),
+        (head.startswith(b"PK\x03\x04"), "a ZIP archive (unzip it first)"),
+        (head.startswith((b"\xff\xfe", b"\xfe\xff")), "UTF-16 text (pass --encoding utf-16)"),
+        (
+            lower.startswith((b"<!doctype", b"<html")),
+            "an HTML page (an error or login page saved instead of the export?)",
+        ),
+        (lower.startswith(b"<?xml"), "an XML document"),
+        (text.startswith(b"{"), "JSON lines"),
+        (_JSON_ARRAY.match(text) is not None, "a JSON array"),
+        (b"\x00" in head, "binary data"),
+    )
+    return next((what for hit, what in checks if hit), None)
+
+
+def _check_content(source: SourceFile, options: ReadOptions) -> bytes:
+    """Refuse a file whose bytes contradict its declared format; return its head."""
+    raw = _raw_head(source)
+    if source.compression == "gzip" and not raw.startswith(GZIP_MAGIC):
+        raise _contradiction(source, "gzip", _looks_like(raw))
+    if source.compression == "zstd" and not raw.startswith(ZSTD_MAGIC):
+        raise _contradiction(source, "zstd", _looks_like(raw))
+    head = peek(source.path, source.compression, _SNIFF_BYTES)[0] if source.compression else raw
+    if not head:
+        return head
+    if source.format == "parquet":
+        what = _looks_like(head)
+        if what != "Parquet":
+            raise _contradiction(source, "Parquet", what or "text (CSV?)")
+        return head
+    if not is_utf8(options.encoding):
+        # Sniff what the text says, not its bytes (UTF-16 is full of NULs).
+        head = head.decode(options.encoding, "replace").encode("utf-8")
+    what = _looks_like(head)
+    if source.format == "ndjson":
+        if what == "a JSON array":
+            raise ndjson_reader.json_array_error(source.path)
+        if what not in (None, "JSON lines"):
+            raise _contradiction(source, "JSON lines", what)
+    elif what is not None:
+        raise _contradiction(source, "CSV", what)
+    return head
+
+
+def _raw_head(source: SourceFile) -> bytes:
+    try:
+        with open(source.path, "rb") as raw:
+            return raw.read(_SNIFF_BYTES)
+    except OSError as exc:
+        raise SourceError(f"{source.path}: cannot read the file ({exc.strerror})") from exc
+
+
+def _contradiction(source: SourceFile, expected: str, what: str | None) -> SourceError:
+    return SourceError(
+        f"{source.path}: read as {expected}, but it looks like {what or 'something else'}; "
+        "check the file (or pass the right --format)"
+    )
+
+
+# --- reading ---------------------------------------------------------------------
+
+
+def _dialect(source: SourceFile, options: ReadOptions) -> csv_reader.Dialect:
+    delimiter = options.delimiter
+    if delimiter is None:
+        delimiter = "\t" if _extension(source.path)[0] == ".tsv" else ","
+    return csv_reader.Dialect(delimiter, options.quote_char, options.has_header)
+
+
+def iter_chunks(source: SourceFile, file_index: int, options: ReadOptions) -> Iterator[pl.DataFrame]:
+    """Read one file as frames of at most ``options.chunk_rows`` rows.
+
+    Each frame has the file's columns, then ``_file`` (UInt32 = ``file_index``)
+    and ``_row`` (UInt64, 1-based), so every row can be traced to its source:
+
+    * CSV: the data record number; the first record after the header is 1, quoted
+      embedded newlines do not count, blank lines are skipped but do count.
+      Every column is String and empty fields are null.
+    * NDJSON: the line number of the object in the (decompressed) file; blank
+      lines are skipped but counted. Chunks may differ in columns and dtypes.
+    * Parquet: the row's position in the file.
+
+    Raises SourceError (SourceRecordError when one record is at fault, with its
+    line or row) for a file that cannot be read as declared. A compressed file is
+    decompressed completely before its first row, so damage is found first.
+    """
+    if not 0 <= file_index <= _UINT32_MAX:
+        raise ValueError(f"file_index {file_index} does not fit in UInt32")
+    head = _check_content(source, options)
+    if not head:
+        return
+    file_column = pl.lit(file_index, dtype=pl.UInt32()).alias(COL_FILE)
+    for frame in _iter_frames(source, options):
+        if frame.height:
+            yield frame.select(pl.exclude(COL_ROW), file_column, pl.col(COL_ROW))
+
+
+def _iter_frames(source: SourceFile, options: ReadOptions) -> Iterator[pl.DataFrame]:
+    columns = options.columns
+    if source.format == "parquet":
+        with local_file(source.path, source.compression, None, ".parquet") as path:
+            yield from parquet_reader.iter_parquet(
+                path, name=source.path, columns=columns, chunk_rows=options.chunk_rows
+            )
+        return
+    with local_file(source.path, source.compression, options.encoding, ".txt") as path:
+        if source.format == "ndjson":
+            yield from ndjson_reader.iter_ndjson(path, name=source.path, columns=columns, chunk_rows=options.chunk_rows)
+        else:
+            yield from csv_reader.iter_csv(
+                path,
+                name=source.path,
+                dialect=_dialect(source, options),
+                columns=columns,
+                chunk_rows=options.chunk_rows,
+            )
+
+
+def read_schema(source: SourceFile, options: ReadOptions) -> dict[str, pl.DataType]:
+    """Column names and dtypes, read from the start of the file only (Parquet: footer).
+
+    CSV: the header, every column String. NDJSON: inferred from the first lines, so
+    later lines may add columns. Lets a mapping be checked before any row is read.
+    Does not apply ``options.columns``. A compressed Parquet file is decompressed
+    to a temp copy first, as its footer is at the end.
+    """
+    head = _check_content(source, options)
+    if not head:
+        return {}
+    if source.format == "parquet":
+        with local_file(source.path, source.compression, None, ".parquet") as path:
+            return parquet_reader.parquet_schema(path, source.path)
+    text, at_eof = _utf8_head(source, options, csv_reader.HEADER_MAX_BYTES)
+    if source.format == "ndjson":
+        return ndjson_reader.ndjson_schema(text, at_eof, source.path)
+    header = csv_reader.read_header(text, at_eof, source.path, _dialect(source, options))
+    return {} if header is None else dict.fromkeys(header.names, pl.String())
+
+
+def _utf8_head(source: SourceFile, options: ReadOptions, size: int) -> tuple[bytes, bool]:
+    """The first ``size`` bytes of the file as UTF-8, decompressing only that far."""
+    blocks = iter_decompressed(source.path, source.compression)
+    return take_head(iter_utf8(blocks, options.encoding, source.path), size)
+
+
+def count_rows_hint(source: SourceFile) -> int | None:
+    """Exact rows of an uncompressed Parquet file, from its footer; else None.
+
+    Other formats cannot be counted without reading them: progress is then
+    better measured in bytes of the file.
+    """
+    if source.format != "parquet" or source.compression is not None:
+        return None
+    try:
+        return parquet_reader.parquet_rows(source.path)
+    except (pl.exceptions.PolarsError, OSError):
+        return None

@@ -1,0 +1,289 @@
+"""The byte layer under every reader: decompression, transcoding to UTF-8, temp files.
+
+The format readers only ever parse a plain local file (UTF-8 text, or Parquet):
+polars reads files fastest, a compressed or non-UTF-8 input would otherwise need a
+parser of its own per format, and decompressing *completely* before the first row
+is what lets a truncated archive fail before any of its rows were sent.
+Nothing here holds more than one block of a file in memory.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import gzip
+import os
+import tempfile
+import zlib
+from collections.abc import Generator, Iterable, Iterator
+from typing import BinaryIO
+
+import zstandard
+
+from backfill.errors import ConfigError, SourceError
+from backfill.schema import COL_FILE, COL_ROW
+
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+UTF8_BOM = b"\xef\xbb\xbf"
+
+#: Environment variable naming the directory for decompressed/transcoded copies.
+TMPDIR_ENV = "BACKFILL_TMPDIR"
+
+_READ_BYTES = 1 << 20
+# zstd input is fed in small pieces because one piece's output is returned whole:
+# 64 KiB of highly repetitive log text can still expand to tens of MB.
+_ZSTD_FEED_BYTES = 1 << 16
+
+#: Codec names (as ``codecs.lookup`` spells them) that the readers take as they are.
+_UTF8_CODECS = frozenset({"utf-8", "utf-8-sig"})
+
+
+class SourceRecordError(SourceError):
+    """One record (line or data row) of an input file is unreadable.
+
+    Carries where it is so a caller can later turn such records into rejects
+    instead of stopping the whole file.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str,
+        reason: str,
+        line: int | None = None,
+        row: int | None = None,
+    ):
+        super().__init__(message)
+        self.path = path
+        self.reason = reason
+        self.line = line
+        self.row = row
+
+
+def codec_name(encoding: str) -> str:
+    """Normalise an encoding name, so aliases like ``latin-1`` and ``L1`` compare equal."""
+    try:
+        return codecs.lookup(encoding).name
+    except LookupError:
+        raise ConfigError(f"unknown encoding {encoding!r}; use e.g. utf-8, latin-1, cp1252 or utf-16") from None
+
+
+def is_utf8(encoding: str) -> bool:
+    """True when a file in this encoding can be parsed without transcoding."""
+    return codec_name(encoding) in _UTF8_CODECS
+
+
+def temp_dir() -> str:
+    """Where decompressed copies go: they can be as large as the input, so it is settable."""
+    directory = os.environ.get(TMPDIR_ENV) or tempfile.gettempdir()
+    if not os.path.isdir(directory):
+        raise ConfigError(f"{TMPDIR_ENV}={directory} is not a directory")
+    return directory
+
+
+def iter_decompressed(path: str, compression: str | None) -> Generator[bytes, None, None]:
+    """The file's (decompressed) bytes in blocks; damage raises only once it is reached."""
+    try:
+        if compression is None:
+            yield from _iter_plain(path)
+        elif compression == "gzip":
+            yield from _iter_gzip(path)
+        elif compression == "zstd":
+            yield from _iter_zstd(path)
+        else:
+            raise ConfigError(f"unknown compression {compression!r}")
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read the file ({exc})") from exc
+
+
+def _iter_plain(path: str) -> Iterator[bytes]:
+    with open(path, "rb") as raw:
+        while block := raw.read(_READ_BYTES):
+            yield block
+
+
+def _damaged(path: str, kind: str, detail: object) -> SourceError:
+    return SourceError(
+        f"{path}: truncated or corrupt {kind} ({detail}): the rows before the damage "
+        "were not read either; re-download or re-compress the file"
+    )
+
+
+def _iter_gzip(path: str) -> Iterator[bytes]:
+    # gzip.open reads concatenated members (``cat a.gz b.gz``) as one stream.
+    with gzip.open(path, "rb") as stream:
+        while True:
+            try:
+                block = stream.read(_READ_BYTES)
+            except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+                raise _damaged(path, "gzip", exc) from exc
+            if not block:
+                return
+            yield block
+
+
+def _iter_zstd(path: str) -> Iterator[bytes]:
+    # zstandard's stream_reader returns a silently short stream for a truncated
+    # frame, so frames are decoded with decompressobj, whose ``eof`` tells.
+    decompressor = zstandard.ZstdDecompressor()
+    frame = decompressor.decompressobj()
+    frame_started = False
+    with open(path, "rb") as raw:
+        while data := raw.read(_ZSTD_FEED_BYTES):
+            while data:
+                try:
+                    block = frame.decompress(data)
+                except zstandard.ZstdError as exc:
+                    raise _damaged(path, "zstd", exc) from exc
+                frame_started = True
+                if block:
+                    yield block
+                if not frame.eof:
+                    break
+                # A multi-frame file (pzstd, ``cat a.zst b.zst``): start the next frame.
+                data = frame.unused_data
+                frame = decompressor.decompressobj()
+                frame_started = False
+    if frame_started:
+        raise _damaged(path, "zstd", "the last frame is incomplete")
+
+
+def take_head(blocks: Generator[bytes, None, None], size: int) -> tuple[bytes, bool]:
+    """The first ``size`` bytes of a block stream and whether that was all of it.
+
+    Stops pulling blocks (and closes the stream) as soon as it has enough, so a
+    look at the start of a large compressed file decompresses only its start.
+    """
+    head = bytearray()
+    with contextlib.closing(blocks):
+        for block in blocks:
+            head += block
+            if len(head) > size:
+                return bytes(head[:size]), False
+    return bytes(head), True
+
+
+def peek(path: str, compression: str | None, size: int) -> tuple[bytes, bool]:
+    """The first ``size`` (decompressed) bytes and whether that is the whole file."""
+    return take_head(iter_decompressed(path, compression), size)
+
+
+def iter_utf8(blocks: Iterable[bytes], encoding: str, path: str) -> Generator[bytes, None, None]:
+    """Re-encode blocks to UTF-8; a byte the encoding has no character for names its line.
+
+    UTF-8 input passes through unchecked: the readers validate it themselves and
+    can name the line without decoding every block twice.
+    """
+    codec = codec_name(encoding)
+    if codec in _UTF8_CODECS:
+        yield from blocks
+        return
+    decoder = codecs.getincrementaldecoder(codec)("strict")
+    line = 1
+    for block in blocks:
+        state = decoder.getstate()
+        try:
+            text = decoder.decode(block)
+        except UnicodeDecodeError as exc:
+            raise _decode_error(path, encoding, decoder, state, block, exc, line) from exc
+        line += text.count("\n")
+        yield text.encode("utf-8")
+    try:
+        tail = decoder.decode(b"", final=True)
+    except UnicodeDecodeError as exc:
+        raise encoding_error(path, encoding, line, exc.object[exc.start : exc.end]) from exc
+    if tail:
+        yield tail.encode("utf-8")
+
+
+def _decode_error(
+    path: str,
+    encoding: str,
+    decoder: codecs.IncrementalDecoder,
+    state: tuple[bytes, int],
+    block: bytes,
+    exc: UnicodeDecodeError,
+    line: int,
+) -> SourceRecordError:
+    """Count the lines before the bad byte, decoding the good prefix again."""
+    # exc.start counts from the decoder's buffered bytes, which precede the block.
+    good = block[: max(0, exc.start - len(state[0]))]
+    decoder.setstate(state)
+    line += decoder.decode(good).count("\n")
+    return encoding_error(path, encoding, line, exc.object[exc.start : exc.end])
+
+
+def encoding_error(path: str, encoding: str, line: int, bad: bytes) -> SourceRecordError:
+    """The error for undecodable bytes, with the encodings that usually fit instead."""
+    shown = " ".join(f"0x{byte:02x}" for byte in bad[:4]) or "an incomplete character"
+    if is_utf8(encoding):
+        advice = (
+            "pass the real encoding with --encoding (Excel and older exports are "
+            "often cp1252 or latin-1; UTF-16 files start with 0xff 0xfe)"
+        )
+    else:
+        advice = "the file is not in this encoding; pass the right one with --encoding"
+    return SourceRecordError(
+        f"{path}: line {line}: {shown} is not valid {encoding}; {advice}",
+        path=path,
+        reason=f"not valid {encoding}",
+        line=line,
+    )
+
+
+def check_utf8(block: bytes, path: str, first_line: int) -> None:
+    """Raise naming the line of the first invalid UTF-8 byte of ``block``, if any."""
+    try:
+        block.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = first_line + block.count(b"\n", 0, exc.start)
+        raise encoding_error(path, "utf-8", line, block[exc.start : exc.end]) from exc
+
+
+@contextlib.contextmanager
+def local_file(path: str, compression: str | None, encoding: str | None, suffix: str) -> Iterator[str]:
+    """A plain file to parse: ``path`` itself, or a temp copy deleted on exit.
+
+    ``encoding`` None means binary (Parquet): decompressed but never transcoded.
+    The copy is complete before it is handed out, so damage is found before rows.
+    """
+    transcode = encoding is not None and not is_utf8(encoding)
+    if compression is None and not transcode:
+        yield path
+        return
+    blocks = iter_decompressed(path, compression)
+    if transcode:
+        assert encoding is not None
+        blocks = iter_utf8(blocks, encoding, path)
+    directory = temp_dir()
+    fd, tmp = tempfile.mkstemp(prefix="backfill-", suffix=suffix, dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as out, contextlib.closing(blocks):
+            for block in blocks:
+                _write(out, block, directory)
+        yield tmp
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _write(out: BinaryIO, block: bytes, directory: str) -> None:
+    try:
+        out.write(block)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write a temporary copy in {directory} ({exc}); free some space "
+            f"or point {TMPDIR_ENV} to a larger disk"
+        ) from exc
+
+
+def check_reserved(names: Iterable[str], path: str) -> None:
+    """Refuse input columns that would collide with the columns added to every row."""
+    clashing = [column for column in names if column in (COL_FILE, COL_ROW)]
+    if clashing:
+        raise SourceError(
+            f"{path}: column {clashing[0]!r} is reserved for the row's source identity; "
+            "rename it in the file, or leave it out of the columns read"
+        )

@@ -1,0 +1,57 @@
+"""Shared fixtures: paths to the shipped samples and a runner for the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "sample_data"
+MAPPINGS = ROOT / "mappings"
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self, path: Path) -> Any:
+        return json.loads(path.read_text())
+
+
+def run_cli(
+    *args: str | os.PathLike[str],
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+) -> CliResult:
+    """Run ``python -m backfill`` as a user would: a real process, real files."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("UMAMI_")}
+    full_env.update(env or {})
+    proc = subprocess.run(
+        [sys.executable, "-m", "backfill", *map(str, args)],
+        cwd=cwd or ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def cli():
+    return run_cli
+
+
+@pytest.fixture
+def expected() -> dict[str, Any]:
+    return json.loads((SAMPLES / "expected.json").read_text())
