@@ -1,2 +1,3 @@
 """umami-backfill: historical analytics into Umami."""
+
 __version__ = "0.1.0"

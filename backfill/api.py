@@ -21,7 +21,7 @@ from typing import Any
 import polars as pl
 
 from .config import RunConfig
-from .errors import ConfigError
+from .errors import ConfigError, SendError
 from .ledger import Ledger
 from .mapping import Mapping, check_against_schema, load_mapping
 from .ordering import RunSet, emit
@@ -43,7 +43,7 @@ from .sources import ReadOptions, SourceFile, expand_sources, iter_chunks, read_
 from .transform import DEFAULT_LANES, TimeWindow, apply_mapping, file_tag, lanes_for
 from .validate import validate
 
-ProgressFn = Callable[[str, int, int | None], None]  # (stage, rows done, total or None)
+ProgressFn = Callable[..., None]  # (stage, rows done, total or None, extra text="")
 
 
 @dataclass
@@ -287,7 +287,7 @@ def run_import(
 ) -> Summary:
     """Send to Umami, resuming from the checkpoint of an earlier run of the same import."""
     from .checkpoint import Checkpoint, compare_fingerprint, fingerprint_files
-    from .sender import SendSettings, preflight, send_stream
+    from .sender import SendOutcome, SendProgress, SendSettings, preflight, send_stream
 
     started = time.monotonic()
     stop = stop or threading.Event()
@@ -335,7 +335,11 @@ def run_import(
     if config.restart and state_dir.exists():
         say(f"--restart: discarding the checkpoint in {state_dir}")
         shutil.rmtree(state_dir)
-    if checkpoint is not None and checkpoint.phase == "complete":
+    if (
+        checkpoint is not None
+        and checkpoint.phase == "complete"
+        and not (config.resend_in_doubt and checkpoint.in_doubt_ranges)
+    ):
         prepared = Prepared.from_dict(checkpoint.prepared)
         summary = _import_summary(config, plan_, prepared, checkpoint.send_ledger, Ledger(), 0)
         summary.notes.append(
@@ -343,7 +347,8 @@ def run_import(
             "--restart imports again and duplicates what was sent"
         )
         return summary
-    if checkpoint is not None and checkpoint.phase == "sending":
+    prepared_now = False
+    if checkpoint is not None and checkpoint.phase in ("sending", "complete"):
         prepared = Prepared.from_dict(checkpoint.prepared)
         missing = prepared.runs.missing()
         if missing:
@@ -354,25 +359,30 @@ def run_import(
             checkpoint = Checkpoint.new(fingerprint, DEFAULT_LANES)
             checkpoint.rejects_offset = rejects.offset()
             checkpoint.in_doubt_offset = in_doubt.offset()
-            checkpoint.phase = "preparing"
             checkpoint.save(checkpoint_path)
+        # A prepare cut short by a crash is redone from scratch: drop what it wrote.
         rejects.truncate(checkpoint.rejects_offset)
         spill = state_dir / "prepared"
         shutil.rmtree(spill, ignore_errors=True)
         prepared = prepare(plan_, spill, rejects, progress, stop)
+        prepared_now = True
         checkpoint.rejects_offset = rejects.sync()
         checkpoint.prepared = prepared.to_dict()
         checkpoint.phase = "sending"
         checkpoint.save(checkpoint_path)
 
     run_ledger = Ledger()
-    outcome = None
     sendable = prepared.runs.rows
 
-    def send_progress(p: Any) -> None:
+    def send_progress(p: SendProgress) -> None:
         if progress:
-            progress("send", _sent_so_far(checkpoint), sendable)
+            extra = f"{p.events_per_second:,.0f} ev/s, {p.concurrency} in flight"
+            if p.rejected or p.in_doubt:
+                extra += f", {p.rejected:,} rejected, {p.in_doubt:,} in doubt"
+            progress("send", _sent_so_far(checkpoint), sendable, extra)
 
+    stopped: str | None = None
+    outcome: SendOutcome | None = None
     try:
         outcome = send_stream(
             emit(prepared.runs),
@@ -386,16 +396,26 @@ def run_import(
             send_progress,
             stop,
         )
+        if outcome.interrupted:
+            stopped = "interrupted: the checkpoint is saved"
+        elif outcome.error:
+            stopped = outcome.error
+    except SendError as exc:
+        stopped = str(exc)
+        outcome = getattr(exc, "outcome", None)
     finally:
         rejects.close()
         in_doubt.close()
     pending = max(0, sendable - _sent_so_far(checkpoint))
+    if prepared_now:  # this run's own rejects and skips count in "this run" too
+        run_ledger.skipped.update(prepared.ledger.skipped)
+        for reason, count in prepared.ledger.rejected.items():
+            run_ledger.reject(reason, count, prepared.ledger.examples.get(reason))
     summary = _import_summary(config, plan_, prepared, checkpoint.send_ledger, run_ledger, pending)
     summary.elapsed_s = time.monotonic() - started
-    if outcome is not None and (outcome.interrupted or outcome.error):
-        summary.stopped = outcome.error or "interrupted"
+    summary.stopped = stopped
     if outcome is not None:
-        summary.notes.extend(getattr(outcome, "notes", []) or [])
+        summary.notes.extend(outcome.notes)
     return summary
 
 

@@ -30,9 +30,7 @@ ISBOT_VERSION = "5.1.37"
 #: What JavaScript's ``\s`` matches (ECMA-262 WhiteSpace + LineTerminator),
 #: written for use inside a character class. Python's ``\s`` under ASCII
 #: matching would miss the Unicode spaces.
-_JS_WHITESPACE = (
-    "\\t\\n\\v\\f\\r \\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff"
-)
+_JS_WHITESPACE = "\\t\\n\\v\\f\\r \\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff"
 
 #: What JavaScript's ``.`` matches without the ``s`` flag.
 _JS_DOT = "[^\\n\\r\\u2028\\u2029]"
@@ -83,8 +81,7 @@ def _js_to_python(pattern: str) -> str:
                 in_class = False
                 out.append(c)
             elif c == "-" and (
-                prev_class_escape
-                or (i + 2 < n and pattern[i + 1] == "\\" and pattern[i + 2] in _CLASS_ESCAPES)
+                prev_class_escape or (i + 2 < n and pattern[i + 1] == "\\" and pattern[i + 2] in _CLASS_ESCAPES)
             ):
                 out.append("\\-")
             elif c == "[":
@@ -177,6 +174,4 @@ def bot_mask(user_agents: pl.Series) -> pl.Series:
     values = user_agents.cast(pl.String)
     uniques = values.drop_nulls().unique()
     flags = pl.Series([is_bot(ua) for ua in uniques], dtype=pl.Boolean)
-    return values.replace_strict(uniques, flags, default=False, return_dtype=pl.Boolean).alias(
-        user_agents.name
-    )
+    return values.replace_strict(uniques, flags, default=False, return_dtype=pl.Boolean).alias(user_agents.name)

@@ -11,7 +11,7 @@ import polars as pl
 
 from .errors import ConfigError
 from .sources import ReadOptions, expand_sources, iter_chunks
-from .transform import iso_exprs
+from .transform import iso_exprs, iso_parts
 
 #: Column-name hints for the suggested mapping, most specific first.
 _HINTS: dict[str, tuple[str, ...]] = {
@@ -92,8 +92,9 @@ def _infer_types(frame: pl.DataFrame) -> list[pl.Series]:
         if number.len() - number.null_count() >= _TYPE_THRESHOLD * present:
             out.append(number.alias(name))
             continue
-        seconds, _ = iso_exprs(pl.col(name).str.strip_chars(), "UTC")
-        parsed = frame.select(seconds.alias(name))[name]
+        parts = frame.select(iso_parts(pl.col(name)))
+        seconds, _ = iso_exprs("UTC")
+        parsed = parts.select(seconds.alias(name))[name]
         if parsed.len() - parsed.null_count() >= _TYPE_THRESHOLD * present:
             out.append(pl.from_epoch(parsed, "s").dt.replace_time_zone("UTC").alias(name))
     return out

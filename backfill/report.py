@@ -28,11 +28,16 @@ class VisitorCounter:
         self.registers = [0] * (1 << HLL_BITS)
 
     def update(self, visitors: pl.Series) -> None:
-        hashes = visitors.hash(seed=7)
-        self._update_registers(hashes)
-        if self.exact is not None:
-            merged = pl.concat([self.exact, hashes.unique()]).unique()
-            self.exact = merged if merged.len() <= EXACT_VISITORS_MAX else None
+        hashes = visitors.hash(seed=7).unique()
+        if self.exact is None:
+            self._update_registers(hashes)
+            return
+        merged = pl.concat([self.exact, hashes]).unique()
+        if merged.len() <= EXACT_VISITORS_MAX:
+            self.exact = merged
+        else:  # from here on an estimate: the registers start from every hash seen so far
+            self._update_registers(merged)
+            self.exact = None
 
     def _update_registers(self, hashes: pl.Series) -> None:
         low_bits = 64 - HLL_BITS

@@ -53,6 +53,8 @@ def apply_mapping(
     per-row visitor ids.
     """
     ts, ts_error = timestamp_exprs(mapping, frame.schema)
+    if needs_iso_parts(mapping, frame.schema):
+        frame = frame.with_columns(iso_parts(pl.col(mapping.timestamp.column).cast(pl.String)))
     columns: list[pl.Expr] = [
         pl.col(COL_FILE),
         pl.col(COL_ROW),
@@ -203,6 +205,13 @@ def raw_text(spec: ValueSpec, schema: pl.Schema) -> pl.Expr:
 # --------------------------------------------------------------------------- time
 
 
+def needs_iso_parts(mapping: Mapping, schema: pl.Schema) -> bool:
+    spec = mapping.timestamp
+    dtype = schema.get(spec.column)
+    temporal = isinstance(dtype, pl.Datetime | pl.Date)
+    return spec.format == "iso8601" and not temporal
+
+
 def timestamp_exprs(mapping: Mapping, schema: pl.Schema) -> tuple[pl.Expr, pl.Expr]:
     """(unix seconds or null, reason when null). Never guesses a zone or a unit."""
     spec = mapping.timestamp
@@ -215,14 +224,14 @@ def timestamp_exprs(mapping: Mapping, schema: pl.Schema) -> tuple[pl.Expr, pl.Ex
         if isinstance(dtype, pl.Datetime) and dtype.time_zone:
             return _datetime_seconds(col), pl.lit("timestamp: empty")
         return _zoned(naive, spec.timezone, "timestamp: empty")
+    if not spec.is_strftime:
+        return iso_exprs(spec.timezone)  # reads the COL_ISO column apply_mapping adds first
     text = col.cast(pl.String).str.strip_chars()
-    if spec.is_strftime:
-        parsed = text.str.to_datetime(spec.format, strict=False, time_unit="us")
-        unparsed = f"timestamp: does not match the pattern {spec.format!r}"
-        if spec.pattern_has_offset:
-            return _datetime_seconds(parsed), pl.lit(unparsed)
-        return _zoned(parsed, spec.timezone, unparsed)
-    return iso_exprs(text, spec.timezone)
+    parsed = text.str.to_datetime(spec.format, strict=False, time_unit="us")
+    unparsed = f"timestamp: does not match the pattern {spec.format!r}"
+    if spec.pattern_has_offset:
+        return _datetime_seconds(parsed), pl.lit(unparsed)
+    return _zoned(parsed, spec.timezone, unparsed)
 
 
 def _datetime_seconds(dt: pl.Expr) -> pl.Expr:
@@ -253,12 +262,6 @@ def _epoch_exprs(col: pl.Expr, unit: str, dtype: pl.DataType | None) -> tuple[pl
     return out.cast(pl.Int64), reason
 
 
-_ISO_SHAPE = (
-    r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?)?"
-    r"(?:[Zz]|[+-]\d{2}(?::?\d{2})?)?$"
-)
-
-
 def _finer_unit_hint(unit: str) -> str:
     finer = {"s": "ms", "ms": "us", "us": "ns"}.get(unit)
     if finer is None:
@@ -266,29 +269,38 @@ def _finer_unit_hint(unit: str) -> str:
     return f"it looks like a finer unit ({finer}?): check `unit:` in the mapping"
 
 
-def iso_exprs(text: pl.Expr, timezone: str | None) -> tuple[pl.Expr, pl.Expr]:
-    """ISO 8601 with or without offset; naive values only with a declared zone.
+#: ISO 8601 as one regex: date, hour, minute, second (fraction dropped: Umami takes
+#: whole seconds), offset. One pass per value; the parts are read from its groups.
+ISO_PATTERN = (
+    r"^([0-9]{4}-[0-9]{2}-[0-9]{2})(?:[T ]([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:[.,][0-9]+)?)?)?"
+    r"\s*([Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)?$"
+)
+COL_ISO = "__iso_parts"
 
-    Fixed-width slicing instead of format guessing: a shape check, then the
-    date, time and offset parts by position (fast, and no value is guessed).
-    """
-    shaped = text.str.contains(_ISO_SHAPE)
-    has_time = text.str.len_chars() >= 16
-    date = text.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False)
-    hours = pl.when(has_time).then(text.str.slice(11, 2).cast(pl.Int64, strict=False)).otherwise(0)
-    minutes = pl.when(has_time).then(text.str.slice(14, 2).cast(pl.Int64, strict=False)).otherwise(0)
-    secs = text.str.slice(16, 3).str.extract(r"^:(\d{2})", 1).cast(pl.Int64, strict=False).fill_null(0)
-    clock = hours * 3600 + minutes * 60 + secs
-    valid = shaped & date.is_not_null() & (hours < 24) & (minutes < 60) & (secs < 61)
+
+def iso_parts(text: pl.Expr) -> pl.Expr:
+    """The regex groups of ISO 8601 text; materialise this column once, then ``iso_exprs``."""
+    return text.str.strip_chars().str.extract_groups(ISO_PATTERN).alias(COL_ISO)
+
+
+def iso_exprs(timezone: str | None, parts: pl.Expr | None = None) -> tuple[pl.Expr, pl.Expr]:
+    """ISO 8601 with or without offset, from ``iso_parts``; naive values only with a declared zone."""
+    parts = pl.col(COL_ISO) if parts is None else parts
+    date = parts.struct.field("1").str.to_date("%Y-%m-%d", strict=False)
+    hours = parts.struct.field("2").cast(pl.Int64, strict=False)
+    minutes = parts.struct.field("3").cast(pl.Int64, strict=False).fill_null(0)
+    secs = parts.struct.field("4").cast(pl.Int64, strict=False).fill_null(0)
+    offset_text = parts.struct.field("5")
+    has_time = hours.is_not_null()
+    clock = hours.fill_null(0) * 3600 + minutes * 60 + secs
+    valid = date.is_not_null() & (hours.fill_null(0) < 24) & (minutes < 60) & (secs < 61)
     naive_seconds = date.cast(pl.Int64) * 86_400 + clock
-    offset_text = text.str.extract(r"(?:\d)([Zz]|[+-]\d{2}(?::?\d{2})?)$", 1)
     sign = pl.when(offset_text.str.starts_with("-")).then(-1).otherwise(1)
     digits = offset_text.str.replace_all(r"[^0-9]", "")
     off_h = digits.str.slice(0, 2).cast(pl.Int64, strict=False).fill_null(0)
     off_m = digits.str.slice(2, 2).cast(pl.Int64, strict=False).fill_null(0)
     offset_seconds = sign * (off_h * 3600 + off_m * 60)
-    # A date alone has no offset ("-01" is the day), except a trailing Z.
-    has_offset = offset_text.is_not_null() & (has_time | text.str.ends_with("Z") | text.str.ends_with("z"))
+    has_offset = offset_text.is_not_null() & (has_time | offset_text.str.to_uppercase().eq("Z"))
     if timezone is not None:
         local = pl.from_epoch(naive_seconds, "s").dt.replace_time_zone(
             timezone, non_existent="null", ambiguous="earliest"

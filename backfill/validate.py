@@ -60,23 +60,33 @@ def validate(frame: pl.DataFrame, mapping: Mapping, *, now: int | None = None) -
     """
     frame = apply_truncation(frame, mapping)
     rules = build_rules(frame, mapping, now=now)
-    if not rules:
+    # Each condition is evaluated once, side by side; the first-broken-rule chain
+    # then runs only over the rules some row of this chunk actually breaks.
+    active = pl.col(COL_SKIP).is_null()
+    broken = (
+        frame.lazy()
+        .select([(active & rule.broken).fill_null(False).alias(f"r{i}") for i, rule in enumerate(rules)])
+        .collect()
+    )
+    hits = [i for i, name in enumerate(broken.columns) if broken[name].any()]
+    if not hits:
         return frame.with_columns(
             pl.lit(None, dtype=pl.String).alias(COL_REJECT_FIELD),
             pl.lit(None, dtype=pl.String).alias(COL_REJECT_REASON),
         )
-    active = pl.col(COL_SKIP).is_null()
-    field = pl.when(active & rules[0].broken).then(pl.lit(rules[0].field))
-    reason = pl.when(active & rules[0].broken).then(_lit(rules[0].reason))
-    for rule in rules[1:]:
-        field = field.when(active & rule.broken).then(pl.lit(rule.field))
-        reason = reason.when(active & rule.broken).then(_lit(rule.reason))
+    with_flags = frame.with_columns([broken[f"r{i}"] for i in hits])
+    field = pl.when(pl.col(f"r{hits[0]}")).then(pl.lit(rules[hits[0]].field))
+    reason = pl.when(pl.col(f"r{hits[0]}")).then(_lit(rules[hits[0]].reason))
+    for i in hits[1:]:
+        field = field.when(pl.col(f"r{i}")).then(pl.lit(rules[i].field))
+        reason = reason.when(pl.col(f"r{i}")).then(_lit(rules[i].reason))
     return (
-        frame.lazy()
+        with_flags.lazy()
         .with_columns(
             field.otherwise(None).alias(COL_REJECT_FIELD),
             reason.otherwise(None).alias(COL_REJECT_REASON),
         )
+        .drop([f"r{i}" for i in hits])
         .collect()
     )
 
@@ -162,7 +172,13 @@ def build_rules(frame: pl.DataFrame, mapping: Mapping, *, now: int | None = None
     return rules
 
 
+_LONG_QUERY_VALUE = rf"[?&](?:{'|'.join(QUERY_PARAMS_LIMITED)})=[^&#]{{{QUERY_PARAM_LIMIT + 1},}}"
+
+
 def _query_param_rules(frame: pl.DataFrame) -> list[Rule]:
+    """One regex finds candidate rows; the per-parameter rules run only when there are some."""
+    if not frame.select(pl.col("url").str.contains(_LONG_QUERY_VALUE).any()).item():
+        return []
     rules = []
     for param in QUERY_PARAMS_LIMITED:
         value = pl.col("url").str.extract(rf"[?&]{param}=([^&#]*)", 1)

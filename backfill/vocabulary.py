@@ -241,11 +241,7 @@ DEVICES: dict[str, str | None] = _build(DEVICE_ALIASES)
 def _normalize(expr: pl.Expr, table: Mapping[str, str | None]) -> pl.Expr:
     """Look the trimmed, lowercased value up in ``table``; keep it as it was if absent."""
     text = expr.cast(pl.String)
-    return (
-        text.str.strip_chars()
-        .str.to_lowercase()
-        .replace_strict(table, default=text, return_dtype=pl.String)
-    )
+    return text.str.strip_chars().str.to_lowercase().replace_strict(table, default=text, return_dtype=pl.String)
 
 
 def normalize_browser(expr: pl.Expr, os: pl.Expr | None = None) -> pl.Expr:

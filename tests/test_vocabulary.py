@@ -164,9 +164,7 @@ def test_device_table(source: str, umami: str) -> None:
          ["desktop", "smarttv", "mobile"]),
     ],
 )  # fmt: skip
-def test_case_and_whitespace_insensitive(
-    fn: Normalizer, values: list[str], expected: list[str]
-) -> None:
+def test_case_and_whitespace_insensitive(fn: Normalizer, values: list[str], expected: list[str]) -> None:
     assert apply(fn, values) == expected
 
 
@@ -238,9 +236,7 @@ def test_expressions_are_lazy_and_keep_names() -> None:
         {"b": ["Chrome"], "o": ["Macintosh"], "d": ["Mobile"]},
         schema={"b": pl.Categorical, "o": pl.String, "d": pl.String},
     )
-    out = lf.select(
-        normalize_browser(pl.col("b")), normalize_os(pl.col("o")), normalize_device(pl.col("d"))
-    ).collect()
+    out = lf.select(normalize_browser(pl.col("b")), normalize_os(pl.col("o")), normalize_device(pl.col("d"))).collect()
     assert out.columns == ["b", "o", "d"]
     assert out.row(0) == ("chrome", "Mac OS", "mobile")
     assert out.schema == pl.Schema({"b": pl.String, "o": pl.String, "d": pl.String})

@@ -1,0 +1,283 @@
+"""How many requests to keep in flight, and how fast to send: keep Umami saturated, not swamped.
+
+Umami runs each batch element through one Node.js thread, so its throughput
+stops growing at two to four batches in flight; more only adds latency and,
+behind a proxy, timeouts (whose batches end up in doubt). ``AdaptiveConcurrency``
+finds that knee by measuring, and backs off when the server says it is
+overloaded. ``RateLimiter`` is the user's explicit cap in events per second.
+
+Both take an injectable clock so tests run in microseconds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["DEFAULT_MAX_CONCURRENCY", "AdaptiveConcurrency", "Clock", "RateLimiter"]
+
+Clock = Callable[[], float]
+
+DEFAULT_INITIAL_CONCURRENCY = 2
+DEFAULT_MAX_CONCURRENCY = 16
+#: Throughput must grow by more than this factor for another request in flight to pay off.
+THROUGHPUT_GAIN = 1.05
+#: Latency may grow up to this factor over the best seen before we stop adding requests.
+LATENCY_TOLERANCE = 1.5
+#: Completed batches per measurement window (at least twice the current limit).
+WINDOW_BATCHES = 6
+#: After settling, probe one step higher again after this many windows (the load may change).
+REPROBE_AFTER_WINDOWS = 20
+#: How long blocking waits sleep before re-checking the halt event.
+_POLL_SECONDS = 0.1
+
+
+@dataclass(frozen=True)
+class _Sample:
+    events: int
+    latency: float
+    finished_at: float
+
+
+class AdaptiveConcurrency:
+    """The number of requests allowed in flight: additive increase, multiplicative decrease.
+
+    * Start at ``initial``. After each window of completed batches, compare the
+      measured throughput (events/s) with the best of the previous level: more
+      than 5% better while latency stays within 1.5x of the best seen -> one
+      more request in flight.
+    * No gain -> step back to the previous level and hold (the server is
+      saturated); after a while probe again.
+    * 429, 5xx or a timeout -> halve (once per round of requests) and honour
+      ``Retry-After`` by pausing new requests.
+    * ``fixed`` bypasses all of this (``--concurrency N``); pauses still apply.
+
+    Thread-safe: call :meth:`acquire` before a request and :meth:`release` after.
+    """
+
+    def __init__(
+        self,
+        *,
+        initial: int = DEFAULT_INITIAL_CONCURRENCY,
+        minimum: int = 1,
+        maximum: int = DEFAULT_MAX_CONCURRENCY,
+        fixed: int | None = None,
+        clock: Clock = time.monotonic,
+        window: int = WINDOW_BATCHES,
+        reprobe_after: int = REPROBE_AFTER_WINDOWS,
+    ) -> None:
+        if fixed is not None and fixed < 1:
+            raise ValueError("fixed concurrency must be at least 1")
+        if not 1 <= minimum <= maximum:
+            raise ValueError("need 1 <= minimum <= maximum")
+        self.fixed = fixed
+        self.minimum = minimum
+        self.maximum = fixed if fixed is not None else maximum
+        self._limit = fixed if fixed is not None else max(minimum, min(initial, maximum))
+        self._clock = clock
+        self._window = window
+        self._reprobe_after = reprobe_after
+        self._cond = threading.Condition()
+        self._in_flight = 0
+        self._paused_until = 0.0
+        self._samples: list[_Sample] = []
+        self._window_started: float | None = None
+        self._baseline: float | None = None  # throughput of the level we are building on
+        self._best_latency: float | None = None
+        self._last_step = 0  # +1 after an increase, -1 after a decrease, 0 when holding
+        self._settled_windows: int | None = None  # windows spent holding, None while probing
+        self._last_decrease_at = float("-inf")
+
+    @property
+    def limit(self) -> int:
+        with self._cond:
+            return self._limit
+
+    @property
+    def in_flight(self) -> int:
+        with self._cond:
+            return self._in_flight
+
+    def pause_remaining(self) -> float:
+        """Seconds until new requests may start again after a Retry-After (0 if not paused)."""
+        with self._cond:
+            return max(0.0, self._paused_until - self._clock())
+
+    def try_acquire(self) -> float | None:
+        """Take a slot if one is free and no pause is on; returns the start time, else None."""
+        with self._cond:
+            return self._take_slot()
+
+    def acquire(self, halt: threading.Event | None = None) -> float | None:
+        """Block until a slot is free; returns the start time, or None once ``halt`` is set."""
+        with self._cond:
+            while halt is None or not halt.is_set():
+                started = self._take_slot()
+                if started is not None:
+                    return started
+                wait = self._paused_until - self._clock()
+                self._cond.wait(min(_POLL_SECONDS, wait) if wait > 0 else _POLL_SECONDS)
+            return None
+
+    def _take_slot(self) -> float | None:
+        now = self._clock()
+        if self._in_flight >= self._limit or now < self._paused_until:
+            return None
+        self._in_flight += 1
+        if self._window_started is None:
+            self._window_started = now
+        return now
+
+    def cancel(self) -> None:
+        """Give back a slot that was not used for a request (nothing to measure)."""
+        with self._cond:
+            self._in_flight -= 1
+            self._cond.notify_all()
+
+    def release(
+        self,
+        started: float,
+        events: int,
+        *,
+        overloaded: bool = False,
+        retry_after: float | None = None,
+    ) -> float:
+        """Give back the slot taken at ``started``; returns the request's latency.
+
+        ``overloaded`` marks 429, 5xx and timeouts. ``retry_after`` (seconds)
+        pauses every new request, whatever the mode.
+        """
+        with self._cond:
+            now = self._clock()
+            latency = max(0.0, now - started)
+            self._in_flight -= 1
+            if retry_after is not None and retry_after > 0:
+                self._paused_until = max(self._paused_until, now + retry_after)
+            if self.fixed is None:
+                if overloaded:
+                    self._decrease(started, now)
+                elif events > 0:  # a request that carried nothing (413) says nothing of speed
+                    self._record(_Sample(events, latency, now))
+            self._cond.notify_all()
+            return latency
+
+    def _decrease(self, started: float, now: float) -> None:
+        # Requests that were already on the wire when we last halved report the
+        # same overload: halving again for each of them would collapse to 1.
+        if started < self._last_decrease_at:
+            return
+        self._limit = max(self.minimum, self._limit // 2)
+        self._last_decrease_at = now
+        self._reset_measurement()
+        self._last_step = -1
+
+    def _reset_measurement(self) -> None:
+        self._samples.clear()
+        self._window_started = None
+        self._baseline = None
+        self._settled_windows = None
+
+    def _record(self, sample: _Sample) -> None:
+        self._samples.append(sample)
+        if len(self._samples) < max(self._window, 2 * self._limit):
+            return
+        started = self._window_started if self._window_started is not None else sample.finished_at
+        throughput, latency = _measure(self._samples, started)
+        self._samples.clear()
+        self._window_started = sample.finished_at
+        if throughput is None:
+            return
+        self._best_latency = latency if self._best_latency is None else min(self._best_latency, latency)
+        self._adapt(throughput, latency)
+
+    def _adapt(self, throughput: float, latency: float) -> None:
+        assert self._best_latency is not None
+        if self._settled_windows is not None:
+            self._settled_windows += 1
+            if self._settled_windows >= self._reprobe_after:
+                self._settled_windows = None
+                self._baseline = throughput
+                self._step_up()
+            return
+        if self._baseline is None:
+            self._baseline = throughput
+            self._step_up()
+            return
+        gained = throughput > self._baseline * THROUGHPUT_GAIN
+        latency_holds = latency <= self._best_latency * LATENCY_TOLERANCE
+        if gained and latency_holds:
+            self._baseline = throughput
+            self._step_up()
+        elif not gained and self._last_step > 0:
+            # The last extra request bought nothing: give it back and hold.
+            self._limit = max(self.minimum, self._limit - 1)
+            self._hold()
+        else:
+            self._baseline = max(self._baseline, throughput)
+            self._hold()
+
+    def _step_up(self) -> None:
+        if self._limit < self.maximum:
+            self._limit += 1
+            self._last_step = 1
+        else:
+            self._hold()
+
+    def _hold(self) -> None:
+        self._last_step = 0
+        self._settled_windows = 0
+
+
+def _measure(samples: list[_Sample], started: float) -> tuple[float | None, float]:
+    """Events/s completed from the window's start to its last completion, and mean latency.
+
+    Windows follow each other without gaps, so in a steady state every
+    completed event is counted once, whatever the number in flight.
+    """
+    latency = sum(s.latency for s in samples) / len(samples)
+    span = samples[-1].finished_at - started
+    if span <= 0:
+        return None, latency
+    return sum(s.events for s in samples) / span, latency
+
+
+class RateLimiter:
+    """A token bucket in events per second (``--rate``); ``rate=None`` never waits.
+
+    The bucket may go into debt: a batch larger than the burst is let through
+    once enough time has passed to pay for it, so any batch size works and the
+    average rate is exact.
+    """
+
+    def __init__(self, rate: float | None, *, burst: float | None = None, clock: Clock = time.monotonic) -> None:
+        if rate is not None and rate <= 0:
+            raise ValueError("rate must be positive")
+        self.rate = rate
+        self.burst = burst if burst is not None else (rate or 0.0)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._tokens = self.burst
+        self._updated = clock()
+
+    def reserve(self, events: int) -> float:
+        """Take ``events`` tokens now; returns how many seconds to wait before sending them."""
+        if self.rate is None:
+            return 0.0
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+            self._updated = now
+            self._tokens -= events
+            return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+    def wait(self, events: int, halt: threading.Event | None = None) -> bool:
+        """Block until ``events`` may be sent; False when ``halt`` was set meanwhile."""
+        delay = self.reserve(events)
+        if delay <= 0:
+            return halt is None or not halt.is_set()
+        if halt is None:
+            time.sleep(delay)
+            return True
+        return not halt.wait(delay)

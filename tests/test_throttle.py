@@ -1,0 +1,184 @@
+"""Adaptive concurrency and the rate limiter, driven by a fake clock."""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+
+import pytest
+
+from backfill.throttle import AdaptiveConcurrency, RateLimiter
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def simulate(concurrency: AdaptiveConcurrency, clock: FakeClock, knee: int, completions: int) -> list[int]:
+    """A server that does 100 events/s per request up to ``knee`` in flight, then saturates.
+
+    Each request carries 100 events; with c requests in flight the server shares
+    its capacity, so latency is max(1, c / knee) seconds.
+    """
+    finishing: list[tuple[float, float]] = []
+    limits = []
+    for _ in range(completions):
+        while (started := concurrency.try_acquire()) is not None:
+            latency = max(1.0, concurrency.in_flight / knee)
+            heapq.heappush(finishing, (started + latency, started))
+        finished_at, started = heapq.heappop(finishing)
+        clock.now = finished_at
+        concurrency.release(started, 100)
+        limits.append(concurrency.limit)
+    return limits
+
+
+def test_starts_at_two_and_respects_the_limit() -> None:
+    clock = FakeClock()
+    conc = AdaptiveConcurrency(clock=clock)
+    assert conc.limit == 2
+    assert conc.try_acquire() is not None
+    assert conc.try_acquire() is not None
+    assert conc.try_acquire() is None
+    assert conc.in_flight == 2
+
+
+@pytest.mark.parametrize("knee", [3, 6])
+def test_settles_at_the_servers_knee(knee: int) -> None:
+    clock = FakeClock()
+    conc = AdaptiveConcurrency(clock=clock, maximum=16)
+    limits = simulate(conc, clock, knee, completions=3000)
+    steady = limits[len(limits) // 2 :]
+    # It climbs to the knee, holds there, and only briefly probes one step above.
+    assert max(limits) <= knee + 1
+    assert sum(1 for v in steady if v == knee) > 0.8 * len(steady)
+
+
+def test_stops_growing_when_latency_explodes() -> None:
+    clock = FakeClock()
+    conc = AdaptiveConcurrency(clock=clock, maximum=16)
+    limits = simulate(conc, clock, knee=1, completions=1500)
+    assert max(limits) <= 3
+    assert limits[-1] <= 2
+
+
+def test_overload_halves_once_per_round() -> None:
+    clock = FakeClock()
+    conc = AdaptiveConcurrency(clock=clock, initial=8, maximum=16)
+    tickets = [conc.try_acquire() for _ in range(8)]
+    assert all(t is not None for t in tickets)
+    clock.now += 1
+    for ticket in tickets:  # all eight were on the wire when the server got overloaded
+        conc.release(ticket, 0, overloaded=True)  # type: ignore[arg-type]
+    assert conc.limit == 4
+    ticket = conc.try_acquire()
+    clock.now += 1
+    conc.release(ticket, 0, overloaded=True)  # type: ignore[arg-type]
+    assert conc.limit == 2
+    for _ in range(3):
+        ticket = conc.try_acquire()
+        clock.now += 1
+        conc.release(ticket, 0, overloaded=True)  # type: ignore[arg-type]
+    assert conc.limit == 1
+
+
+def test_retry_after_pauses_new_requests() -> None:
+    clock = FakeClock()
+    conc = AdaptiveConcurrency(clock=clock)
+    ticket = conc.try_acquire()
+    conc.release(ticket, 0, overloaded=True, retry_after=5)  # type: ignore[arg-type]
+    assert conc.pause_remaining() == pytest.approx(5)
+    assert conc.try_acquire() is None
+    clock.now += 4.9
+    assert conc.try_acquire() is None
+    clock.now += 0.2
+    assert conc.try_acquire() is not None
+
+
+def test_fixed_mode_does_not_adapt_but_honours_retry_after() -> None:
+    clock = FakeClock()
+    conc = AdaptiveConcurrency(clock=clock, fixed=3)
+    limits = simulate(conc, clock, knee=8, completions=300)
+    assert set(limits) == {3}
+    ticket = conc.try_acquire()
+    conc.release(ticket, 0, overloaded=True, retry_after=2)  # type: ignore[arg-type]
+    assert conc.limit == 3
+    assert conc.try_acquire() is None
+    clock.now += 2.1
+    assert conc.try_acquire() is not None
+
+
+def test_acquire_returns_none_once_halted() -> None:
+    conc = AdaptiveConcurrency(fixed=1)
+    assert conc.acquire() is not None
+    halt = threading.Event()
+    threading.Timer(0.05, halt.set).start()
+    began = time.monotonic()
+    assert conc.acquire(halt) is None
+    assert time.monotonic() - began < 1
+
+
+def test_thread_safety_never_exceeds_the_limit() -> None:
+    conc = AdaptiveConcurrency(fixed=3)
+    lock = threading.Lock()
+    current = peak = 0
+
+    def work() -> None:
+        nonlocal current, peak
+        for _ in range(50):
+            started = conc.acquire()
+            assert started is not None
+            with lock:
+                current += 1
+                peak = max(peak, current)
+            time.sleep(0.0005)
+            with lock:
+                current -= 1
+            conc.release(started, 1)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak <= 3
+    assert conc.in_flight == 0
+
+
+def test_rate_limiter_spaces_batches() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(100, clock=clock)
+    assert limiter.reserve(100) == 0  # the first second's worth goes at once
+    assert limiter.reserve(100) == pytest.approx(1.0)
+    clock.now += 1.0  # the second batch leaves now; the next 50 events wait half a second
+    assert limiter.reserve(50) == pytest.approx(0.5)
+    clock.now += 10  # idle time refills only up to the burst
+    assert limiter.reserve(100) == 0
+    assert limiter.reserve(1) == pytest.approx(0.01)
+
+
+def test_rate_limiter_allows_batches_larger_than_the_burst() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(10, clock=clock)
+    assert limiter.reserve(200) == pytest.approx(19.0)
+
+
+def test_unlimited_rate_never_waits() -> None:
+    limiter = RateLimiter(None)
+    assert limiter.reserve(10**9) == 0
+    assert limiter.wait(500) is True
+
+
+def test_rate_limiter_wait_is_interruptible() -> None:
+    limiter = RateLimiter(1)
+    limiter.reserve(1)
+    halt = threading.Event()
+    threading.Timer(0.05, halt.set).start()
+    began = time.monotonic()
+    assert limiter.wait(100, halt) is False
+    assert time.monotonic() - began < 2
