@@ -309,6 +309,12 @@ def run_import(
         lanes=DEFAULT_LANES,
     )
     preflight(settings)
+    if config.check_website:
+        from .sender import make_client
+        from .umami_api import check_website
+
+        with make_client(settings) as client:
+            say(f"website {config.website}: {check_website(client, settings.base_url, str(config.website))}")
     state_dir = config.resolved_state_dir
     checkpoint_path = state_dir / "checkpoint.json"
     fingerprint = {

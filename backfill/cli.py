@@ -39,7 +39,8 @@ EXIT_OK, EXIT_REJECTED, EXIT_CONFIG, EXIT_STOPPED = 0, 1, 2, 3
 EPILOG = """exit status: 0 clean; 1 some rows rejected or in doubt; 2 configuration,
 mapping or input error (nothing sent); 3 stopped early (run the same command
 again to resume).
-environment: UMAMI_HOST, UMAMI_WEBSITE_ID (for --host/--website)."""
+environment: UMAMI_HOST, UMAMI_WEBSITE_ID (for --host/--website); UMAMI_API_KEY or
+UMAMI_USERNAME + UMAMI_PASSWORD (for --check-website; never printed or stored)."""
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -145,6 +146,11 @@ def _add_send_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
     group.add_argument(
+        "--check-website",
+        action="store_true",
+        help="before sending, confirm the website exists (needs UMAMI_API_KEY, or UMAMI_USERNAME and UMAMI_PASSWORD)",
+    )
+    group.add_argument(
         "--user-agent",
         default=DEFAULT_USER_AGENT,
         help="User-Agent for rows without one (must pass Umami's bot check)",
@@ -240,6 +246,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         timeout=getattr(args, "timeout", 60.0),
         insecure=getattr(args, "insecure", False),
         on_error=getattr(args, "on_error", "stop"),
+        check_website=getattr(args, "check_website", False),
     )
 
 

@@ -45,6 +45,7 @@ class RunConfig:
     max_attempts: int = 6
     insecure: bool = False
     on_error: str = "stop"
+    check_website: bool = False
     chunk_rows: int = DEFAULT_CHUNK_ROWS
     extra: dict[str, str] = field(default_factory=dict)
 
