@@ -338,9 +338,8 @@ def run_import(
                 + ". Resuming would mix two imports. Run with --restart to start over "
                 "(rows already sent would be sent again), or use another --state directory."
             )
-    if config.restart and state_dir.exists():
-        say(f"--restart: discarding the checkpoint in {state_dir}")
-        shutil.rmtree(state_dir)
+    if config.restart:
+        _start_over(state_dir, [config.rejects, config.in_doubt_path], say)
     if (
         checkpoint is not None
         and checkpoint.phase == "complete"
@@ -423,6 +422,20 @@ def run_import(
     if outcome is not None:
         summary.notes.extend(outcome.notes)
     return summary
+
+
+def _start_over(state_dir: Path, record_files: list[Path], say: Callable[[str], None]) -> None:
+    """--restart: a new import gets a new ledger, so its record files start empty too;
+    the old ones are kept beside them, renamed, never deleted."""
+    if state_dir.exists():
+        say(f"--restart: discarding the checkpoint in {state_dir}")
+        shutil.rmtree(state_dir)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    for path in record_files:
+        if path.exists() and path.stat().st_size > 0:
+            kept = path.with_name(f"{path.name}.before-restart-{stamp}")
+            path.rename(kept)
+            say(f"--restart: the earlier {path.name} is kept as {kept}")
 
 
 def _sent_so_far(checkpoint: Any) -> int:

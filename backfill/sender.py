@@ -475,6 +475,19 @@ def _refusal_message(response: httpx.Response, settings: SendSettings) -> str:
     return f"{url} answered HTTP {status}: {_short(response.text)}"
 
 
+def _refuses_the_run(attempt: _Attempt, sent: int) -> bool:
+    """An answer after which no further batch may be sent (checked before the slot is freed)."""
+    if attempt.kind == "refused":
+        return True
+    if attempt.kind != "answered":
+        return False
+    try:
+        verdict = read_batch_answer(attempt.answer, sent)
+    except ValueError:
+        return True
+    return bool(verdict.bot_dropped) or verdict.website_not_found
+
+
 def _website_missing(settings: SendSettings) -> str:
     return f"website {settings.website} does not exist on {settings.host}: check --website / UMAMI_WEBSITE_ID"
 
@@ -817,6 +830,10 @@ class _SendRun:
         self.halt = threading.Event()  # stop requested or a fatal error: take no new batch
         self.lock = threading.Lock()  # checkpoint, ledgers, record files
         self.closed = False  # set once the run has returned: late answers change nothing
+        # The first batch goes alone: a wrong website, a proxy refusal or a bot User-Agent
+        # then costs one request, not one per slot.
+        self.probe_taken = False
+        self.probe_done = threading.Event()
         self.error: BaseException | None = None
         self.started = time.monotonic()
         self.notes: list[str] = []
@@ -1114,19 +1131,42 @@ class _SendRun:
     def _worker(self) -> None:
         try:
             while True:
-                started = self.concurrency.acquire(self.halt)
-                if started is None:
-                    return
+                # Work first, then a slot: a worker never holds a slot while it waits for
+                # work, or a retry that needs a slot back could wait for ever.
                 batch = self.queues.take(self.body_limit, self._halted)
                 if batch is None:
-                    self.concurrency.cancel()
                     return
+                probing = False
                 try:
+                    probing = self._take_probe()
+                    if not probing and not self._wait_for_probe():
+                        self._put_back(batch)
+                        return
+                    started = self.concurrency.acquire(self.halt)
+                    if started is None:
+                        self._put_back(batch)
+                        return
                     self._deliver(batch, started)
                 finally:
+                    if probing:
+                        self.probe_done.set()
                     self.queues.done_with(batch.lane)
         except BaseException as exc:  # a bug: stop everything, keep the checkpoint conservative
             self._abort(exc)
+
+    def _take_probe(self) -> bool:
+        with self.lock:
+            if self.probe_taken:
+                return False
+            self.probe_taken = True
+            return True
+
+    def _wait_for_probe(self) -> bool:
+        """Hold every other batch until the first one is answered; False if the run halts."""
+        while not self.probe_done.wait(0.05):
+            if self._halted():
+                return False
+        return not self.halt.is_set()
 
     def _deliver(self, batch: _Batch, started: float) -> None:
         """Send one batch until its fate is known, retrying only what provably was not processed."""
@@ -1136,12 +1176,14 @@ class _SendRun:
                 self.concurrency.cancel()
                 self._settle_whole(batch, "rejected", batch.too_large_reason)
                 return
-            if not self.rate.wait(batch.size, self.halt) or not self._mark_in_flight(batch):
+            if not self.rate.wait(batch.size, self.halt) or self.halt.is_set() or not self._mark_in_flight(batch):
                 self.concurrency.cancel()
                 self._put_back(batch)
                 return
             body = batch.body()
             attempt = _post(self.client, self.settings.batch_url, body, self.settings)
+            if _refuses_the_run(attempt, batch.size):
+                self.halt.set()  # before the slot is freed: no other batch may start now
             latency = self.concurrency.release(
                 started,
                 batch.size if attempt.kind == "answered" else 0,

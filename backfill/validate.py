@@ -157,6 +157,15 @@ def build_rules(frame: pl.DataFrame, mapping: Mapping, *, now: int | None = None
                     f"{name}: does not parse as a URL; Umami refuses it (fix the value or the template)",
                 )
             )
+    if "hostname" in cols:
+        rules.append(
+            Rule(
+                "hostname",
+                unparseable_urls(frame["hostname"], as_host=True),
+                "hostname: not a valid host name; Umami resolves the url against https://{hostname} "
+                "and would fail after storing the session",
+            )
+        )
     if "url" in cols:
         rules.extend(_query_param_rules(frame))
     rules.extend(_data_rules(frame, mapping))
@@ -203,6 +212,7 @@ def _data_rules(frame: pl.DataFrame, mapping: Mapping) -> list[Rule]:
         dtype = frame.schema[name]
         raw = RAW_PREFIX + name
         if dtype == pl.String:
+            rules.extend(_impossible_date_rules(frame, name))
             if mapping.overflow_policy(name) == "reject":
                 rules.append(
                     Rule(
@@ -234,6 +244,42 @@ def _data_rules(frame: pl.DataFrame, mapping: Mapping) -> list[Rule]:
     return rules
 
 
+#: Umami's DATETIME_REGEX: event-data strings of this shape are stored as dates.
+_DATETIME_SHAPE = (
+    r"^([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]{3})?(Z|\+([0-9]{2}):([0-9]{2}))?$"
+)
+
+
+def _impossible_date_rules(frame: pl.DataFrame, name: str) -> list[Rule]:
+    """A data string Umami takes for a date but cannot parse: it stores the event, then
+    fails on the data (HTTP 500). Checked only when some value has the shape."""
+    shaped = pl.col(name).str.contains(_DATETIME_SHAPE)
+    if not frame.select(shaped.any()).item():
+        return []
+    parts = pl.col(name).str.extract_groups(_DATETIME_SHAPE)
+
+    def part(i: int) -> pl.Expr:
+        return parts.struct.field(str(i)).cast(pl.Int64, strict=False)
+
+    valid = (
+        part(2).is_between(1, 12)
+        & part(3).is_between(1, 31)
+        & (part(4) <= 24)
+        & (part(5) <= 59)
+        & (part(6) <= 59)
+        & (part(9).fill_null(0) <= 23)
+        & (part(10).fill_null(0) <= 59)
+    )
+    return [
+        Rule(
+            name,
+            shaped & valid.not_(),
+            f"{name}: shaped like an ISO date but not a valid one; Umami would store the event "
+            "and then fail on its data (fix the value, or send it in another format)",
+        )
+    ]
+
+
 def _revenue_rules(frame: pl.DataFrame) -> list[Rule]:
     revenue = pl.col("data.revenue")
     has_currency = "data.currency" in frame.columns
@@ -259,26 +305,45 @@ def _revenue_rules(frame: pl.DataFrame) -> list[Rule]:
     ]
 
 
-def unparseable_urls(values: pl.Series) -> pl.Series:
-    """True where Umami's URL parser would refuse the value; checked on unique values."""
+def unparseable_urls(values: pl.Series, *, as_host: bool = False) -> pl.Series:
+    """True where Umami's URL parser would refuse the value; checked on unique values.
+
+    ``as_host``: the value is a hostname, which Umami uses as the base ``https://{hostname}``.
+    """
     uniques = values.drop_nulls().unique()
-    if uniques.len() == 0:
-        return pl.Series(values.name, [False] * values.len(), dtype=pl.Boolean)
-    bad = [v for v in uniques.to_list() if not url_parses(v)]
+    check = host_parses if as_host else url_parses
+    bad = [v for v in uniques.to_list() if not check(v)]
     if not bad:
         return pl.Series(values.name, [False] * values.len(), dtype=pl.Boolean)
     return values.is_in(bad).fill_null(False)
 
 
+#: Characters WHATWG URL parsing forbids in a host of an http(s) URL.
+_FORBIDDEN_HOST_CHARS = frozenset(" \t\n\r#%/<>?@\\^|")
+
+
 def url_parses(value: str) -> bool:
     """Mirror of ``new URL(value, 'https://localhost')`` for the failures that matter."""
     try:
-        parts = urllib.parse.urlsplit(value)
+        parts = urllib.parse.urlsplit(value.strip())
         _ = parts.port  # a non-numeric or out-of-range port raises
     except ValueError:
         return False
-    if parts.scheme in ("http", "https") and value.split(":", 1)[1].startswith("//"):
-        host = parts.hostname
-        if not host or any(ch in host for ch in " <>^|%"):
+    has_authority = value.strip().startswith("//") or (
+        parts.scheme in ("http", "https") and value.split(":", 1)[1].startswith("//")
+    )
+    if has_authority or parts.scheme in ("http", "https"):
+        host = parts.netloc.rsplit("@", 1)[-1]
+        if host.startswith("["):
+            return host.split("]", 1)[0].count(":") >= 2
+        host = host.split(":", 1)[0]
+        if not host or any(ch in _FORBIDDEN_HOST_CHARS for ch in host):
             return False
     return True
+
+
+def host_parses(value: str) -> bool:
+    """A hostname Umami can resolve urls against (``https://{hostname}``)."""
+    if not value or any(ch in _FORBIDDEN_HOST_CHARS for ch in value.split(":", 1)[0]):
+        return False
+    return url_parses(f"https://{value}/")
