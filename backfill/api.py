@@ -9,13 +9,15 @@ Nothing here prints: progress reaches the caller through callbacks.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Empty, Full, Queue
 from typing import Any
 
 import polars as pl
@@ -137,47 +139,105 @@ def prepare(
     remaining = config.limit
     paths = [f.path for f in plan_.files]
     tags = [file_tag(p) for p in paths]
-    for index, source in enumerate(plan_.files):
-        for chunk in iter_chunks(source, index, plan_.read_options):
+    chunks = prefetch(_all_chunks(plan_))
+    try:
+        for chunk in chunks:
             if stop is not None and stop.is_set():
                 raise KeyboardInterrupt
             if remaining is not None:
-                if remaining <= 0:
-                    break
                 chunk = chunk.head(remaining)
                 remaining -= chunk.height
-            _prepare_chunk(
-                chunk,
-                mapping,
-                window,
-                website,
-                paths,
-                tags,
-                ledger,
-                stats,
-                runs if spill else None,
-                rejects,
-            )
+            checked = _check_chunk(chunk, mapping, window, website, tags, spill)
+            _record_chunk(checked, paths, ledger, stats, runs if spill else None, rejects)
             if progress:
                 progress("prepare", ledger.read, None)
-        if remaining is not None and remaining <= 0:
-            break
+            if remaining is not None and remaining <= 0:
+                break
+    finally:
+        chunks.close()
     return Prepared(ledger=ledger, stats=stats, runs=runs, files=paths)
 
 
-def _prepare_chunk(
-    chunk: pl.DataFrame,
-    mapping: Mapping,
-    window: TimeWindow,
-    website: str,
+def _all_chunks(plan_: Plan) -> Iterator[pl.DataFrame]:
+    for index, source in enumerate(plan_.files):
+        yield from iter_chunks(source, index, plan_.read_options)
+
+
+def prefetch(chunks: Iterator[pl.DataFrame], depth: int = 1) -> Generator[pl.DataFrame, None, None]:
+    """Read the next chunks in a thread while this one is transformed (polars
+    releases the GIL while parsing), holding at most ``depth`` chunks in memory."""
+    queue: Queue[tuple[str, Any]] = Queue(maxsize=depth)
+    done = threading.Event()
+
+    def reader() -> None:
+        try:
+            for chunk in chunks:
+                while not done.is_set():
+                    try:
+                        queue.put(("chunk", chunk), timeout=0.2)
+                        break
+                    except Full:
+                        continue
+                if done.is_set():
+                    return
+            queue.put(("end", None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            queue.put(("error", exc))
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=reader, name="backfill-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, item = queue.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        done.set()
+        while thread.is_alive():
+            with contextlib.suppress(Empty):
+                queue.get(timeout=0.1)
+
+
+@dataclass
+class CheckedChunk:
+    """One chunk mapped and validated (pure: computed on a worker thread)."""
+
+    source: pl.DataFrame
+    checked: pl.DataFrame
+    prepared: pl.DataFrame | None  # PREPARED_SCHEMA rows to spill, when spilling
+
+
+def _check_chunk(
+    chunk: pl.DataFrame, mapping: Mapping, window: TimeWindow, website: str, tags: list[str], spill: bool
+) -> CheckedChunk:
+    checked = validate(apply_mapping(chunk, mapping, window, tags), mapping)
+    prepared = None
+    if spill:
+        good = checked.filter(pl.col(COL_SKIP).is_null() & pl.col(COL_REJECT_REASON).is_null())
+        prepared = good.select(COL_TS, COL_FILE, COL_ROW, COL_VISITOR).with_columns(
+            build_elements(good, website).alias(COL_JSON),
+            lanes_for(good[COL_VISITOR], DEFAULT_LANES).alias(COL_LANE),
+        )
+    return CheckedChunk(chunk, checked, prepared)
+
+
+def _record_chunk(
+    result: CheckedChunk,
     paths: list[str],
-    tags: list[str],
     ledger: Ledger,
     stats: Stats,
     runs: RunSet | None,
     rejects: RecordFile,
 ) -> None:
-    checked = validate(apply_mapping(chunk, mapping, window, tags), mapping)
+    """Count, write rejects and spill, in input order (on the calling thread)."""
+    checked = result.checked
     ledger.read += checked.height
     skip = checked[COL_SKIP]
     if skip.null_count() < checked.height:
@@ -185,19 +245,14 @@ def _prepare_chunk(
         ledger.skipped.update(dict(zip(counts[COL_SKIP].to_list(), counts["count"].to_list(), strict=True)))
     refused = skip.is_null() & checked[COL_REJECT_REASON].is_not_null()
     if refused.any():
-        _write_client_rejects(chunk.filter(refused), checked.filter(refused), paths, ledger, rejects)
+        _write_client_rejects(result.source.filter(refused), checked.filter(refused), paths, ledger, rejects)
     good = checked.filter(skip.is_null() & checked[COL_REJECT_REASON].is_null())
     if good.height == 0:
         return
     stats.update(good)
     ledger.accepted += good.height
-    if runs is None:
-        return
-    prepared = good.select(COL_TS, COL_FILE, COL_ROW, COL_VISITOR).with_columns(
-        build_elements(good, website).alias(COL_JSON),
-        lanes_for(good[COL_VISITOR], DEFAULT_LANES).alias(COL_LANE),
-    )
-    runs.add(prepared)
+    if runs is not None and result.prepared is not None:
+        runs.add(result.prepared)
 
 
 def _write_client_rejects(
