@@ -41,7 +41,7 @@ from .schema import (
     COL_TS,
     COL_VISITOR,
 )
-from .sources import ReadOptions, SourceFile, expand_sources, iter_chunks, read_schema
+from .sources import ReadOptions, SourceFile, estimate_rows, expand_sources, iter_chunks, read_schema
 from .transform import DEFAULT_LANES, TimeWindow, apply_mapping, file_tag, lanes_for
 from .validate import validate
 
@@ -139,6 +139,7 @@ def prepare(
     remaining = config.limit
     paths = [f.path for f in plan_.files]
     tags = [file_tag(p) for p in paths]
+    estimate = _estimated_rows(plan_.files, config.limit)
     chunks = prefetch(_all_chunks(plan_))
     try:
         for chunk in chunks:
@@ -150,12 +151,23 @@ def prepare(
             checked = _check_chunk(chunk, mapping, window, website, tags, spill)
             _record_chunk(checked, paths, ledger, stats, runs if spill else None, rejects)
             if progress:
-                progress("prepare", ledger.read, None)
+                progress("prepare", ledger.read, estimate and max(estimate, ledger.read))
             if remaining is not None and remaining <= 0:
                 break
     finally:
         chunks.close()
     return Prepared(ledger=ledger, stats=stats, runs=runs, files=paths)
+
+
+def _estimated_rows(files: list[SourceFile], limit: int | None) -> int | None:
+    """Rows to read, for the progress bar's ETA; None when any file cannot be estimated."""
+    total = 0
+    for source in files:
+        rows = estimate_rows(source)
+        if rows is None:
+            return limit
+        total += rows
+    return min(total, limit) if limit is not None else total
 
 
 def _all_chunks(plan_: Plan) -> Iterator[pl.DataFrame]:

@@ -272,6 +272,7 @@ class Console:
 
             bar = self._bars.get(stage)
             if bar is None:
+                self.close()  # one stage at a time: reading is over once sending starts
                 label = {"prepare": "reading", "send": "sending"}.get(stage, stage)
                 bar = tqdm(
                     total=total,
@@ -372,7 +373,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(
+            "interrupted: run the same command again to resume (an import keeps its checkpoint; "
+            "one stopped while reading its input starts that reading over, nothing was sent yet)",
+            file=sys.stderr,
+        )
         return EXIT_STOPPED
 
 

@@ -454,6 +454,30 @@ def _utf8_head(source: SourceFile, options: ReadOptions, size: int) -> tuple[byt
     return take_head(iter_utf8(blocks, options.encoding, source.path), size)
 
 
+#: Bytes sampled at the start of a text file to estimate its rows for a progress ETA.
+ESTIMATE_SAMPLE_BYTES = 1 << 20
+
+
+def estimate_rows(source: SourceFile) -> int | None:
+    """Rows of a file, exact for Parquet, else estimated from the line length of its first MiB.
+
+    Only for progress and ETA: never used to count the ledger. None for
+    compressed text, whose size says little about its rows.
+    """
+    exact = count_rows_hint(source)
+    if exact is not None or source.format == "parquet" or source.compression is not None:
+        return exact
+    try:
+        with open(source.path, "rb") as fh:
+            sample = fh.read(ESTIMATE_SAMPLE_BYTES)
+    except OSError:
+        return None
+    lines = sample.count(b"\n")
+    if not lines:
+        return None
+    return max(1, round(source.size * lines / len(sample)) - (1 if source.format == "csv" else 0))
+
+
 def count_rows_hint(source: SourceFile) -> int | None:
     """Exact rows of an uncompressed Parquet file, from its footer; else None.
 
