@@ -45,6 +45,9 @@ from .sources import ReadOptions, SourceFile, estimate_rows, expand_sources, ite
 from .transform import DEFAULT_LANES, TimeWindow, apply_mapping, file_tag, lanes_for
 from .validate import validate
 
+#: The website id written into dry-run payloads when none is given.
+PLACEHOLDER_WEBSITE = "00000000-0000-0000-0000-000000000000"
+
 ProgressFn = Callable[..., None]  # (stage, rows done, total or None, extra text="")
 
 
@@ -135,7 +138,7 @@ def prepare(
     window = TimeWindow(config.since, config.until)
     ledger, stats = Ledger(), Stats()
     runs = RunSet(spill_dir)
-    website = config.website or "00000000-0000-0000-0000-000000000000"
+    website = config.website or PLACEHOLDER_WEBSITE
     remaining = config.limit
     paths = [f.path for f in plan_.files]
     tags = [file_tag(p) for p in paths]
@@ -319,7 +322,7 @@ def dry_run(
             write_payloads(emit(prepared.runs), config.out)
     finally:
         shutil.rmtree(spill, ignore_errors=True)
-    return Summary(
+    summary = Summary(
         mode="dry run",
         ledger=prepared.ledger,
         stats=prepared.stats,
@@ -329,6 +332,12 @@ def dry_run(
         out_path=str(config.out) if config.out else None,
         elapsed_s=time.monotonic() - started,
     )
+    if config.out is not None and not config.website:
+        summary.notes.append(
+            f"note: the payloads carry the placeholder website id {PLACEHOLDER_WEBSITE}; "
+            "pass --website (or UMAMI_WEBSITE_ID) to write the real one"
+        )
+    return summary
 
 
 def write_payloads(frames: Iterator[pl.DataFrame], out: Path) -> int:
