@@ -284,7 +284,14 @@ def _revenue_rules(frame: pl.DataFrame) -> list[Rule]:
     revenue = pl.col("data.revenue")
     has_currency = "data.currency" in frame.columns
     currency = pl.col("data.currency") if has_currency else pl.lit(None, dtype=pl.String)
+    name = pl.col("name") if "name" in frame.columns else pl.lit(None, dtype=pl.String)
     return [
+        Rule(
+            "data.revenue",
+            revenue.is_not_null() & name.is_null() & (pl.col("type") == "event"),
+            "data.revenue: revenue on a pageview (no event name); Umami's revenue table needs an "
+            "event name and would fail after storing the event: map `name` for these rows",
+        ),
         Rule(
             "data.revenue",
             revenue.is_not_null() & (revenue.cast(pl.Float64, strict=False) <= 0),

@@ -155,14 +155,19 @@ def test_long_os_is_rejected_unless_truncated() -> None:
 
 
 def test_string_revenue_becomes_a_number_and_garbage_is_rejected() -> None:
-    out = run([{"revenue": "12.5", "currency": "EUR"}, {"revenue": "abc", "currency": "EUR"}])
+    out = run(
+        [
+            {"event": "purchase", "revenue": "12.5", "currency": "EUR"},
+            {"event": "purchase", "revenue": "abc", "currency": "EUR"},
+        ]
+    )
     assert reasons(out)[0] is None
     assert json.loads(build_elements(out.head(1), WEBSITE)[0])["payload"]["data"]["revenue"] == 12.5
     assert out[COL_REJECT_FIELD][1] == "data.revenue"
 
 
 def test_revenue_without_currency_is_rejected() -> None:
-    assert "without a currency" in reasons(run([{"revenue": "10"}]))[0]
+    assert "without a currency" in reasons(run([{"event": "purchase", "revenue": "10"}]))[0]
 
 
 def test_unparseable_url_is_rejected() -> None:
@@ -201,3 +206,8 @@ def test_template_and_constant() -> None:
     out = run([{}], text)
     payload = json.loads(build_elements(out, WEBSITE)[0])["payload"]
     assert payload["url"] == "/p/u1?x=pageview" and payload["hostname"] == "example.com"
+
+
+def test_revenue_on_a_pageview_is_rejected() -> None:
+    out = run([{"revenue": "10", "currency": "USD"}])  # event "pageview" maps to no name
+    assert "revenue on a pageview" in reasons(out)[0]
