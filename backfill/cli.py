@@ -88,7 +88,7 @@ def _add_run_options(parser: argparse.ArgumentParser, *, rejects_default: str) -
     group.add_argument("--limit", type=_positive_int, help="read at most N rows in all")
     out = parser.add_argument_group("output")
     out.add_argument("--rejects", type=Path, default=Path(rejects_default), help="file of refused rows")
-    out.add_argument("--rejects-format", choices=["ndjson", "csv"], default="ndjson")
+    out.add_argument("--rejects-format", choices=["ndjson", "csv"], default="ndjson", help="format of the rejects file")
     out.add_argument("--out", type=Path, help="write the exact payloads (one /api/batch element per line)")
     out.add_argument("--report", type=Path, help="write the summary as JSON")
     verbosity = out.add_mutually_exclusive_group()
