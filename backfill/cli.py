@@ -203,10 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
         "suggested mapping YAML on stdout (the description goes to stderr).",
         formatter_class=_Formatter,
     )
-    ins.add_argument("source", metavar="SOURCE")
-    ins.add_argument("--format", choices=["csv", "parquet", "ndjson"])
-    ins.add_argument("--delimiter")
-    ins.add_argument("--encoding")
+    ins.add_argument("source", metavar="SOURCE", help="a file (or a directory/glob: its first data file)")
+    ins.add_argument("--format", choices=["csv", "parquet", "ndjson"], help="input format (default: detect)")
+    ins.add_argument("--delimiter", help="CSV field delimiter (default ',' or tab for .tsv)")
+    ins.add_argument("--encoding", help="CSV text encoding, e.g. latin-1, utf-16 (default utf-8)")
     ins.add_argument("--rows", type=_positive_int, default=10_000, help="rows to sample")
     return parser
 
