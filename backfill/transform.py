@@ -276,15 +276,23 @@ ISO_PATTERN = (
     r"\s*([Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)?$"
 )
 COL_ISO = "__iso_parts"
+COL_ISO_FAST = "__iso_fast"
+#: The commonest export shape, parsed natively first; other shapes go through the regex.
+ISO_FAST_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
-def iso_parts(text: pl.Expr) -> pl.Expr:
-    """The regex groups of ISO 8601 text; materialise this column once, then ``iso_exprs``."""
-    return text.str.strip_chars().str.extract_groups(ISO_PATTERN).alias(COL_ISO)
+def iso_parts(text: pl.Expr) -> list[pl.Expr]:
+    """Columns to materialise once before ``iso_exprs``: UTC seconds of values in the
+    common ``...T08:00:00Z`` shape, and the regex groups of every other value."""
+    text = text.str.strip_chars()
+    fast = text.str.strptime(pl.Datetime("us"), ISO_FAST_FORMAT, strict=False).dt.epoch("s")
+    rest = pl.when(fast.is_null()).then(text).otherwise(None)
+    return [fast.alias(COL_ISO_FAST), rest.str.extract_groups(ISO_PATTERN).alias(COL_ISO)]
 
 
 def iso_exprs(timezone: str | None, parts: pl.Expr | None = None) -> tuple[pl.Expr, pl.Expr]:
     """ISO 8601 with or without offset, from ``iso_parts``; naive values only with a declared zone."""
+    parts_given = parts is not None
     parts = pl.col(COL_ISO) if parts is None else parts
     date = parts.struct.field("1").str.to_date("%Y-%m-%d", strict=False)
     hours = parts.struct.field("2").cast(pl.Int64, strict=False)
@@ -323,7 +331,10 @@ def iso_exprs(timezone: str | None, parts: pl.Expr | None = None) -> tuple[pl.Ex
         )
         .otherwise(pl.lit(DST_GAP_REASON))
     )
-    return seconds.cast(pl.Int64), reason
+    if parts_given:
+        return seconds.cast(pl.Int64), reason
+    fast = pl.col(COL_ISO_FAST)
+    return pl.coalesce(fast, seconds).cast(pl.Int64), reason
 
 
 # --------------------------------------------------------------------------- skipping
