@@ -33,6 +33,7 @@ from .config import (
 )
 from .errors import BackfillError, ConfigError, SendError
 from .report import Summary
+from .sources import known_formats
 
 EXIT_OK, EXIT_REJECTED, EXIT_CONFIG, EXIT_STOPPED = 0, 1, 2, 3
 
@@ -75,7 +76,7 @@ def _add_read_options(parser: argparse.ArgumentParser) -> None:
         metavar="SOURCE",
         help="files, globs or directories (.gz/.zst read directly)",
     )
-    group.add_argument("--format", choices=["csv", "parquet", "ndjson"], help="input format (default: detect)")
+    group.add_argument("--format", choices=known_formats(), help="input format (default: detect)")
     group.add_argument("--delimiter", help="CSV field delimiter (default ',' or tab for .tsv)")
     group.add_argument("--encoding", help="CSV text encoding, e.g. latin-1, utf-16 (default utf-8)")
 
@@ -204,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     ins.add_argument("source", metavar="SOURCE", help="a file (or a directory/glob: its first data file)")
-    ins.add_argument("--format", choices=["csv", "parquet", "ndjson"], help="input format (default: detect)")
+    ins.add_argument("--format", choices=known_formats(), help="input format (default: detect)")
     ins.add_argument("--delimiter", help="CSV field delimiter (default ',' or tab for .tsv)")
     ins.add_argument("--encoding", help="CSV text encoding, e.g. latin-1, utf-16 (default utf-8)")
     ins.add_argument("--rows", type=_positive_int, default=10_000, help="rows to sample")

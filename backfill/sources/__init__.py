@@ -13,10 +13,12 @@ iterated, and a temp copy is deleted when that generator is exhausted or closed.
 from __future__ import annotations
 
 import glob
+import importlib
+import importlib.util
 import os
 import re
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import polars as pl
@@ -51,7 +53,41 @@ __all__ = [
     "read_schema",
 ]
 
-FORMATS = ("csv", "parquet", "ndjson")
+BASE_FORMATS = ("csv", "parquet", "ndjson")
+
+
+@dataclass(frozen=True)
+class FormatPlugin:
+    """A source format built on top of the base readers (an export with its own shape).
+
+    Selected only by name (``--format NAME`` or the mapping's ``reader: {format: NAME}``),
+    never guessed. ``iter_frames`` yields frames with a 1-based ``_row`` column (not
+    ``_file``: ``iter_chunks`` adds it); ``schema`` gives the columns those frames
+    will have, without reading the whole file, so a mapping is checked first.
+    """
+
+    name: str
+    description: str
+    iter_frames: Callable[[SourceFile, ReadOptions], Iterator[pl.DataFrame]]
+    schema: Callable[[SourceFile, ReadOptions], dict[str, pl.DataType]]
+    extensions: tuple[str, ...] = ()  # extra file endings the plugin reads (e.g. ".avro")
+
+
+PLUGINS: dict[str, FormatPlugin] = {}
+#: Modules of this package that define a ``PLUGIN``; each is one file (see FormatPlugin).
+PLUGIN_MODULES = ("ga4", "ga_report")
+
+
+def register_format(plugin: FormatPlugin) -> FormatPlugin:
+    PLUGINS[plugin.name] = plugin
+    return plugin
+
+
+def known_formats() -> tuple[str, ...]:
+    return BASE_FORMATS + tuple(sorted(PLUGINS))
+
+
+FORMATS = BASE_FORMATS  # the formats told apart by extension and content
 
 _EXTENSIONS = {
     ".csv": "csv",
@@ -81,8 +117,8 @@ class ReadOptions:
     columns: tuple[str, ...] | None = None  # read only these; None = all
 
     def __post_init__(self) -> None:
-        if self.format is not None and self.format not in FORMATS:
-            raise ConfigError(f"unknown --format {self.format!r}; use one of {', '.join(FORMATS)}")
+        if self.format is not None and self.format not in known_formats():
+            raise ConfigError(f"unknown --format {self.format!r}; use one of {', '.join(known_formats())}")
         if self.delimiter is not None:
             delimiter = {"\\t": "\t", "tab": "\t"}.get(self.delimiter, self.delimiter)
             if len(delimiter) != 1 or delimiter in "\r\n":
@@ -397,10 +433,15 @@ def iter_chunks(source: SourceFile, file_index: int, options: ReadOptions) -> It
     """
     if not 0 <= file_index <= _UINT32_MAX:
         raise ValueError(f"file_index {file_index} does not fit in UInt32")
-    head = _check_content(source, options)
-    if not head:
-        return
     file_column = pl.lit(file_index, dtype=pl.UInt32()).alias(COL_FILE)
+    plugin = PLUGINS.get(source.format)
+    if plugin is not None:
+        for frame in plugin.iter_frames(source, options):
+            if frame.height:
+                yield frame.select(pl.exclude(COL_ROW, COL_FILE), file_column, pl.col(COL_ROW).cast(pl.UInt64))
+        return
+    if not _check_content(source, options):
+        return
     for frame in _iter_frames(source, options):
         if frame.height:
             yield frame.select(pl.exclude(COL_ROW), file_column, pl.col(COL_ROW))
@@ -435,6 +476,9 @@ def read_schema(source: SourceFile, options: ReadOptions) -> dict[str, pl.DataTy
     Does not apply ``options.columns``. A compressed Parquet file is decompressed
     to a temp copy first, as its footer is at the end.
     """
+    plugin = PLUGINS.get(source.format)
+    if plugin is not None:
+        return plugin.schema(source, options)
     head = _check_content(source, options)
     if not head:
         return {}
@@ -490,3 +534,12 @@ def count_rows_hint(source: SourceFile) -> int | None:
         return parquet_reader.parquet_rows(source.path)
     except (pl.exceptions.PolarsError, OSError):
         return None
+
+
+def _load_plugins() -> None:
+    for name in PLUGIN_MODULES:
+        if importlib.util.find_spec(f"{__name__}.{name}") is not None:
+            register_format(importlib.import_module(f"{__name__}.{name}").PLUGIN)
+
+
+_load_plugins()
