@@ -21,7 +21,7 @@ import polars as pl
 import yaml
 
 from .errors import MappingError
-from .schema import DATA_KEY_LIMIT, FIELD_LIMITS, PAYLOAD_STRING_FIELDS
+from .schema import DATA_KEY_LIMIT, FIELD_LIMITS, LOCATION_FIELDS, PAYLOAD_STRING_FIELDS
 
 MAPPINGS_DIR = Path(__file__).resolve().parent.parent / "mappings"
 
@@ -436,8 +436,8 @@ class _MappingParser:
             if not key or len(key) > DATA_KEY_LIMIT:
                 raise self.fail(f"data key must be 1 to {DATA_KEY_LIMIT} characters", line)
             return
-        if target not in PAYLOAD_STRING_FIELDS:
-            choices = [f for f in PAYLOAD_STRING_FIELDS if f != "id"]
+        if target not in PAYLOAD_STRING_FIELDS and target not in LOCATION_FIELDS:
+            choices = [f for f in (*PAYLOAD_STRING_FIELDS, *LOCATION_FIELDS) if f != "id"]
             raise self.fail(
                 f"unknown payload field {target!r}{_suggest(target, choices)} "
                 f"(fields: {', '.join(choices)}, data.<key>)",

@@ -75,6 +75,7 @@ class Stats:
     last_ts: int | None = None
     events_by_name: Counter[str] = field(default_factory=Counter)
     top_paths: Counter[str] = field(default_factory=Counter)
+    top_countries: Counter[str] = field(default_factory=Counter)
     visitors: VisitorCounter = field(default_factory=VisitorCounter)
     visitors_count: int | None = None  # when loaded from a checkpoint
 
@@ -87,6 +88,11 @@ class Stats:
         self.visitors.update(frame[COL_VISITOR])
         names = _event_labels(frame).value_counts()
         self.events_by_name.update(dict(zip(names["label"].to_list(), names["count"].to_list(), strict=True)))
+        if "country" in frame.columns:
+            countries = frame["country"].fill_null("(unknown)").value_counts()
+            self.top_countries.update(
+                dict(zip(countries["country"].to_list(), countries["count"].to_list(), strict=True))
+            )
         if "url" in frame.columns:
             pageviews = pl.col("type") == "event"
             if "name" in frame.columns:
@@ -121,6 +127,7 @@ class Stats:
             "distinct_visitors": self.distinct_visitors,
             "events_by_name": dict(self.events_by_name.most_common()),
             "top_paths": dict(self.top_paths.most_common(TOP_SHOW * 5)),
+            "top_countries": dict(self.top_countries.most_common(TOP_SHOW * 5)),
         }
 
     @classmethod
@@ -130,6 +137,7 @@ class Stats:
             last_ts=data.get("last_ts"),
             events_by_name=Counter(data.get("events_by_name", {})),
             top_paths=Counter(data.get("top_paths", {})),
+            top_countries=Counter(data.get("top_countries", {})),
             visitors_count=data.get("distinct_visitors"),
         )
 
@@ -227,6 +235,8 @@ class Summary:
             lines.append("events by name       " + _top(st.events_by_name))
             if st.top_paths:
                 lines.append("top paths            " + _top(st.top_paths))
+            if st.top_countries:
+                lines.append("top countries        " + _top(st.top_countries))
         for label, path in (
             ("rejects file", self.rejects_path if led.rejected_total else None),
             ("in-doubt file", self.in_doubt_path if led.in_doubt else None),

@@ -27,8 +27,16 @@ PAYLOAD_STRING_FIELDS: tuple[str, ...] = (
     "id",
 )
 
+#: Where the visitor was. Umami has no payload field for these (it takes them from a
+#: GeoIP lookup or CDN headers), so they are carried beside the payload: checked,
+#: reported, and ready for a sender that groups requests by location.
+LOCATION_FIELDS: tuple[str, ...] = ("country", "region", "city")
+#: session.country / region / city column sizes; country is ISO 3166-1 alpha-2,
+#: region ISO 3166-2 (``DE-BE``), city an English name.
+LOCATION_LIMITS: dict[str, int] = {"country": 2, "region": 20, "city": 50}
+
 #: Every mapping target that is not a ``data.<key>`` property.
-TARGET_FIELDS: tuple[str, ...] = ("type", "timestamp", *PAYLOAD_STRING_FIELDS)
+TARGET_FIELDS: tuple[str, ...] = ("type", "timestamp", *PAYLOAD_STRING_FIELDS, *LOCATION_FIELDS)
 
 EVENT_TYPES: tuple[str, ...] = ("event", "identify")
 

@@ -145,6 +145,8 @@ def field_expr(target: str, spec: ValueSpec, mapping: Mapping, schema: pl.Schema
             expr = normalize_os(expr)
         elif target == "device":
             expr = normalize_device(expr)
+    if target in ("country", "region"):
+        expr = expr.str.strip_chars().str.to_uppercase()
     return expr
 
 

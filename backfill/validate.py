@@ -29,6 +29,7 @@ from .schema import (
     DATA_STRING_LIMIT,
     EVENT_TYPES,
     FIELD_LIMITS,
+    LOCATION_LIMITS,
     QUERY_PARAM_LIMIT,
     QUERY_PARAMS_LIMITED,
 )
@@ -157,6 +158,7 @@ def build_rules(frame: pl.DataFrame, mapping: Mapping, *, now: int | None = None
                     f"{name}: does not parse as a URL; Umami refuses it (fix the value or the template)",
                 )
             )
+    rules.extend(_location_rules(cols))
     if "hostname" in cols:
         rules.append(
             Rule(
@@ -182,6 +184,35 @@ def build_rules(frame: pl.DataFrame, mapping: Mapping, *, now: int | None = None
 
 
 _LONG_QUERY_VALUE = rf"[?&](?:{'|'.join(QUERY_PARAMS_LIMITED)})=[^&#]{{{QUERY_PARAM_LIMIT + 1},}}"
+
+
+def _location_rules(cols: set[str]) -> list[Rule]:
+    rules = []
+    if "country" in cols:
+        rules.append(
+            Rule(
+                "country",
+                pl.col("country").str.contains(r"^[A-Z]{2}$").not_(),
+                "country: not an ISO 3166-1 alpha-2 code like DE (map names to codes in the mapping)",
+            )
+        )
+    if "region" in cols:
+        rules.append(
+            Rule(
+                "region",
+                pl.col("region").str.contains(r"^[A-Z]{2}-[A-Z0-9]{1,3}$").not_(),
+                "region: not an ISO 3166-2 code like DE-BE (Umami stores region codes)",
+            )
+        )
+    if "city" in cols:
+        rules.append(
+            Rule(
+                "city",
+                pl.col("city").str.len_chars() > LOCATION_LIMITS["city"],
+                f"city: longer than {LOCATION_LIMITS['city']} characters (Umami's limit)",
+            )
+        )
+    return rules
 
 
 def _query_param_rules(frame: pl.DataFrame) -> list[Rule]:

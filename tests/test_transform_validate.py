@@ -211,3 +211,17 @@ def test_template_and_constant() -> None:
 def test_revenue_on_a_pageview_is_rejected() -> None:
     out = run([{"revenue": "10", "currency": "USD"}])  # event "pageview" maps to no name
     assert "revenue on a pageview" in reasons(out)[0]
+
+
+def test_location_fields_are_checked_and_not_sent() -> None:
+    text = MAPPING + "  country: c\n  region: r\n  city: t\n"
+    mapping = parse_mapping(text, "m.yaml")
+    frame = chunk([{}, {}, {}]).with_columns(
+        pl.Series("c", ["de", "Germany", "FR"]),
+        pl.Series("r", ["DE-BE", "DE-BE", "Ile"]),
+        pl.Series("t", ["Berlin", "Berlin", "Paris"]),
+    )
+    out = validate(apply_mapping(frame, mapping, TimeWindow()), mapping, now=1_800_000_000)
+    assert reasons(out)[0] is None and out["country"][0] == "DE"
+    assert out[COL_REJECT_FIELD].to_list()[1:] == ["country", "region"]
+    assert "country" not in json.loads(build_elements(out.head(1), WEBSITE)[0])["payload"]
