@@ -102,12 +102,12 @@ def _infer_types(frame: pl.DataFrame) -> list[pl.Series]:
 
 def describe(path: str, frame: pl.DataFrame) -> str:
     lines = [f"{path}: {frame.height:,} rows sampled, {frame.width} columns", ""]
-    lines.append(f"{'column':<32} {'type':<24} {'nulls':>8}  example")
+    lines.append(f"{'column':<32} {'type':<18} {'nulls':>8}  example")
     for name in frame.columns:
         col = frame[name]
         example = col.drop_nulls().head(1).to_list()
-        shown = repr(example[0])[:40] if example else ""
-        lines.append(f"{name:<32} {col.dtype!s:<24} {col.null_count():>8,}  {shown}")
+        shown = str(example[0])[:48] if example else ""
+        lines.append(f"{name:<32} {col.dtype._string_repr():<18} {col.null_count():>8,}  {shown}")
     ranges = _time_ranges(frame)
     if ranges:
         lines.append("")
