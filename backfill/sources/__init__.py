@@ -289,7 +289,12 @@ def _unknown_extension(
 
     In a directory such files are notes and exports' side files (README.txt), so
     they are skipped even with --format; a glob or a name chose them on purpose.
+    A format plugin's own endings (``FormatPlugin.extensions``) are data files
+    wherever they are found, once that format is chosen.
     """
+    plugin = PLUGINS.get(options.format or "")
+    if plugin is not None and _extension(path)[0] in plugin.extensions:
+        return plugin.name, compression
     if origin == "directory" or (origin == "glob" and options.format is None):
         ext = os.path.splitext(path)[1] or "no extension"
         how = "name it (or a glob) with --format" if origin == "directory" else "pass --format"
