@@ -187,32 +187,21 @@ _LONG_QUERY_VALUE = rf"[?&](?:{'|'.join(QUERY_PARAMS_LIMITED)})=[^&#]{{{QUERY_PA
 
 
 def _location_rules(cols: set[str]) -> list[Rule]:
-    rules = []
-    if "country" in cols:
-        rules.append(
-            Rule(
-                "country",
-                pl.col("country").str.contains(r"^[A-Z]{2}$").not_(),
-                "country: not an ISO 3166-1 alpha-2 code like DE (map names to codes in the mapping)",
-            )
-        )
-    if "region" in cols:
-        rules.append(
-            Rule(
-                "region",
-                pl.col("region").str.contains(r"^[A-Z]{2}-[A-Z0-9]{1,3}$").not_(),
-                "region: not an ISO 3166-2 code like DE-BE (Umami stores region codes)",
-            )
-        )
-    if "city" in cols:
-        rules.append(
-            Rule(
-                "city",
-                pl.col("city").str.len_chars() > LOCATION_LIMITS["city"],
-                f"city: longer than {LOCATION_LIMITS['city']} characters (Umami's limit)",
-            )
-        )
-    return rules
+    checks = {
+        "country": (
+            pl.col("country").str.contains(r"^[A-Z]{2}$").not_(),
+            "country: not an ISO 3166-1 alpha-2 code like DE (map names to codes in the mapping)",
+        ),
+        "region": (
+            pl.col("region").str.contains(r"^[A-Z]{2}-[A-Z0-9]{1,3}$").not_(),
+            "region: not an ISO 3166-2 code like DE-BE (Umami stores region codes)",
+        ),
+        "city": (
+            pl.col("city").str.len_chars() > LOCATION_LIMITS["city"],
+            f"city: longer than {LOCATION_LIMITS['city']} characters (Umami's limit)",
+        ),
+    }
+    return [Rule(name, broken, reason) for name, (broken, reason) in checks.items() if name in cols]
 
 
 def _query_param_rules(frame: pl.DataFrame) -> list[Rule]:
