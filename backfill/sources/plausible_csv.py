@@ -1,0 +1,341 @@
+"""Plausible's CSV export (Site settings -> Imports & Exports -> Export) as synthetic events.
+
+Selected only by name (``--format plausible_csv`` or ``reader: {format: plausible_csv}``).
+The export is a ZIP ``<domain>_<YYYYMMDD>.zip`` of per-day tables, one CSV each,
+named ``imported_<table>_<YYYYMMDD>_<YYYYMMDD>.csv`` (or ``imported_<table>.csv``,
+or without ``imported_``): visitors, sources, pages, entry_pages, exit_pages,
+custom_events, locations, devices, browsers, operating_systems, custom_props.
+
+Reading: ZIP entries are read one at a time in memory (never extracted); an
+entry whose name contains ``..`` or starts with ``/`` is ignored with a note.
+A folder of the CSVs works too: pass the folder (or the files) with
+``--format plausible_csv``; the ``visitors`` file stands for the whole export and
+reads its sibling tables (same date-range suffix), the other files give no rows
+of their own. Columns are matched by name; a missing numeric column is 0, a
+missing text column is empty. Tables are told by file name.
+
+Synthesis: ``backfill.synthesize_plausible`` (what is exact, what is invented).
+Output: its ``OUTPUT_SCHEMA`` plus ``_row`` (1-based, days ascending, time order
+within a day). ``python -m backfill.sources.plausible_csv FILE_OR_FOLDER`` prints
+the tables read, per-day totals, notes and the residuals per table and day.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import os
+import re
+import sys
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from backfill.errors import SourceError
+from backfill.schema import COL_ROW
+from backfill.sources import FormatPlugin, ReadOptions, SourceFile  # defined before plugins load
+from backfill.sources.compression import UTF8_BOM
+from backfill.synthesize_plausible import (
+    OUTPUT_SCHEMA,
+    DayResult,
+    PlausibleDay,
+    Source,
+    synthesize_day,
+)
+
+#: table -> (text columns, numeric columns) read from it; others are ignored.
+TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "visitors": ((), ("visitors", "pageviews", "bounces", "visits", "visit_duration")),
+    "sources": (
+        ("source", "referrer", "utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term"),
+        ("pageviews", "visitors", "visits", "visit_duration", "bounces"),
+    ),
+    "pages": (("hostname", "page"), ("visits", "visitors", "pageviews")),
+    "entry_pages": (("entry_page",), ("visitors", "entrances", "visit_duration", "bounces", "pageviews")),
+    "exit_pages": (("exit_page",), ("visitors", "visit_duration", "exits", "bounces", "pageviews")),
+    "custom_events": (("name", "link_url", "path"), ("visitors", "events")),
+    "locations": (("country", "region", "city"), ("visitors", "visits")),
+    "devices": (("device",), ("visitors", "visits")),
+    "browsers": (("browser", "browser_version"), ("visitors", "visits")),
+    "operating_systems": (("operating_system", "operating_system_version"), ("visitors", "visits")),
+    "custom_props": (("property", "value"), ("visitors", "events")),
+}
+#: Tables read but not (yet) turned into events.
+UNUSED_TABLES = ("entry_pages", "exit_pages", "custom_props")
+_NAME = re.compile(r"^(?:imported_)?([a-z_]+?)(_\d{8}_\d{8})?\.csv$")
+_DOMAIN = re.compile(r"^(.+)_\d{8}\.zip$")
+_UNKNOWN_COUNTRIES = frozenset({"", "ZZ", "\x00\x00"})
+
+
+def table_of(filename: str) -> tuple[str | None, str]:
+    """(table, date-range suffix) from a file name; table None when it is not an export table."""
+    m = _NAME.match(os.path.basename(filename).lower())
+    if m is None or m.group(1) not in TABLES:
+        return None, ""
+    return m.group(1), m.group(2) or ""
+
+
+@dataclass
+class PlausibleExport:
+    """The tables of one export, parsed, and what was made of them."""
+
+    name: str
+    key: bytes  # hash of the tables' content: seeds the synthesis
+    domain: str | None
+    tables: dict[str, pl.DataFrame]
+    notes: list[str] = field(default_factory=list)
+    results: list[DayResult] = field(default_factory=list)
+
+    def residuals(self) -> dict[str, dict[str, Any]]:
+        """table -> day -> {"table", "synthesized", "diff"}: where the events differ from a table."""
+        out: dict[str, dict[str, Any]] = {}
+        for r in self.results:
+            for table, residual in r.residuals.items():
+                out.setdefault(table, {})[r.day.isoformat()] = residual
+        return out
+
+
+def parse_table(data: bytes, table: str, label: str, notes: list[str]) -> pl.DataFrame:
+    """One table's CSV bytes -> date + its columns (text '' when absent, numbers 0 when absent)."""
+    texts, numbers = TABLES[table]
+    text = data.removeprefix(UTF8_BOM)
+    if not text.strip():
+        notes.append(f"{label}: empty file")
+        return pl.DataFrame(
+            schema={"date": pl.Date, **dict.fromkeys(texts, pl.String), **dict.fromkeys(numbers, pl.Int64)}
+        )
+    try:
+        raw = pl.read_csv(io.BytesIO(text), infer_schema=False, truncate_ragged_lines=True)
+    except pl.exceptions.PolarsError as exc:
+        raise SourceError(f"{label}: not a readable CSV ({exc})") from exc
+    raw = raw.rename({c: c.strip().lower() for c in raw.columns})
+    if "date" not in raw.columns:
+        raise SourceError(f"{label}: no 'date' column (columns: {', '.join(raw.columns)})")
+    missing = [c for c in (*texts, *numbers) if c not in raw.columns]
+    if missing:
+        notes.append(f"{label}: no column {', '.join(missing)} (numbers read as 0, text as empty)")
+    frame = raw.select(
+        pl.col("date").str.strip_chars().str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False),
+        *[(pl.col(c).fill_null("") if c in raw.columns else pl.lit("")).cast(pl.String).alias(c) for c in texts],
+        *[
+            (
+                pl.col(c).str.strip_chars().cast(pl.Float64, strict=False).fill_null(0).round().cast(pl.Int64)
+                if c in raw.columns
+                else pl.lit(0, dtype=pl.Int64)
+            ).alias(c)
+            for c in numbers
+        ],
+    )
+    bad = frame.get_column("date").null_count()
+    if bad:
+        notes.append(f"{label}: {bad} rows without a YYYY-MM-DD date left out")
+        frame = frame.filter(pl.col("date").is_not_null())
+    return frame
+
+
+def _read_entries(path: str, notes: list[str]) -> tuple[list[tuple[str, bytes]], str | None]:
+    """(file name, bytes) of each CSV table of a ZIP or a folder, and the site domain if the name tells."""
+    entries: list[tuple[str, bytes]] = []
+    if os.path.isdir(path):
+        for name in sorted(os.listdir(path)):
+            full = os.path.join(path, name)
+            if os.path.isfile(full) and table_of(name)[0]:
+                with open(full, "rb") as fh:
+                    entries.append((name, fh.read()))
+        return entries, None
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise SourceError(f"{path}: not a readable ZIP archive ({exc})") from exc
+    with archive:
+        for info in archive.infolist():
+            name = info.filename
+            if info.is_dir():
+                continue
+            if ".." in name or name.startswith(("/", "\\")):
+                notes.append(f"{path}: entry {name!r} ignored (unsafe path)")
+                continue
+            if table_of(name)[0] is None:
+                notes.append(f"{path}: entry {name!r} ignored (not a Plausible export table)")
+                continue
+            entries.append((os.path.basename(name), archive.read(info)))
+    match = _DOMAIN.match(os.path.basename(path))
+    return entries, match.group(1) if match else None
+
+
+def read_export(path: str, suffix: str | None = None) -> PlausibleExport:
+    """A ZIP export or a folder of its CSVs -> its tables (only those with ``suffix`` when given)."""
+    notes: list[str] = []
+    entries, domain = _read_entries(path, notes)
+    parts: dict[str, list[pl.DataFrame]] = {}
+    digest = hashlib.sha256()
+    for name, data in sorted(entries, key=lambda e: (table_of(e[0])[0] or "", e[0])):
+        table, range_suffix = table_of(name)
+        assert table is not None
+        if suffix is not None and range_suffix != suffix:
+            continue
+        digest.update(f"{table}\0{len(data)}\0".encode() + data)
+        parts.setdefault(table, []).append(parse_table(data, table, f"{os.path.basename(path)}:{name}", notes))
+    if "visitors" not in parts:
+        raise SourceError(f"{path}: no visitors table (imported_visitors_*.csv): the daily totals start there")
+    tables = {t: pl.concat(frames) for t, frames in parts.items()}
+    for t in UNUSED_TABLES:
+        if t in tables and tables[t].height:
+            notes.append(f"{t}: read, not turned into events (not supported yet)")
+    if (
+        "locations" in tables
+        and tables["locations"].filter(pl.col("city").str.strip_chars().is_in(["", "0"]).not_()).height
+    ):
+        notes.append("locations: city GeoNames ids are not resolved to names (country and region are used)")
+    return PlausibleExport(name=path, key=digest.digest(), domain=domain, tables=tables, notes=notes)
+
+
+def _grouped(frame: pl.DataFrame, keys: list[str], value: str) -> dict[dt.date, list[tuple[Any, int]]]:
+    out: dict[dt.date, list[tuple[Any, int]]] = {}
+    summed = frame.group_by(["date", *keys], maintain_order=True).agg(pl.col(value).sum())
+    for row in summed.iter_rows():
+        day, *key, n = row
+        out.setdefault(day, []).append((tuple(key) if len(key) > 1 else key[0], n))
+    return out
+
+
+def assemble_days(export: PlausibleExport) -> list[PlausibleDay]:
+    """Per-day inputs of the synthesizer, each figure from one table."""
+    t = export.tables
+    days: dict[dt.date, PlausibleDay] = {}
+
+    def day(d: dt.date) -> PlausibleDay:
+        if d not in days:
+            days[d] = PlausibleDay(d)
+        return days[d]
+
+    totals = (
+        t["visitors"].group_by("date").agg(pl.col("visitors", "pageviews", "bounces", "visits", "visit_duration").sum())
+    )
+    for row in totals.iter_rows(named=True):
+        agg = day(row["date"])
+        agg.visitors, agg.pageviews, agg.bounces = row["visitors"], row["pageviews"], row["bounces"]
+        agg.visits, agg.visit_duration, agg.has_totals = row["visits"], row["visit_duration"], True
+    if "pages" in t:
+        for d, rows in _grouped(t["pages"], ["hostname", "page"], "pageviews").items():
+            day(d).pages = [(h, p, n) for (h, p), n in rows if n > 0]
+    if "custom_events" in t:
+        for d, rows in _grouped(t["custom_events"], ["name", "path"], "events").items():
+            day(d).events = [(name, path, n) for (name, path), n in rows if n > 0 and name]
+    if "sources" in t:
+        cols = ["source", "referrer", "utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term"]
+        for d, rows in _grouped(t["sources"], cols, "visits").items():
+            day(d).sources = [(Source(*(s.strip() for s in key)), n) for key, n in rows if n > 0]
+    for table, column, attr in (
+        ("devices", "device", "devices"),
+        ("browsers", "browser", "browsers"),
+        ("operating_systems", "operating_system", "oses"),
+    ):
+        if table in t:
+            for d, rows in _grouped(t[table], [column], "visitors").items():
+                setattr(day(d), attr, [(v.strip() or None, n) for v, n in rows if n > 0])
+    if "locations" in t:
+        frame = t["locations"].with_columns(
+            pl.col("country").str.strip_chars().str.to_uppercase(),
+            pl.col("region").str.strip_chars().str.to_uppercase(),
+        )
+        for d, rows in _grouped(frame, ["country", "region"], "visitors").items():
+            day(d).locations = [
+                ((c, r if r.startswith(f"{c}-") else ""), n) if c not in _UNKNOWN_COUNTRIES else (("", ""), n)
+                for (c, r), n in rows
+                if n > 0
+            ]
+    for agg in days.values():  # unknown values stay unassigned (None) rather than a value "None"
+        agg.devices = [(v, n) for v, n in agg.devices if v]
+        agg.browsers = [(v, n) for v, n in agg.browsers if v]
+        agg.oses = [(v, n) for v, n in agg.oses if v]
+        agg.locations = [(v, n) for v, n in agg.locations if v[0]]
+    return [days[d] for d in sorted(days)]
+
+
+def iter_export_frames(export: PlausibleExport, chunk_rows: int = 100_000) -> Iterator[pl.DataFrame]:
+    """Synthesize day by day; frames of at most ``chunk_rows`` rows with a 1-based ``_row``."""
+    row = 0
+    export.results.clear()
+    for agg in assemble_days(export):
+        frame, result = synthesize_day(agg, export.key, export.domain)
+        export.results.append(result)
+        for offset in range(0, frame.height, chunk_rows):
+            part = frame.slice(offset, chunk_rows)
+            yield part.with_columns(pl.int_range(row + 1, row + 1 + part.height, dtype=pl.UInt64).alias(COL_ROW))
+            row += part.height
+
+
+def _export_for(source: SourceFile) -> PlausibleExport | None:
+    """The export a plugin input stands for: a ZIP itself; in a folder, the visitors file (others: None)."""
+    if zipfile.is_zipfile(source.path):
+        return read_export(source.path)
+    table, suffix = table_of(source.path)
+    folder = os.path.dirname(source.path)
+    if table == "visitors":
+        return read_export(folder, suffix)
+    if table is not None:
+        siblings = [n for n in os.listdir(folder) if table_of(n) == ("visitors", suffix)]
+        if not siblings:
+            raise SourceError(f"{source.path}: no visitors table next to it (imported_visitors{suffix}.csv)")
+        return None  # read with the visitors file
+    if source.path.lower().endswith(".csv"):
+        raise SourceError(f"{source.path}: not a Plausible export table (imported_<table>_<dates>.csv) nor a ZIP")
+    return None  # side files in an export folder (expected.json, README)
+
+
+def _iter_frames(source: SourceFile, options: ReadOptions) -> Iterator[pl.DataFrame]:
+    export = _export_for(source)
+    if export is None:
+        return
+    for frame in iter_export_frames(export, options.chunk_rows):
+        yield frame.select(*options.columns, COL_ROW) if options.columns else frame
+
+
+def _schema(source: SourceFile, options: ReadOptions) -> dict[str, pl.DataType]:
+    """Fixed: the synthesizer's columns, whatever tables the export holds."""
+    return dict(OUTPUT_SCHEMA)
+
+
+PLUGIN = FormatPlugin(
+    name="plausible_csv",
+    description="Plausible CSV export (ZIP or folder of imported_*.csv): per-day tables turned into synthetic events",
+    iter_frames=_iter_frames,
+    schema=_schema,
+    extensions=(".zip",),
+)
+
+
+def describe(path: str) -> dict[str, Any]:
+    """What an export holds and what would be made of it (for ``python -m``)."""
+    export = read_export(path)
+    for _ in iter_export_frames(export):
+        pass
+    return {
+        "file": path,
+        "domain": export.domain,
+        "tables": {name: frame.height for name, frame in sorted(export.tables.items())},
+        "notes": export.notes,
+        "days": {r.day.isoformat(): {**r.summary(), **({"notes": r.notes} if r.notes else {})} for r in export.results},
+        "residuals": export.residuals(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m backfill.sources.plausible_csv FILE...``: tables, per-day totals, notes, residuals (JSON)."""
+    paths = sys.argv[1:] if argv is None else argv
+    if not paths:
+        print("usage: python -m backfill.sources.plausible_csv EXPORT.zip|FOLDER...", file=sys.stderr)
+        return 2
+    for path in paths:
+        print(json.dumps(describe(path), indent=2, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,486 @@
+"""Plausible CSV export (per-day tables) -> individual synthetic events, deterministically.
+
+A Plausible export holds per-day TOTALS, one table per breakdown. Umami stores
+events. This module invents, for one day, events whose Umami counts reproduce the
+export's ``visitors`` table exactly, then shapes them after the other tables:
+
+* **visitors table, exact** (within what Umami can represent, see ``plan_day``):
+  V visitors (ids ``pl-syn-<YYYYMMDD>-<n>``), S visits, P pageviews, B bounces
+  (visits of exactly one pageview), and the total visit duration (a visit's
+  duration is last minus first pageview time; Umami's ``totaltime``). Every visit
+  lies inside ONE UTC clock hour and each visitor's visits are in distinct hours,
+  because Umami's visit is "this session in this clock hour".
+* **pages, exact per page** when the pages table adds up to P; otherwise the
+  difference is filled with ``/(other)`` or the pages are scaled down
+  (largest remainder), and the residual is reported.
+* **custom events, exact per name** (Plausible's ``engagement`` is skipped),
+  attached to existing visits (they never change visitor/visit/bounce counts).
+* **sources**: the first pageview of a visit carries the referrer and utm tags,
+  so visits per source equal the table when it adds up to S (else scaled / the
+  rest direct, reported).
+* **devices, browsers, operating systems, locations**: one value per visitor,
+  visitors per value equal the table when it adds up to V (else scaled / the
+  rest unknown, reported). The four are drawn independently of each other.
+
+Invented (not in an export): who saw which page, times of day, which visitor
+had which device/browser/os/location together. Seeded by the export's content
+and the day, so the same export always gives the same events.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import urllib.parse
+from collections import Counter
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from backfill.synthesize import HOURS_PER_DAY, OTHER_PAGE, _distinct_hours, _distribute, day_seed
+
+#: Longest duration a visit can have and stay inside one clock hour (seconds).
+MAX_VISIT_SECONDS = 3599
+#: Plausible's internal engagement pings: not a goal, skipped by default.
+ENGAGEMENT_EVENT = "engagement"
+UTM_FIELDS = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")
+
+#: The synthesizer's output columns, in order (``_row`` is added by the reader).
+OUTPUT_SCHEMA: dict[str, pl.DataType] = {
+    "timestamp": pl.String(),  # ISO 8601 UTC, "2024-03-01T08:13:27Z"
+    "visitor_id": pl.String(),
+    "event_name": pl.String(),  # null for pageviews
+    "url": pl.String(),  # path; the landing pageview of a tagged visit carries ?utm_...
+    "hostname": pl.String(),
+    "referrer": pl.String(),
+    "utm_source": pl.String(),
+    "utm_medium": pl.String(),
+    "utm_campaign": pl.String(),
+    "utm_content": pl.String(),
+    "utm_term": pl.String(),
+    "device": pl.String(),  # Plausible's raw names: Desktop / Laptop / Mobile / Tablet
+    "browser": pl.String(),
+    "os": pl.String(),
+    "country": pl.String(),  # ISO 3166-1 alpha-2
+    "region": pl.String(),  # ISO 3166-2
+    "synthetic": pl.Boolean(),
+}
+
+#: Plausible source names (no referrer URL in the row) -> a referrer Umami groups under that site.
+KNOWN_SOURCES = {
+    "google": "https://www.google.com/",
+    "bing": "https://www.bing.com/",
+    "duckduckgo": "https://duckduckgo.com/",
+    "yahoo": "https://search.yahoo.com/",
+    "ecosia": "https://www.ecosia.org/",
+    "facebook": "https://www.facebook.com/",
+    "twitter": "https://t.co/",
+    "x": "https://t.co/",
+    "linkedin": "https://www.linkedin.com/",
+    "reddit": "https://www.reddit.com/",
+    "hacker news": "https://news.ycombinator.com/",
+    "github": "https://github.com/",
+    "youtube": "https://www.youtube.com/",
+    "instagram": "https://www.instagram.com/",
+}
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a visit came from: Plausible's source, referrer and utm tags ('' = none)."""
+
+    source: str = ""
+    referrer: str = ""
+    utm_source: str = ""
+    utm_medium: str = ""
+    utm_campaign: str = ""
+    utm_content: str = ""
+    utm_term: str = ""
+
+    def label(self) -> str:
+        parts = [self.source or "Direct / None"]
+        parts += [f"{k}={getattr(self, k)}" for k in UTM_FIELDS if getattr(self, k)]
+        return " ".join(parts)
+
+    def referrer_url(self) -> str | None:
+        ref = self.referrer.strip()
+        if ref:
+            return ref if "://" in ref else f"https://{ref.lstrip('/')}"
+        name = self.source.strip().lower()
+        if name in KNOWN_SOURCES:
+            return KNOWN_SOURCES[name]
+        if name and "." in name and " " not in name:
+            return f"https://{name}/"
+        return None
+
+    def utm_query(self) -> str | None:
+        pairs = [(k, getattr(self, k)) for k in UTM_FIELDS if getattr(self, k)]
+        return urllib.parse.urlencode(pairs) if pairs else None
+
+
+@dataclass
+class PlausibleDay:
+    """Everything an export says about one day (its site-local date, placed as a UTC day)."""
+
+    day: dt.date
+    visitors: int = 0
+    visits: int = 0
+    pageviews: int = 0
+    bounces: int = 0
+    visit_duration: int = 0  # total seconds
+    has_totals: bool = False  # False: no visitors-table row for this day
+    pages: list[tuple[str, str, int]] = field(default_factory=list)  # (hostname, page, pageviews)
+    events: list[tuple[str, str, int]] = field(default_factory=list)  # (name, path, events)
+    sources: list[tuple[Source, int]] = field(default_factory=list)  # visits
+    devices: list[tuple[str, int]] = field(default_factory=list)  # visitors
+    browsers: list[tuple[str, int]] = field(default_factory=list)
+    oses: list[tuple[str, int]] = field(default_factory=list)
+    locations: list[tuple[tuple[str, str], int]] = field(default_factory=list)  # ((country, region), visitors)
+
+
+@dataclass
+class DayResult:
+    """What was synthesized for one day (Umami's terms), the notes and the residuals per table."""
+
+    day: dt.date
+    visitors: int
+    visits: int
+    pageviews: int
+    bounces: int
+    visit_duration: int
+    events: dict[str, int]
+    notes: list[str]
+    residuals: dict[str, dict[str, Any]]  # table -> {"table": n, "synthesized": m, "diff": {...}}
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "visitors": self.visitors,
+            "visits": self.visits,
+            "pageviews": self.pageviews,
+            "bounces": self.bounces,
+            "visit_duration": self.visit_duration,
+            "events": self.events,
+        }
+
+
+def visitor_id(day: dt.date, n: int) -> str:
+    return f"pl-syn-{day:%Y%m%d}-{n}"
+
+
+def plan_day(pageviews: int, visitors: int, visits: int, bounces: int) -> tuple[int, int, int, list[str]]:
+    """(visitors, visits, bounces) Umami can show with ``pageviews`` pageviews, and notes on any clamp.
+
+    1 <= V <= P; V <= S <= min(P, 24 V); B bounces need S - B visits of >= 2 pageviews
+    (B >= 2S - P) and, when P > S, at least one visit of two or more (B <= S - 1).
+    """
+    notes: list[str] = []
+    if pageviews <= 0:
+        if visitors or visits:
+            notes.append(f"{visitors} visitors / {visits} visits without pageviews: Umami counts none")
+        return 0, 0, 0, notes
+    v = min(max(visitors, 1), pageviews)
+    if v != visitors:
+        notes.append(f"visitors {visitors} with {pageviews} pageviews: {v} visitors")
+    upper = min(pageviews, HOURS_PER_DAY * v)
+    s = min(max(visits, v), upper)
+    if s != visits:
+        notes.append(f"visits {visits} outside [{v}, {upper}] (visitors .. min(pageviews, 24 x visitors)): {s} visits")
+    low = max(0, 2 * s - pageviews)
+    high = s if pageviews == s else s - 1
+    b = min(max(bounces, low), high)
+    if b != bounces:
+        notes.append(f"bounces {bounces} impossible with {s} visits and {pageviews} pageviews: {b} bounces")
+    return v, s, b, notes
+
+
+def scale_counts(counts: list[int], total: int) -> list[int]:
+    """Counts scaled down to add up to ``total`` (largest remainder, ties to the earlier); unchanged if they fit."""
+    have = sum(counts)
+    if have <= total:
+        return list(counts)
+    exact = [c * total / have for c in counts]
+    out = [int(x) for x in exact]
+    order = sorted(range(len(counts)), key=lambda i: (-(exact[i] - out[i]), i))
+    for i in order[: total - sum(out)]:
+        out[i] += 1
+    return out
+
+
+def split_total(rnd: random.Random, total: int, parts: int, cap: int) -> list[int]:
+    """``total`` over ``parts`` values in [0, cap], randomly uneven; exact when total <= parts * cap."""
+    if parts <= 0:
+        return []
+    target = min(total, parts * cap)
+    weights = [0.3 + rnd.random() for _ in range(parts)]
+    scale = target / sum(weights)
+    out = [min(cap, int(w * scale)) for w in weights]
+    remaining = target - sum(out)
+    while remaining > 0:
+        open_ = [i for i in range(parts) if out[i] < cap]
+        step = -(-remaining // len(open_))
+        for i in open_:
+            add = min(step, cap - out[i], remaining)
+            out[i] += add
+            remaining -= add
+            if not remaining:
+                break
+    return out
+
+
+def _diff(table: dict[Any, int], made: dict[Any, int]) -> dict[str, int]:
+    keys = list(dict.fromkeys([*table, *made]))
+    return {_key_text(k): made.get(k, 0) - table.get(k, 0) for k in keys if made.get(k, 0) != table.get(k, 0)}
+
+
+def _key_text(key: Any) -> str:
+    if isinstance(key, Source):
+        return key.label()
+    if isinstance(key, tuple):
+        return "/".join(str(k) for k in key if k) or "(unknown)"
+    return str(key) if key not in (None, "") else "(unknown)"
+
+
+def _residual(residuals: dict[str, dict[str, Any]], table: str, wanted: dict[Any, int], made: dict[Any, int]) -> None:
+    diff = _diff(wanted, made)
+    if diff:
+        residuals[table] = {"table": sum(wanted.values()), "synthesized": sum(made.values()), "diff": diff}
+
+
+def assign_per_visitor(
+    rnd: random.Random, rows: list[tuple[Hashable, int]], visitors: int
+) -> tuple[list[Hashable | None], dict[Hashable, int], dict[Hashable, int]]:
+    """One value per visitor so visitors per value match ``rows``; (values, wanted, made)."""
+    wanted: Counter[Hashable] = Counter()
+    for value, n in rows:
+        if n > 0:
+            wanted[value] += n
+    keys = list(wanted)
+    counts = scale_counts([wanted[k] for k in keys], visitors)
+    values: list[Hashable | None] = [k for k, n in zip(keys, counts, strict=True) for _ in range(n)]
+    values += [None] * (visitors - len(values))
+    rnd.shuffle(values)
+    made = dict(Counter(v for v in values if v is not None))
+    return values, dict(wanted), made
+
+
+@dataclass
+class _Visit:
+    visitor: int
+    start: int  # unix seconds of the first pageview
+    duration: int
+    views: int
+    landing: int = -1  # index of the first pageview row
+
+
+def synthesize_day(
+    day: PlausibleDay,
+    key: bytes,
+    default_hostname: str | None = None,
+    skip_events: tuple[str, ...] = (ENGAGEMENT_EVENT,),
+) -> tuple[pl.DataFrame, DayResult]:
+    """One day -> its events (``OUTPUT_SCHEMA``, time order) and what they add up to in Umami."""
+    rnd = random.Random(day_seed(key, day.day))
+    midnight = int(dt.datetime.combine(day.day, dt.time(), dt.UTC).timestamp())
+    notes: list[str] = []
+    residuals: dict[str, dict[str, Any]] = {}
+
+    # --- the visitors table: visitors, visits, pageviews, bounces, durations
+    page_total = sum(n for _, _, n in day.pages)
+    pageviews, table_v, table_s, table_b = day.pageviews, day.visitors, day.visits, day.bounces
+    if not day.has_totals:
+        pageviews = page_total
+        table_v = table_s = -(-pageviews // 2)
+        table_b = 0
+        notes.append(f"no visitors-table row: {pageviews} pageviews from the pages table, visitors/visits estimated")
+    v_count, s_count, b_count, clamp_notes = plan_day(pageviews, table_v, table_s, table_b)
+    notes += clamp_notes
+    visits: list[_Visit] = []
+    if pageviews:
+        per_visitor = _distribute(rnd, v_count, s_count - v_count, cap=HOURS_PER_DAY)
+        slots = [(v, midnight + 3600 * h) for v, k in enumerate(per_visitor) for h in _distinct_hours(rnd, k)]
+        bounce = set(rnd.sample(range(s_count), b_count))
+        multi = [i for i in range(s_count) if i not in bounce]
+        views = [1 if i in bounce else 2 for i in range(s_count)]
+        for _ in range(pageviews - b_count - 2 * len(multi)):
+            views[multi[rnd.randrange(len(multi))]] += 1
+        durations = dict(zip(multi, split_total(rnd, day.visit_duration, len(multi), MAX_VISIT_SECONDS), strict=True))
+        for i, (v, hour) in enumerate(slots):
+            d = durations.get(i, 0)
+            visits.append(_Visit(v, hour + rnd.randrange(3600 - d), d, views[i]))
+    made_duration = sum(x.duration for x in visits)
+    if day.has_totals and made_duration != day.visit_duration:
+        notes.append(
+            f"visit_duration {day.visit_duration}s: {made_duration}s possible "
+            f"({len(visits) - b_count} visits of 2+ pageviews, at most {MAX_VISIT_SECONDS}s each inside a clock hour)"
+        )
+
+    # --- pages: one page per pageview
+    page_keys = [(h or default_hostname or "", p or "/") for h, p, _ in day.pages]
+    page_counts = scale_counts([n for _, _, n in day.pages], pageviews)
+    wanted_pages: Counter[tuple[str, str]] = Counter()
+    made_pages: Counter[tuple[str, str]] = Counter()
+    for k, (_, _, n), m in zip(page_keys, day.pages, page_counts, strict=True):
+        wanted_pages[k] += n
+        made_pages[k] += m
+    other = pageviews - sum(page_counts)
+    if other:
+        made_pages[(default_hostname or "", OTHER_PAGE)] += other
+    if day.pages or other:
+        _residual(residuals, "pages", dict(wanted_pages), dict(made_pages))
+    page_slots = [k for k, n in made_pages.items() for _ in range(n)]
+    rnd.shuffle(page_slots)
+
+    # --- sources: which visits arrive from where (the first pageview carries it)
+    wanted_src: Counter[Source] = Counter()
+    for src, n in day.sources:
+        if n > 0:
+            wanted_src[src] += n
+    src_keys = list(wanted_src)
+    src_counts = scale_counts([wanted_src[k] for k in src_keys], len(visits))
+    visit_source: list[Source] = [k for k, n in zip(src_keys, src_counts, strict=True) for _ in range(n)]
+    visit_source += [Source()] * (len(visits) - len(visit_source))
+    rnd.shuffle(visit_source)
+    if day.sources:
+        _residual(residuals, "sources", dict(wanted_src), dict(Counter(visit_source)))
+
+    # --- per-visitor dimensions
+    per_visitor: dict[str, list[Hashable | None]] = {}
+    for table, rows in (
+        ("devices", day.devices),
+        ("browsers", day.browsers),
+        ("operating_systems", day.oses),
+        ("locations", day.locations),
+    ):
+        values, wanted, made = assign_per_visitor(rnd, rows, v_count)
+        per_visitor[table] = values
+        if rows:
+            _residual(residuals, table, wanted, made)
+
+    # --- rows
+    ts: list[int] = []
+    who: list[int] = []
+    names: list[str | None] = []
+    urls: list[str] = []
+    hosts: list[str | None] = []
+    refs: list[str | None] = []
+    utms: dict[str, list[str | None]] = {k: [] for k in UTM_FIELDS}
+    at = 0
+    visit_page: list[tuple[str, str]] = []
+    for visit, src in zip(visits, visit_source, strict=True):
+        d, m = visit.duration, visit.views
+        times = (
+            [visit.start]
+            if m == 1
+            else [visit.start, *sorted(visit.start + rnd.randint(0, d) for _ in range(m - 2)), visit.start + d]
+        )
+        for j, t in enumerate(times):
+            host, page = page_slots[at]
+            at += 1
+            if j == 0:
+                visit_page.append((host, page))
+            query = src.utm_query() if j == 0 else None
+            ts.append(t)
+            who.append(visit.visitor)
+            names.append(None)
+            urls.append(f"{page}{'&' if '?' in page else '?'}{query}" if query else page)
+            hosts.append(host or None)
+            refs.append(src.referrer_url() if j == 0 else None)
+            for k in UTM_FIELDS:
+                utms[k].append((getattr(src, k) or None) if j == 0 else None)
+
+    # --- custom events, inside existing visits
+    made_events: Counter[str] = Counter()
+    skipped: Counter[str] = Counter()
+    for name, path, count in day.events:
+        if name in skip_events:
+            skipped[name] += count
+            continue
+        for _ in range(count):
+            if visits:
+                i = rnd.randrange(len(visits))
+                visit = visits[i]
+                v, t = visit.visitor, visit.start + rnd.randint(0, visit.duration)
+                host, page = visit_page[i]
+            else:
+                v = rnd.randrange(max(v_count, 1))
+                t = midnight + 3600 * _distinct_hours(rnd, 1)[0] + rnd.randrange(3600)
+                host, page = default_hostname or "", "/"
+            made_events[name] += 1
+            ts.append(t)
+            who.append(v)
+            names.append(name)
+            urls.append(path or page)
+            hosts.append(host or None)
+            refs.append(None)
+            for k in UTM_FIELDS:
+                utms[k].append(None)
+    for name, n in sorted(skipped.items()):
+        notes.append(f"{n} '{name}' events skipped (Plausible's internal event)")
+    if not visits and made_events:
+        notes.append("custom events on a day without pageviews: their visitors are not counted by Umami")
+
+    def attr(table: str, part: int | None = None) -> list[str | None]:
+        values = per_visitor[table]
+        out: list[str | None] = []
+        for v in who:
+            value = values[v] if v < len(values) else None
+            if part is not None and value is not None:
+                value = value[part]  # type: ignore[index]
+            out.append(value or None)  # type: ignore[arg-type]
+        return out
+
+    frame = pl.DataFrame(
+        {
+            "_ts": pl.Series(ts, dtype=pl.Int64),
+            "_v": pl.Series(who, dtype=pl.Int64),
+            "event_name": pl.Series(names, dtype=pl.String),
+            "url": pl.Series(urls, dtype=pl.String),
+            "hostname": pl.Series(hosts, dtype=pl.String),
+            "referrer": pl.Series(refs, dtype=pl.String),
+            **{k: pl.Series(utms[k], dtype=pl.String) for k in UTM_FIELDS},
+            "device": pl.Series(attr("devices"), dtype=pl.String),
+            "browser": pl.Series(attr("browsers"), dtype=pl.String),
+            "os": pl.Series(attr("operating_systems"), dtype=pl.String),
+            "country": pl.Series(attr("locations", 0), dtype=pl.String),
+            "region": pl.Series(attr("locations", 1), dtype=pl.String),
+        }
+    )
+    frame = (
+        frame.with_row_index("_i")
+        .sort("_ts", "_v", "_i")
+        .select(
+            pl.from_epoch("_ts", "s").dt.strftime("%Y-%m-%dT%H:%M:%SZ").alias("timestamp"),
+            pl.format("pl-syn-{}-{}", pl.lit(f"{day.day:%Y%m%d}"), pl.col("_v") + 1).alias("visitor_id"),
+            *[c for c in OUTPUT_SCHEMA if c not in ("timestamp", "visitor_id", "synthetic")],
+            pl.lit(True).alias("synthetic"),
+        )
+    )
+    result = DayResult(
+        day=day.day,
+        visitors=v_count,
+        visits=len(visits),
+        pageviews=pageviews,
+        bounces=sum(1 for x in visits if x.views == 1),
+        visit_duration=made_duration,
+        events=dict(made_events),
+        notes=notes,
+        residuals=residuals,
+    )
+    if day.has_totals:
+        table = {
+            "visitors": day.visitors,
+            "visits": day.visits,
+            "pageviews": day.pageviews,
+            "bounces": day.bounces,
+            "visit_duration": day.visit_duration,
+        }
+        made = {k: result.summary()[k] for k in table}
+        if made != table:
+            residuals["visitors"] = {
+                "table": table,
+                "synthesized": made,
+                "diff": {k: made[k] - table[k] for k in table if made[k] != table[k]},
+            }
+    return frame, result

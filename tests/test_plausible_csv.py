@@ -1,0 +1,286 @@
+"""Plausible CSV exports: reading (ZIP, folder), synthesis exactness, and an import into the fake Umami."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import zipfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from backfill.sources import PLUGINS, ReadOptions, expand_sources, iter_chunks, read_schema
+from backfill.sources.plausible_csv import assemble_days, iter_export_frames, read_export
+from backfill.synthesize_plausible import OUTPUT_SCHEMA, PlausibleDay, plan_day, synthesize_day
+from tests.conftest import MAPPINGS, SAMPLES, run_cli
+from tests.fake_umami import FakeUmami
+
+PL_DIR = SAMPLES / "plausible_csv"
+ZIP = PL_DIR / "example.com_20240305.zip"
+PRESET = MAPPINGS / "plausible-csv.yaml"
+DAY_MS = 86_400_000
+
+
+def expected_days() -> dict[str, Any]:
+    return json.loads((PL_DIR / "expected.json").read_text())[ZIP.name]["days"]
+
+
+def frames_of(path: Path) -> pl.DataFrame:
+    export = read_export(str(path))
+    return pl.concat(list(iter_export_frames(export)))
+
+
+def umami_counts(frame: pl.DataFrame) -> dict[str, int]:
+    """Umami's stats query on these events: pageviews grouped by (visitor, clock hour)."""
+    views = frame.filter(pl.col("event_name").is_null()).with_columns(
+        pl.col("timestamp").str.to_datetime("%Y-%m-%dT%H:%M:%SZ").alias("t")
+    )
+    visits = views.group_by("visitor_id", pl.col("t").dt.truncate("1h")).agg(
+        pl.len().alias("n"), (pl.col("t").max() - pl.col("t").min()).dt.total_seconds().alias("d")
+    )
+    return {
+        "visitors": views.get_column("visitor_id").n_unique(),
+        "visits": visits.height,
+        "pageviews": views.height,
+        "bounces": visits.filter(pl.col("n") == 1).height,
+        "visit_duration": int(visits.get_column("d").sum()),
+    }
+
+
+def by_day(frame: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    return {k[0]: f for k, f in frame.group_by(pl.col("timestamp").str.slice(0, 10), maintain_order=True)}
+
+
+def zip_bytes(files: dict[str, str]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+    return buf.getvalue()
+
+
+SMALL = {
+    "imported_visitors_20240301_20240301.csv": (
+        '"date","visitors","pageviews","bounces","visits","visit_duration"\n"2024-03-01",3,10,2,5,400\n'
+    ),
+    "imported_pages_20240301_20240301.csv": '"date","hostname","page","pageviews"\n"2024-03-01","a.test","/",10\n',
+}
+
+
+# --------------------------------------------------------------------------- reader
+
+
+def test_zip_and_folder_read_the_same(tmp_path: Path) -> None:
+    folder = tmp_path / "export"
+    folder.mkdir()
+    with zipfile.ZipFile(ZIP) as archive:
+        for info in archive.infolist():
+            (folder / info.filename).write_bytes(archive.read(info))
+    from_zip, from_folder = read_export(str(ZIP)), read_export(str(folder))
+    assert sorted(from_zip.tables) == sorted(from_folder.tables)
+    assert from_zip.key == from_folder.key
+    assert frames_of(ZIP).drop("hostname").equals(frames_of(folder).drop("hostname"))
+    # through the plugin: the folder's visitors file stands for the export, the others give no rows
+    options = ReadOptions(format="plausible_csv")
+    files, _ = expand_sources([str(folder)], options)
+    assert len(files) == 11
+    rows = sum(f.height for src in files for f in iter_chunks(src, 0, options))
+    assert rows == frames_of(ZIP).height
+
+
+def test_unsafe_and_foreign_zip_entries_are_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "site.test_20240302.zip"
+    path.write_bytes(
+        zip_bytes(
+            {
+                **SMALL,
+                "../imported_pages_x.csv": "date,page,pageviews\n",
+                "/etc/imported_devices.csv": "x\n",
+                "README.txt": "hi",
+            }
+        )
+    )
+    export = read_export(str(path))
+    assert sorted(export.tables) == ["pages", "visitors"]
+    assert export.domain == "site.test"
+    assert sum("unsafe path" in n for n in export.notes) == 2
+    assert any("README.txt" in n for n in export.notes)
+    assert not any(p.name != path.name for p in tmp_path.iterdir())  # nothing extracted
+
+
+def test_missing_numeric_columns_are_zero(tmp_path: Path) -> None:
+    path = tmp_path / "old.test_20240302.zip"
+    path.write_bytes(
+        zip_bytes(
+            {
+                "imported_visitors.csv": '"date","visitors","pageviews"\n"2024-03-01",2,4\n',
+                "visitors_20240301_20240301.csv.bak": "ignored",
+            }
+        )
+    )
+    export = read_export(str(path))
+    row = export.tables["visitors"].row(0, named=True)
+    assert (row["visits"], row["bounces"], row["visit_duration"]) == (0, 0, 0)
+    assert any("no column bounces, visits, visit_duration" in n for n in export.notes)
+    (day,) = assemble_days(export)
+    assert (day.visitors, day.pageviews, day.visits) == (2, 4, 0)
+    frame = pl.concat(list(iter_export_frames(export)))
+    counts = umami_counts(frame)
+    assert counts["visitors"] == 2 and counts["visits"] == 2 and counts["pageviews"] == 4  # visits clamped up
+    assert export.residuals()["visitors"]["2024-03-01"]["diff"]["visits"] == 2
+
+
+def test_plugin_schema_and_rows() -> None:
+    assert "plausible_csv" in PLUGINS
+    options = ReadOptions(format="plausible_csv", chunk_rows=100)
+    files, _ = expand_sources([str(ZIP)], options)
+    assert read_schema(files[0], options) == OUTPUT_SCHEMA
+    frames = list(iter_chunks(files[0], 0, options))
+    assert max(f.height for f in frames) <= 100
+    rows = pl.concat(frames).get_column("_row")
+    assert rows.to_list() == list(range(1, len(rows) + 1))
+
+
+# --------------------------------------------------------------------------- synthesis
+
+
+def test_sample_is_exact_per_day() -> None:
+    expected = expected_days()
+    days = by_day(frames_of(ZIP))
+    assert sorted(days) == sorted(expected)
+    for day, want in expected.items():
+        frame = days[day]
+        got = umami_counts(frame)
+        assert got == {k: want[k] for k in got}, day
+        views = frame.filter(pl.col("event_name").is_null())
+        assert dict(Counter(views.get_column("url").str.split("?").list.first().to_list())) == want["pages"]
+        assert dict(Counter(frame.get_column("event_name").drop_nulls().to_list())) == want["events"]
+        assert "engagement" not in frame.get_column("event_name").to_list()
+        first = views.unique("visitor_id", keep="first")
+        assert dict(Counter(first.get_column("device").to_list())) == want["devices"]
+        assert frame.get_column("synthetic").all()
+        assert frame.get_column("visitor_id").str.starts_with(f"pl-syn-{day.replace('-', '')}-").all()
+
+
+def test_sample_has_no_residuals_and_sources_match() -> None:
+    export = read_export(str(ZIP))
+    frame = pl.concat(list(iter_export_frames(export)))
+    assert export.residuals() == {}
+    days = by_day(frame)
+    for day, want in expected_days().items():
+        refs = Counter(days[day].get_column("referrer").drop_nulls().to_list())
+        assert refs["https://www.google.com/"] == want["sources"].get("Google", 0)
+        assert refs["https://news.ycombinator.com/item"] == want["sources"].get("Hacker News", 0)
+        tagged = days[day].get_column("url").str.contains("utm_source=newsletter&utm_medium=email").sum()
+        assert tagged == want["sources"].get("newsletter", 0)
+
+
+@pytest.mark.parametrize(
+    ("v", "s", "p", "b", "d"),
+    [(1, 1, 1, 1, 0), (3, 5, 10, 2, 400), (10, 30, 31, 29, 7000), (5, 100, 500, 0, 10**6), (40, 40, 40, 40, 0)],
+)
+def test_visitors_table_exact_and_visits_inside_one_hour(v: int, s: int, p: int, b: int, d: int) -> None:
+    day = PlausibleDay(dt.date(2024, 3, 1), v, s, p, b, d, has_totals=True, pages=[("h", "/", p)])
+    frame, result = synthesize_day(day, b"k")
+    want_s = min(s, 24 * v)
+    want_d = min(d, 3599 * (want_s - b))
+    assert umami_counts(frame) == {
+        "visitors": v,
+        "visits": want_s,
+        "pageviews": p,
+        "bounces": b,
+        "visit_duration": want_d,
+    }
+    assert result.summary()["visits"] == want_s
+    assert ("visitors" in result.residuals) == (want_s != s or want_d != d)
+
+
+def test_clamps() -> None:
+    assert plan_day(5, 9, 40, 0)[:3] == (5, 5, 5)  # bounces must be all visits when pageviews == visits
+    assert plan_day(10, 2, 3, 3)[:3] == (2, 3, 2)  # extra pageviews need a visit of two or more
+    assert plan_day(10, 2, 6, 0)[:3] == (2, 6, 2)  # six visits, ten pageviews: at least two bounces
+    assert plan_day(0, 3, 3, 0)[:3] == (0, 0, 0)
+
+
+def test_pages_residual_other_and_scaled() -> None:
+    short = PlausibleDay(dt.date(2024, 3, 1), 2, 2, 10, 0, 0, True, pages=[("h", "/a", 4), ("h", "/b", 2)])
+    frame, result = synthesize_day(short, b"k", "h")
+    assert Counter(frame.get_column("url").to_list()) == {"/a": 4, "/b": 2, "/(other)": 4}
+    assert result.residuals["pages"] == {"table": 6, "synthesized": 10, "diff": {"h//(other)": 4}}
+    over = PlausibleDay(dt.date(2024, 3, 1), 2, 2, 10, 0, 0, True, pages=[("h", "/a", 15), ("h", "/b", 5)])
+    frame, result = synthesize_day(over, b"k")
+    assert Counter(frame.get_column("url").to_list()) == {"/a": 8, "/b": 2} or Counter(
+        frame.get_column("url").to_list()
+    ) == {"/a": 7, "/b": 3}
+    assert result.residuals["pages"]["synthesized"] == 10
+
+
+def test_events_exact_per_name_in_existing_visits() -> None:
+    day = PlausibleDay(
+        dt.date(2024, 3, 1),
+        4,
+        6,
+        20,
+        2,
+        900,
+        True,
+        pages=[("h", "/", 20)],
+        events=[("Signup", "/s", 7), ("engagement", "", 50), ("Click", "", 3)],
+    )
+    frame, _ = synthesize_day(day, b"k")
+    assert Counter(frame.get_column("event_name").drop_nulls().to_list()) == {"Signup": 7, "Click": 3}
+    views = frame.filter(pl.col("event_name").is_null())
+    assert set(frame.get_column("visitor_id")) == set(views.get_column("visitor_id"))
+    assert umami_counts(frame)["visits"] == 6
+
+
+def test_determinism() -> None:
+    first, second = frames_of(ZIP), frames_of(ZIP)
+    assert first.equals(second)
+    day = PlausibleDay(dt.date(2024, 3, 1), 3, 5, 10, 2, 400, True)
+    assert synthesize_day(day, b"a")[0].equals(synthesize_day(day, b"a")[0])
+    assert not synthesize_day(day, b"a")[0].equals(synthesize_day(day, b"b")[0])
+
+
+# --------------------------------------------------------------------------- import
+
+
+def test_import_into_fake_umami_matches_visitors_table(tmp_path: Path) -> None:
+    expected = expected_days()
+    with FakeUmami() as server:
+        site = server.add_website()
+        result = run_cli(
+            "import",
+            ZIP,
+            "-m",
+            PRESET,
+            "--host",
+            server.url,
+            "--website",
+            site,
+            "--rejects",
+            tmp_path / "rejects.ndjson",
+            "--report",
+            tmp_path / "report.json",
+            "--batch-size",
+            "500",
+            timeout=60,
+        )
+        assert result.code == 0, result.stdout + result.stderr
+        names: dict[str, Counter[str]] = {}
+        for event in server.events(site):
+            if event["event_name"]:
+                names.setdefault(event["created_at"][:10], Counter())[event["event_name"]] += 1
+        for day, want in expected.items():
+            start = int(dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC).timestamp() * 1000)
+            stats = server.stats(site, start, start + DAY_MS - 1)
+            assert {k: stats[k] for k in ("visitors", "visits", "pageviews", "bounces")} == {
+                k: want[k] for k in ("visitors", "visits", "pageviews", "bounces")
+            }, day
+            assert stats["totaltime"] == want["visit_duration"]
+            assert dict(names[day]) == want["events"]
+        assert not server.internal_errors
