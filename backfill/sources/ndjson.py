@@ -80,6 +80,13 @@ def iter_numbered(blocks: Iterable[list[bytes]], name: str) -> Iterator[tuple[li
 
 def iter_ndjson(path: str, *, name: str, columns: Sequence[str] | None, chunk_rows: int) -> Iterator[pl.DataFrame]:
     """Frames of at most ``chunk_rows`` objects each, with ``_row`` = line number."""
+    for numbers, texts in iter_line_chunks(path, name, chunk_rows):
+        yield _frame(texts, numbers, name, columns)
+
+
+def iter_line_chunks(path: str, name: str, chunk_rows: int) -> Iterator[tuple[list[int], list[bytes]]]:
+    """Numbered non-blank lines in groups of at most ``chunk_rows`` lines (or about
+    ``CHUNK_BYTES``), so an export reader can parse each group its own way."""
     numbers: list[int] = []
     texts: list[bytes] = []
     with open(path, "rb") as raw:
@@ -87,13 +94,30 @@ def iter_ndjson(path: str, *, name: str, columns: Sequence[str] | None, chunk_ro
             numbers += block_numbers
             texts += block_texts
             while len(texts) >= chunk_rows:
-                yield _frame(texts[:chunk_rows], numbers[:chunk_rows], name, columns)
+                yield numbers[:chunk_rows], texts[:chunk_rows]
                 del texts[:chunk_rows], numbers[:chunk_rows]
             if texts and sum(map(len, texts)) >= CHUNK_BYTES:
-                yield _frame(texts, numbers, name, columns)
+                yield numbers, texts
                 numbers, texts = [], []
     if texts:
-        yield _frame(texts, numbers, name, columns)
+        yield numbers, texts
+
+
+def parse_with_schema(
+    lines: list[bytes], numbers: list[int], name: str, schema: dict[str, pl.DataType], shape: str
+) -> pl.DataFrame:
+    """Lines of an export with a known shape, parsed with its fixed schema; on failure the
+    first line that is not a JSON object is named, else the span that lacks ``shape``."""
+    try:
+        frame = pl.read_ndjson(io.BytesIO(b"\n".join(lines)), schema=schema)
+    except pl.exceptions.PolarsError as exc:
+        _keys_or_raise(lines, numbers, name)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SourceError(f"{name}: lines {numbers[0]}-{numbers[-1]} do not have {shape}'s shape ({first})") from exc
+    if frame.height != len(lines):
+        _keys_or_raise(lines, numbers, name)
+        raise SourceError(f"{name}: lines {numbers[0]}-{numbers[-1]}: {frame.height} rows from {len(lines)} lines")
+    return frame.with_columns(pl.Series(COL_ROW, numbers, dtype=pl.UInt64()))
 
 
 def ndjson_schema(head: bytes, at_eof: bool, name: str) -> dict[str, pl.DataType]:

@@ -39,7 +39,6 @@ number after the header (CSV).
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import urllib.parse
@@ -179,37 +178,9 @@ def _container(source: SourceFile, options: ReadOptions) -> str:
 
 
 def _iter_json(source: SourceFile, options: ReadOptions) -> Iterator[pl.DataFrame]:
-    chunk_rows = options.chunk_rows
-    with local_file(source.path, source.compression, options.encoding, ".json") as path, open(path, "rb") as raw:
-        numbers: list[int] = []
-        texts: list[bytes] = []
-        size = 0
-        for block_numbers, block_texts in ndjson_reader.iter_numbered(ndjson_reader.iter_line_blocks(raw), source.path):
-            numbers += block_numbers
-            texts += block_texts
-            size += sum(map(len, block_texts))
-            while len(texts) >= chunk_rows or (texts and size >= ndjson_reader.CHUNK_BYTES):
-                take = min(chunk_rows, len(texts))
-                yield _parse_json(texts[:take], numbers[:take], source.path)
-                size -= sum(map(len, texts[:take]))
-                del texts[:take], numbers[:take]
-        if texts:
-            yield _parse_json(texts, numbers, source.path)
-
-
-def _parse_json(lines: list[bytes], numbers: list[int], name: str) -> pl.DataFrame:
-    try:
-        frame = pl.read_ndjson(io.BytesIO(b"\n".join(lines)), schema=JSON_SCHEMA)
-    except pl.exceptions.PolarsError as exc:
-        ndjson_reader._keys_or_raise(lines, numbers, name)  # names the first line that is not a JSON object
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SourceError(
-            f"{name}: lines {numbers[0]}-{numbers[-1]} do not have the events_v2 shape ({first})"
-        ) from exc
-    if frame.height != len(lines):
-        ndjson_reader._keys_or_raise(lines, numbers, name)
-        raise SourceError(f"{name}: lines {numbers[0]}-{numbers[-1]}: {frame.height} rows from {len(lines)} lines")
-    return frame.with_columns(pl.Series(COL_ROW, numbers, dtype=pl.UInt64()))
+    with local_file(source.path, source.compression, options.encoding, ".json") as path:
+        for numbers, lines in ndjson_reader.iter_line_chunks(path, source.path, options.chunk_rows):
+            yield ndjson_reader.parse_with_schema(lines, numbers, source.path, JSON_SCHEMA, "the events_v2 export")
 
 
 def _iter_csv(source: SourceFile, options: ReadOptions) -> Iterator[pl.DataFrame]:
