@@ -13,8 +13,17 @@ export's ``visitors`` table exactly, then shapes them after the other tables:
 * **pages, exact per page** when the pages table adds up to P; otherwise the
   difference is filled with ``/(other)`` or the pages are scaled down
   (largest remainder), and the residual is reported.
+* **entry / exit pages, exact per page** when the tables are consistent (see
+  ``assign_visit_pages``): a visit's first pageview is its entry page, its last its
+  exit page, one-pageview visits land on the entry table's bounces per page, and
+  the pageviews in between come from what the pages table has left, so pageviews
+  per page stay exact. Priority when tables disagree: visitors table, then pages,
+  then entry/exit pages; the residual is reported (``entry_pages``, ``exit_pages``).
 * **custom events, exact per name** (Plausible's ``engagement`` is skipped),
   attached to existing visits (they never change visitor/visit/bounce counts).
+* **custom props**: for each property, ``events`` of the day's custom events carry
+  its value (one value per event and property), as the JSON text ``props_json``;
+  more than the day's custom events are scaled down (residual ``custom_props``).
 * **sources**: the first pageview of a visit carries the referrer and utm tags,
   so visits per source equal the table when it adds up to S (else scaled / the
   rest direct, reported).
@@ -22,7 +31,8 @@ export's ``visitors`` table exactly, then shapes them after the other tables:
   visitors per value equal the table when it adds up to V (else scaled / the
   rest unknown, reported). The four are drawn independently of each other.
 
-Invented (not in an export): who saw which page, times of day, which visitor
+Invented (not in an export): which visit saw which pages (within the tables'
+totals), which custom event carries which property value, times of day, which visitor
 had which device/browser/os/location together. Seeded by the export's content
 and the day, so the same export always gives the same events.
 """
@@ -30,6 +40,7 @@ and the day, so the same export always gives the same events.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import random
 import urllib.parse
 from collections import Counter
@@ -65,6 +76,7 @@ OUTPUT_SCHEMA: dict[str, pl.DataType] = {
     "os": pl.String(),
     "country": pl.String(),  # ISO 3166-1 alpha-2
     "region": pl.String(),  # ISO 3166-2
+    "props_json": pl.String(),  # custom events: {"<property>": "<value>", ...} as JSON text; else null
     "synthetic": pl.Boolean(),
 }
 
@@ -138,6 +150,9 @@ class PlausibleDay:
     browsers: list[tuple[str, int]] = field(default_factory=list)
     oses: list[tuple[str, int]] = field(default_factory=list)
     locations: list[tuple[tuple[str, str], int]] = field(default_factory=list)  # ((country, region), visitors)
+    entries: list[tuple[str, int, int]] = field(default_factory=list)  # (entry page, entrances, bounces)
+    exits: list[tuple[str, int]] = field(default_factory=list)  # (exit page, exits)
+    props: list[tuple[str, str, int]] = field(default_factory=list)  # (property, value, events)
 
 
 @dataclass
@@ -242,6 +257,13 @@ def _key_text(key: Any) -> str:
     return str(key) if key not in (None, "") else "(unknown)"
 
 
+def _paths(counts: Counter[tuple[str, str]]) -> dict[str, int]:
+    out: Counter[str] = Counter()
+    for (_, path), n in counts.items():
+        out[path] += n
+    return dict(out)
+
+
 def _residual(residuals: dict[str, dict[str, Any]], table: str, wanted: dict[Any, int], made: dict[Any, int]) -> None:
     diff = _diff(wanted, made)
     if diff:
@@ -263,6 +285,83 @@ def assign_per_visitor(
     rnd.shuffle(values)
     made = dict(Counter(v for v in values if v is not None))
     return values, dict(wanted), made
+
+
+def _take(counts: Counter[Hashable], key: Hashable, n: int) -> None:
+    counts[key] -= n
+    if counts[key] <= 0:
+        del counts[key]
+
+
+def _slots(rnd: random.Random, counts: dict[Hashable, int], n: int) -> list[Hashable]:
+    """``n`` keys drawn without replacement from the multiset ``counts`` (all of them when it holds fewer)."""
+    pool = [k for k, c in counts.items() for _ in range(max(c, 0))]
+    rnd.shuffle(pool)
+    return pool[: max(n, 0)]
+
+
+def assign_visit_pages(
+    rnd: random.Random,
+    pages: dict[Hashable, int],
+    views: list[int],
+    entries: dict[Hashable, int],
+    bounce_entries: dict[Hashable, int],
+    exits: dict[Hashable, int],
+) -> list[list[Hashable]]:
+    """The pages of each visit (``views[i]`` each): first page from ``entries``, last from ``exits``.
+
+    ``pages`` (pageviews per page, adding up to ``sum(views)``) is always met exactly; entrances
+    and exits per page are met exactly when the tables are consistent: entrances and exits each
+    add up to the visits, bounces per entry page add up to the one-pageview visits and fit
+    under both entrances and exits, and entrances + exits - bounces <= pageviews per page.
+    Otherwise the nearest the pages allow (the caller reports the residual).
+    """
+    n_visits = len(views)
+    bounce_idx = [i for i, m in enumerate(views) if m == 1]
+    multi_idx = [i for i, m in enumerate(views) if m > 1]
+    left: Counter[Hashable] = Counter({k: n for k, n in pages.items() if n > 0})
+    ent = Counter(dict(zip(entries, scale_counts(list(entries.values()), n_visits), strict=True)))
+    ext = Counter(dict(zip(exits, scale_counts(list(exits.values()), n_visits), strict=True)))
+    # one-pageview visits: a page that is both entry and exit, preferably the entry table's bounces
+    want_b = Counter(
+        dict(zip(bounce_entries, scale_counts(list(bounce_entries.values()), len(bounce_idx)), strict=True))
+    )
+    bounce_pages: list[Hashable] = []
+    rooms = (
+        lambda: {k: min(n, ent[k], ext[k], left[k]) for k, n in want_b.items()},
+        lambda: {k: min(ent[k], ext[k], left[k]) for k in left},  # then any page open as entry and exit
+        lambda: dict(left),  # then any page with pageviews left
+    )
+    for room in rooms:
+        for k in _slots(rnd, room(), len(bounce_idx) - len(bounce_pages)):
+            bounce_pages.append(k)
+            for c in (ent, ext, left):
+                _take(c, k, 1)
+    n_multi = len(multi_idx)
+    e_take = Counter({k: min(n, left[k]) for k, n in ent.items() if min(n, left[k]) > 0})
+    e_list = _slots(rnd, e_take, n_multi)
+    for k in e_list:
+        _take(left, k, 1)
+    x_take = Counter({k: min(n, left[k]) for k, n in ext.items() if min(n, left[k]) > 0})
+    x_list = _slots(rnd, x_take, n_multi)
+    for k in x_list:
+        _take(left, k, 1)
+    for chosen in (e_list, x_list):  # tables short of visits: the rest from the pageviews left
+        for k in _slots(rnd, dict(left), n_multi - len(chosen)):
+            chosen.append(k)
+            _take(left, k, 1)
+    rnd.shuffle(e_list)
+    rnd.shuffle(x_list)
+    middle = _slots(rnd, dict(left), sum(views[i] - 2 for i in multi_idx))
+    out: list[list[Hashable]] = [[] for _ in views]
+    for i, k in zip(bounce_idx, bounce_pages, strict=True):
+        out[i] = [k]
+    at = 0
+    for i, first, last in zip(multi_idx, e_list, x_list, strict=True):
+        inner = middle[at : at + views[i] - 2]
+        at += views[i] - 2
+        out[i] = [first, *inner, last]
+    return out
 
 
 @dataclass
@@ -329,8 +428,38 @@ def synthesize_day(
         made_pages[(default_hostname or "", OTHER_PAGE)] += other
     if day.pages or other:
         _residual(residuals, "pages", dict(wanted_pages), dict(made_pages))
-    page_slots = [k for k, n in made_pages.items() for _ in range(n)]
-    rnd.shuffle(page_slots)
+
+    # --- entry / exit pages: each visit's first and last pageview (pages keep priority)
+    by_path: dict[str, tuple[str, str]] = {}
+    for k in made_pages:
+        by_path.setdefault(k[1], k)
+
+    def page_key(path: str) -> tuple[str, str]:
+        path = path or "/"
+        return by_path.get(path, (default_hostname or "", path))
+
+    wanted_entries: Counter[tuple[str, str]] = Counter()
+    wanted_bounces: Counter[tuple[str, str]] = Counter()
+    wanted_exits: Counter[tuple[str, str]] = Counter()
+    for path, n, b in day.entries:
+        wanted_entries[page_key(path)] += max(n, 0)
+        wanted_bounces[page_key(path)] += max(min(b, n), 0)
+    for path, n in day.exits:
+        wanted_exits[page_key(path)] += max(n, 0)
+    visit_pages = assign_visit_pages(
+        rnd,
+        dict(made_pages),
+        [x.views for x in visits],
+        {k: n for k, n in wanted_entries.items() if n > 0},
+        {k: n for k, n in wanted_bounces.items() if n > 0},
+        {k: n for k, n in wanted_exits.items() if n > 0},
+    )
+    made_entries = Counter(pages[0] for pages in visit_pages if pages)
+    made_exits = Counter(pages[-1] for pages in visit_pages if pages)
+    if day.entries:
+        _residual(residuals, "entry_pages", {k[1]: n for k, n in wanted_entries.items() if n}, _paths(made_entries))
+    if day.exits:
+        _residual(residuals, "exit_pages", {k[1]: n for k, n in wanted_exits.items() if n}, _paths(made_exits))
 
     # --- sources: which visits arrive from where (the first pageview carries it)
     wanted_src: Counter[Source] = Counter()
@@ -366,18 +495,15 @@ def synthesize_day(
     hosts: list[str | None] = []
     refs: list[str | None] = []
     utms: dict[str, list[str | None]] = {k: [] for k in UTM_FIELDS}
-    at = 0
     visit_page: list[tuple[str, str]] = []
-    for visit, src in zip(visits, visit_source, strict=True):
+    for at, (visit, src) in enumerate(zip(visits, visit_source, strict=True)):
         d, m = visit.duration, visit.views
         times = (
             [visit.start]
             if m == 1
             else [visit.start, *sorted(visit.start + rnd.randint(0, d) for _ in range(m - 2)), visit.start + d]
         )
-        for j, t in enumerate(times):
-            host, page = page_slots[at]
-            at += 1
+        for j, (t, (host, page)) in enumerate(zip(times, visit_pages[at], strict=True)):
             if j == 0:
                 visit_page.append((host, page))
             query = src.utm_query() if j == 0 else None
@@ -418,6 +544,31 @@ def synthesize_day(
                 utms[k].append(None)
     for name, n in sorted(skipped.items()):
         notes.append(f"{n} '{name}' events skipped (Plausible's internal event)")
+
+    # --- custom props: `events` of the day's custom events carry property = value
+    first_event = len(names) - sum(made_events.values())
+    event_props: list[dict[str, str]] = [{} for _ in range(len(names) - first_event)]
+    wanted_props: Counter[tuple[str, str]] = Counter()
+    by_property: dict[str, list[tuple[str, int]]] = {}
+    for prop, value, n in day.props:
+        if prop and n > 0:
+            wanted_props[(prop, value)] += n
+            by_property.setdefault(prop, []).append((value, n))
+    made_props: Counter[tuple[str, str]] = Counter()
+    for prop, rows in by_property.items():  # one value per event and property
+        counts = scale_counts([n for _, n in rows], len(event_props))
+        chosen = rnd.sample(range(len(event_props)), sum(counts))
+        pos = 0
+        for (value, _), n in zip(rows, counts, strict=True):
+            for i in chosen[pos : pos + n]:
+                event_props[i][prop] = value
+            made_props[(prop, value)] += n
+            pos += n
+    if day.props:
+        _residual(residuals, "custom_props", dict(wanted_props), dict(made_props))
+    props_json: list[str | None] = [None] * first_event + [
+        json.dumps(p, ensure_ascii=False, separators=(",", ":")) if p else None for p in event_props
+    ]
     if not visits and made_events:
         notes.append("custom events on a day without pageviews: their visitors are not counted by Umami")
 
@@ -440,6 +591,7 @@ def synthesize_day(
             "hostname": pl.Series(hosts, dtype=pl.String),
             "referrer": pl.Series(refs, dtype=pl.String),
             **{k: pl.Series(utms[k], dtype=pl.String) for k in UTM_FIELDS},
+            "props_json": pl.Series(props_json, dtype=pl.String),
             "device": pl.Series(attr("devices"), dtype=pl.String),
             "browser": pl.Series(attr("browsers"), dtype=pl.String),
             "os": pl.Series(attr("operating_systems"), dtype=pl.String),

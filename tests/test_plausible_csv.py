@@ -25,8 +25,11 @@ PRESET = MAPPINGS / "plausible-csv.yaml"
 DAY_MS = 86_400_000
 
 
-def expected_days() -> dict[str, Any]:
-    return json.loads((PL_DIR / "expected.json").read_text())[ZIP.name]["days"]
+OLD_ZIP = PL_DIR / "old-layout.example.com_20230101.zip"
+
+
+def expected_days(path: Path = ZIP) -> dict[str, Any]:
+    return json.loads((PL_DIR / "expected.json").read_text())[path.name]["days"]
 
 
 def frames_of(path: Path) -> pl.DataFrame:
@@ -284,3 +287,218 @@ def test_import_into_fake_umami_matches_visitors_table(tmp_path: Path) -> None:
             assert stats["totaltime"] == want["visit_duration"]
             assert dict(names[day]) == want["events"]
         assert not server.internal_errors
+
+
+# --------------------------------------------------------------------------- entry / exit pages
+
+
+def visit_ends(frame: pl.DataFrame) -> tuple[Counter[str], Counter[str]]:
+    """(entrances per page, exits per page): first and last pageview of each (visitor, clock hour)."""
+    views = frame.filter(pl.col("event_name").is_null()).with_columns(
+        pl.col("url").str.split("?").list.first().alias("path"),
+        pl.col("timestamp").str.slice(0, 13).alias("hour"),
+    )
+    ends = views.group_by("visitor_id", "hour", maintain_order=True).agg(
+        pl.col("path").first().alias("entry"), pl.col("path").last().alias("exit")
+    )
+    return Counter(ends.get_column("entry").to_list()), Counter(ends.get_column("exit").to_list())
+
+
+@pytest.mark.parametrize("path", [ZIP, OLD_ZIP], ids=["current", "old-layout"])
+def test_sample_entry_and_exit_pages_exact(path: Path) -> None:
+    export = read_export(str(path))
+    days = by_day(pl.concat(list(iter_export_frames(export))))
+    assert export.residuals() == {}
+    for day, want in expected_days(path).items():
+        entries, exits = visit_ends(days[day])
+        assert dict(entries) == want["entry_pages"], day
+        assert dict(exits) == want["exit_pages"], day
+        assert sum(entries.values()) == want["visits"]
+        views = days[day].filter(pl.col("event_name").is_null())
+        assert dict(Counter(views.get_column("url").str.split("?").list.first().to_list())) == want["pages"]
+
+
+def test_entry_exit_bounces_land_on_their_entry_page() -> None:
+    # 4 visits: 2 bounces (on /b), 2 visits of 3 pageviews entering on /a, leaving on /c
+    day = PlausibleDay(
+        dt.date(2024, 3, 1),
+        4,
+        4,
+        8,
+        2,
+        200,
+        True,
+        pages=[("h", "/a", 2), ("h", "/b", 4), ("h", "/c", 2)],
+        entries=[("/a", 2, 0), ("/b", 2, 2)],
+        exits=[("/b", 2), ("/c", 2)],
+    )
+    frame, result = synthesize_day(day, b"k")
+    entries, exits = visit_ends(frame)
+    assert entries == {"/a": 2, "/b": 2} and exits == {"/b": 2, "/c": 2}
+    views = frame.filter(pl.col("event_name").is_null())
+    assert Counter(views.get_column("url").to_list()) == {"/a": 2, "/b": 4, "/c": 2}
+    assert result.residuals == {}
+
+
+def test_inconsistent_entry_exit_tables_report_residuals() -> None:
+    # pages has no /x, so it cannot be an entry page; exits add up to more than the visits
+    day = PlausibleDay(
+        dt.date(2024, 3, 1),
+        3,
+        5,
+        12,
+        1,
+        600,
+        True,
+        pages=[("h", "/a", 8), ("h", "/b", 4)],
+        entries=[("/a", 2, 0), ("/x", 3, 1)],
+        exits=[("/a", 6), ("/b", 4)],
+    )
+    frame, result = synthesize_day(day, b"k")
+    counts = umami_counts(frame)
+    assert counts == {"visitors": 3, "visits": 5, "pageviews": 12, "bounces": 1, "visit_duration": 600}
+    views = frame.filter(pl.col("event_name").is_null())
+    assert Counter(views.get_column("url").to_list()) == {"/a": 8, "/b": 4}  # pages before entry/exit
+    assert "pages" not in result.residuals and "visitors" not in result.residuals
+    entries, exits = visit_ends(frame)
+    entry = result.residuals["entry_pages"]
+    assert entry["table"] == 5 and entry["synthesized"] == 5
+    assert entry["diff"]["/x"] == -3 and entry["diff"] == {
+        k: entries.get(k, 0) - {"/a": 2, "/x": 3}.get(k, 0)
+        for k in {"/a", "/x", *entries}
+        if entries.get(k, 0) != {"/a": 2, "/x": 3}.get(k, 0)
+    }
+    assert entries["/a"] >= 2  # what the table allows is kept
+    exit_ = result.residuals["exit_pages"]
+    assert exit_["table"] == 10 and exit_["synthesized"] == 5
+    assert sum(exits.values()) == 5
+    # the export-level view: per table and day
+    export = read_export(str(ZIP))
+    export.results.append(result)
+    assert export.residuals()["entry_pages"]["2024-03-01"] == entry
+
+
+# --------------------------------------------------------------------------- custom props
+
+
+def props_of(frame: pl.DataFrame) -> Counter[str]:
+    out: Counter[str] = Counter()
+    for text in frame.get_column("props_json").drop_nulls().to_list():
+        for key, value in json.loads(text).items():
+            out[f"{key}={value}"] += 1
+    return out
+
+
+def test_sample_props_on_custom_events() -> None:
+    days = by_day(frames_of(ZIP))
+    for day, want in expected_days().items():
+        frame = days[day]
+        assert dict(props_of(frame)) == want["props"], day
+        tagged = frame.filter(pl.col("props_json").is_not_null())
+        assert tagged.get_column("event_name").is_not_null().all()  # never on pageviews
+        assert "engagement" not in tagged.get_column("event_name").to_list()
+
+
+def test_props_beyond_custom_events_are_scaled_and_reported() -> None:
+    day = PlausibleDay(
+        dt.date(2024, 3, 1),
+        2,
+        2,
+        4,
+        0,
+        60,
+        True,
+        pages=[("h", "/", 4)],
+        events=[("Signup", "", 3)],
+        props=[("plan", "pro", 4), ("plan", "free", 2), ("ref", "x", 1)],
+    )
+    frame, result = synthesize_day(day, b"k")
+    got = props_of(frame)
+    assert got["ref=x"] == 1 and got["plan=pro"] + got["plan=free"] == 3
+    events = frame.filter(pl.col("event_name") == "Signup")
+    assert all(json.loads(t)["plan"] for t in events.get_column("props_json").to_list())  # one plan per event
+    residual = result.residuals["custom_props"]
+    assert residual["table"] == 7 and residual["synthesized"] == 4
+    none = PlausibleDay(dt.date(2024, 3, 1), 1, 1, 1, 1, 0, True, pages=[("h", "/", 1)], props=[("plan", "pro", 2)])
+    frame, result = synthesize_day(none, b"k")
+    assert frame.get_column("props_json").null_count() == frame.height
+    assert result.residuals["custom_props"]["diff"] == {"plan/pro": -2}
+
+
+# --------------------------------------------------------------------------- old layout
+
+
+def test_old_layout_reads() -> None:
+    export = read_export(str(OLD_ZIP))
+    assert "custom_events" not in export.tables and "custom_props" not in export.tables
+    assert export.domain == "old-layout.example.com"
+    assert export.tables["pages"].columns[:3] == ["date", "hostname", "page"]
+    assert any("no column referrer, utm_source, pageviews" in n for n in export.notes)
+    assert any("exit_pages" in n and "no column visit_duration, bounces, pageviews" in n for n in export.notes)
+    frame = pl.concat(list(iter_export_frames(export)))
+    assert frame.get_column("event_name").null_count() == frame.height
+    assert frame.get_column("props_json").null_count() == frame.height
+    expected = expected_days(OLD_ZIP)
+    days = by_day(frame)
+    assert sorted(days) == sorted(expected)
+    for day, want in expected.items():
+        assert umami_counts(days[day]) == {k: want[k] for k in umami_counts(days[day])}, day
+        first = days[day].unique("visitor_id", keep="first")
+        assert dict(Counter(first.get_column("browser").to_list())) == want["browsers"]
+        assert dict(Counter(first.get_column("os").to_list())) == want["operating_systems"]
+
+
+def import_sample(path: Path, tmp_path: Path) -> tuple[FakeUmami, str]:
+    server = FakeUmami().__enter__()
+    site = server.add_website()
+    result = run_cli(
+        "import",
+        path,
+        "-m",
+        PRESET,
+        "--host",
+        server.url,
+        "--website",
+        site,
+        "--rejects",
+        tmp_path / "rejects.ndjson",
+        "--report",
+        tmp_path / "report.json",
+        "--batch-size",
+        "500",
+        timeout=60,
+    )
+    assert result.code == 0, result.stdout + result.stderr
+    return server, site
+
+
+def test_old_layout_import_matches_visitors_table(tmp_path: Path) -> None:
+    server, site = import_sample(OLD_ZIP, tmp_path)
+    try:
+        for day, want in expected_days(OLD_ZIP).items():
+            start = int(dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC).timestamp() * 1000)
+            stats = server.stats(site, start, start + DAY_MS - 1)
+            assert {k: stats[k] for k in ("visitors", "visits", "pageviews", "bounces")} == {
+                k: want[k] for k in ("visitors", "visits", "pageviews", "bounces")
+            }, day
+            assert stats["totaltime"] == want["visit_duration"]
+        assert not server.internal_errors
+    finally:
+        server.__exit__(None, None, None)
+
+
+def test_import_sends_props_as_event_data(tmp_path: Path) -> None:
+    server, site = import_sample(ZIP, tmp_path)
+    try:
+        rows = [r for r in server.event_data(site) if r["data_key"] == "props"]
+        got: Counter[str] = Counter()
+        for r in rows:
+            for key, value in json.loads(r["string_value"]).items():
+                got[f"{key}={value}"] += 1
+        want: Counter[str] = Counter()
+        for day in expected_days().values():
+            want.update(day["props"])
+        assert got == want
+        assert not server.internal_errors
+    finally:
+        server.__exit__(None, None, None)

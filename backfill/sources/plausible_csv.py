@@ -66,7 +66,7 @@ TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "custom_props": (("property", "value"), ("visitors", "events")),
 }
 #: Tables read but not (yet) turned into events.
-UNUSED_TABLES = ("entry_pages", "exit_pages", "custom_props")
+UNUSED_TABLES: tuple[str, ...] = ()
 _NAME = re.compile(r"^(?:imported_)?([a-z_]+?)(_\d{8}_\d{8})?\.csv$")
 _DOMAIN = re.compile(r"^(.+)_\d{8}\.zip$")
 _UNKNOWN_COUNTRIES = frozenset({"", "ZZ", "\x00\x00"})
@@ -224,6 +224,21 @@ def assemble_days(export: PlausibleExport) -> list[PlausibleDay]:
     if "pages" in t:
         for d, rows in _grouped(t["pages"], ["hostname", "page"], "pageviews").items():
             day(d).pages = [(h, p, n) for (h, p), n in rows if n > 0]
+    if "entry_pages" in t:
+        summed = (
+            t["entry_pages"]
+            .group_by("date", "entry_page", maintain_order=True)
+            .agg(pl.col("entrances", "bounces").sum())
+        )
+        for d, page, n, b in summed.iter_rows():
+            if n > 0:
+                day(d).entries.append((page.strip(), n, b))
+    if "exit_pages" in t:
+        for d, rows in _grouped(t["exit_pages"], ["exit_page"], "exits").items():
+            day(d).exits = [(p.strip(), n) for p, n in rows if n > 0]
+    if "custom_props" in t:
+        for d, rows in _grouped(t["custom_props"], ["property", "value"], "events").items():
+            day(d).props = [(p.strip(), v, n) for (p, v), n in rows if n > 0 and p.strip()]
     if "custom_events" in t:
         for d, rows in _grouped(t["custom_events"], ["name", "path"], "events").items():
             day(d).events = [(name, path, n) for (name, path), n in rows if n > 0 and name]
