@@ -21,6 +21,10 @@ export's ``visitors`` table exactly, then shapes them after the other tables:
   then entry/exit pages; the residual is reported (``entry_pages``, ``exit_pages``).
 * **custom events, exact per name** (Plausible's ``engagement`` is skipped),
   attached to existing visits (they never change visitor/visit/bounce counts).
+  When the table's ``visitors`` per name is known (``event_visitors``), exactly
+  that many distinct visitors of the day carry the name (each at least one event),
+  clamped to [1, min(events, the day's visitors)] (residual ``custom_events``,
+  in visitors per name).
 * **custom props**: for each property, ``events`` of the day's custom events carry
   its value (one value per event and property), as the JSON text ``props_json``;
   more than the day's custom events are scaled down (residual ``custom_props``).
@@ -153,6 +157,8 @@ class PlausibleDay:
     entries: list[tuple[str, int, int]] = field(default_factory=list)  # (entry page, entrances, bounces)
     exits: list[tuple[str, int]] = field(default_factory=list)  # (exit page, exits)
     props: list[tuple[str, str, int]] = field(default_factory=list)  # (property, value, events)
+    #: custom_events' visitors per event name (summed over its rows); a name absent: not constrained
+    event_visitors: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -373,6 +379,41 @@ class _Visit:
     landing: int = -1  # index of the first pageview row
 
 
+def _event_visitors(
+    rnd: random.Random,
+    day: PlausibleDay,
+    skip_events: tuple[str, ...],
+    available: int,
+    residuals: dict[str, dict[str, Any]],
+) -> dict[str, list[int]]:
+    """Per event name with a known ``visitors``: the visitor of each of its events (popped from the end).
+
+    Vn = the table's visitors, clamped to [1, min(N, available)] for N events; Vn distinct
+    visitors drawn from ``range(available)``, each with one event, the rest spread at random.
+    A clamp is reported as the ``custom_events`` residual (visitors per name).
+    """
+    totals: Counter[str] = Counter()
+    for name, _, count in day.events:
+        if name not in skip_events and name in day.event_visitors:
+            totals[name] += count
+    wanted: dict[str, int] = {}
+    made: dict[str, int] = {}
+    out: dict[str, list[int]] = {}
+    for name, n in totals.items():
+        if n <= 0:
+            continue
+        vn = min(max(day.event_visitors[name], 1), n, max(available, 1))
+        chosen = rnd.sample(range(max(available, 1)), vn)
+        slots = [v for v, k in zip(chosen, _distribute(rnd, vn, n - vn), strict=True) for _ in range(k)]
+        rnd.shuffle(slots)
+        out[name] = slots
+        wanted[name] = day.event_visitors[name]
+        made[name] = vn
+    if wanted:
+        _residual(residuals, "custom_events", wanted, made)
+    return out
+
+
 def synthesize_day(
     day: PlausibleDay,
     key: bytes,
@@ -519,18 +560,27 @@ def synthesize_day(
     # --- custom events, inside existing visits
     made_events: Counter[str] = Counter()
     skipped: Counter[str] = Counter()
+    event_slots = _event_visitors(rnd, day, skip_events, v_count if visits else 1, residuals)
+    visits_of: dict[int, list[int]] = {}
+    for i, x in enumerate(visits):
+        visits_of.setdefault(x.visitor, []).append(i)
     for name, path, count in day.events:
         if name in skip_events:
             skipped[name] += count
             continue
+        slots = event_slots.get(name)
         for _ in range(count):
             if visits:
-                i = rnd.randrange(len(visits))
+                if slots:  # one of the name's chosen visitors, in one of its visits
+                    own = visits_of[slots.pop()]
+                    i = own[rnd.randrange(len(own))]
+                else:
+                    i = rnd.randrange(len(visits))
                 visit = visits[i]
                 v, t = visit.visitor, visit.start + rnd.randint(0, visit.duration)
                 host, page = visit_page[i]
             else:
-                v = rnd.randrange(max(v_count, 1))
+                v = slots.pop() if slots else rnd.randrange(max(v_count, 1))
                 t = midnight + 3600 * _distinct_hours(rnd, 1)[0] + rnd.randrange(3600)
                 host, page = default_hostname or "", "/"
             made_events[name] += 1

@@ -241,6 +241,79 @@ def test_events_exact_per_name_in_existing_visits() -> None:
     assert umami_counts(frame)["visits"] == 6
 
 
+def event_visitors_of(frame: pl.DataFrame) -> dict[tuple[str, str], int]:
+    """Distinct visitors per (day, event name)."""
+    events = frame.filter(pl.col("event_name").is_not_null())
+    per = events.group_by(pl.col("timestamp").str.slice(0, 10).alias("day"), "event_name").agg(
+        pl.col("visitor_id").n_unique()
+    )
+    return {(d, name): n for d, name, n in per.iter_rows()}
+
+
+def sample_days_with_event_visitors() -> tuple[Any, list[PlausibleDay]]:
+    """The sample's days, each with custom_events' visitors per name."""
+    export = read_export(str(ZIP))
+    days = assemble_days(export)
+    table = export.tables["custom_events"].group_by("date", "name").agg(pl.col("visitors").sum())
+    wanted = {(d, name): n for d, name, n in table.iter_rows()}
+    for day in days:
+        day.event_visitors = {name: n for (d, name), n in wanted.items() if d == day.day}
+    return export, days
+
+
+def test_sample_distinct_visitors_per_event_name_match_the_table() -> None:
+    export, days = sample_days_with_event_visitors()
+    table = export.tables["custom_events"].filter(pl.col("name") != "engagement")
+    want = {
+        (d.isoformat(), name): n
+        for d, name, n in table.group_by("date", "name").agg(pl.col("visitors").sum()).iter_rows()
+    }
+    assert any(n < e for n, e in table.select("visitors", "events").iter_rows())  # not one event per visitor
+    frames = []
+    for day in days:
+        frame, result = synthesize_day(day, export.key, export.domain)
+        assert "custom_events" not in result.residuals
+        frames.append(frame)
+    frame = pl.concat(frames)
+    assert event_visitors_of(frame) == want
+    for day, want_day in expected_days().items():  # events per name and the visitors table stay exact
+        got = by_day(frame)[day]
+        assert dict(Counter(got.get_column("event_name").drop_nulls().to_list())) == want_day["events"]
+        assert umami_counts(got) == {k: want_day[k] for k in umami_counts(got)}
+        views = got.filter(pl.col("event_name").is_null())
+        assert set(got.get_column("visitor_id")) == set(views.get_column("visitor_id"))
+
+
+def test_event_visitors_clamped_report_a_residual() -> None:
+    day = PlausibleDay(
+        dt.date(2024, 3, 1),
+        4,
+        6,
+        20,
+        2,
+        900,
+        True,
+        pages=[("h", "/", 20)],
+        events=[("Signup", "/s", 7), ("Signup", "/t", 2), ("Click", "", 3), ("Zero", "", 2)],
+        event_visitors={"Signup": 9, "Click": 3, "Zero": 0},
+    )
+    frame, result = synthesize_day(day, b"k")
+    assert Counter(frame.get_column("event_name").drop_nulls().to_list()) == {"Signup": 9, "Click": 3, "Zero": 2}
+    made = {name: n for (_, name), n in event_visitors_of(frame).items()}
+    assert made == {"Signup": 4, "Click": 3, "Zero": 1}  # 9 > the day's 4 visitors; 0 with events -> 1
+    assert result.residuals["custom_events"] == {
+        "table": 12,
+        "synthesized": 8,
+        "diff": {"Signup": -5, "Zero": 1},
+    }
+    assert umami_counts(frame)["visitors"] == 4 and "visitors" not in result.residuals
+    fits = PlausibleDay(**{**day.__dict__, "event_visitors": {"Signup": 2, "Click": 1}})
+    frame, result = synthesize_day(fits, b"k")
+    assert "custom_events" not in result.residuals
+    made = {name: n for (_, name), n in event_visitors_of(frame).items()}
+    assert made["Signup"] == 2 and made["Click"] == 1
+
+
 def test_determinism() -> None:
     first, second = frames_of(ZIP), frames_of(ZIP)
     assert first.equals(second)
@@ -502,3 +575,34 @@ def test_import_sends_props_as_event_data(tmp_path: Path) -> None:
         assert not server.internal_errors
     finally:
         server.__exit__(None, None, None)
+
+
+def test_reader_matches_distinct_visitors_per_event_name_end_to_end() -> None:
+    """Through the plugin (not the synthesizer alone): the table's visitors per name arrive."""
+    import io
+    import zipfile
+
+    from backfill.sources import ReadOptions, expand_sources, iter_chunks
+
+    from tests.conftest import SAMPLES
+
+    path = str(SAMPLES / "plausible_csv" / "example.com_20240305.zip")
+    options = ReadOptions(format="plausible_csv")
+    files, _ = expand_sources([path], options)
+    rows = pl.concat(list(iter_chunks(files[0], 0, options)))
+    got = (
+        rows.filter(pl.col("event_name").is_not_null())
+        .group_by(pl.col("timestamp").str.slice(0, 10).alias("date"), pl.col("event_name").alias("name"))
+        .agg(pl.col("visitor_id").n_unique().cast(pl.Int64).alias("visitors"), pl.len().cast(pl.Int64).alias("events"))
+        .sort("date", "name")
+    )
+    with zipfile.ZipFile(path) as archive:
+        entry = next(n for n in archive.namelist() if "custom_events" in n)
+        table = pl.read_csv(io.BytesIO(archive.read(entry)))
+    want = (
+        table.filter(pl.col("name") != "engagement")
+        .group_by("date", "name")
+        .agg(pl.col("visitors").sum(), pl.col("events").sum())
+        .sort("date", "name")
+    )
+    assert got.to_dicts() == want.to_dicts()

@@ -242,6 +242,9 @@ def assemble_days(export: PlausibleExport) -> list[PlausibleDay]:
     if "custom_events" in t:
         for d, rows in _grouped(t["custom_events"], ["name", "path"], "events").items():
             day(d).events = [(name, path, n) for (name, path), n in rows if n > 0 and name]
+        for d, name, n in t["custom_events"].group_by("date", "name").agg(pl.col("visitors").sum()).iter_rows():
+            if name:
+                day(d).event_visitors[name] = n
     if "sources" in t:
         cols = ["source", "referrer", "utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term"]
         for d, rows in _grouped(t["sources"], cols, "visits").items():
