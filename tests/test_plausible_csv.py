@@ -583,7 +583,6 @@ def test_reader_matches_distinct_visitors_per_event_name_end_to_end() -> None:
     import zipfile
 
     from backfill.sources import ReadOptions, expand_sources, iter_chunks
-
     from tests.conftest import SAMPLES
 
     path = str(SAMPLES / "plausible_csv" / "example.com_20240305.zip")
