@@ -387,3 +387,47 @@ def test_import_all_three_files_into_fake_umami(tmp_path: Path) -> None:
     assert any(e["url_query"] and "utm_medium=cpc" in e["url_query"] for e in pageviews)
     assert any(d.get("data_key") == "transaction_id" for d in event_data)
     assert all(dt.date.fromisoformat(day(e)) >= dt.date(2024, 3, 1) for e in events)
+
+
+def test_param_values_read_as_text_cope_with_any_layout(tmp_path: Path) -> None:
+    """JSON params are decoded from the value's text: key order, spacing, numbers for
+    INT64, a value that is null, missing, or not an object all read as before."""
+    lines: list[dict[str, Any] | str] = [
+        '{"event_timestamp": 1709280000000000, "event_name": "page_view", "event_date": "20240301",'
+        ' "event_params": [ {"value": { "int_value": 42 }, "key": "ga_session_id"},'
+        ' {"key": "page_title", "value": {"string_value": "T {x}"}},'
+        ' {"key": "value", "value": {"double_value": 12.5, "string_value": null}},'
+        ' {"key": "currency", "value": null}, {"key": "term"},'
+        ' {"key": "medium", "value": "not an object"},'
+        ' {"key": "engagement_time_msec", "value": {"float_value": 7.0}},'
+        ' {"key": "page_location", "value": {"string_value": "https://a.example/p?q=\\"x\\""}}]}',
+        {"event_timestamp": "1709280001000000", "event_name": "x", "event_params": []},
+    ]
+    frame = read_all(write_lines(tmp_path / "t.json.gz", lines))
+    first, second = frame.to_dicts()
+    assert first["ga_session_id"] == 42 and first["page_title"] == "T {x}" and first["value"] == 12.5
+    assert first["currency"] is None and first["term"] is None and first["medium"] is None
+    assert first["engagement_time_msec"] == 7
+    assert first["page_location"] == 'https://a.example/p?q="x"' and first["hostname"] == "a.example"
+    assert second["ga_session_id"] is None and second["event_timestamp"] == 1709280001000000
+
+
+def test_generated_benchmark_export_reads_like_parquet(tmp_path: Path) -> None:
+    """bench/generate_ga4.py writes exports the reader takes whole; the JSON path (values
+    as text) gives the same frame as the native-struct path on the same rows."""
+    spec = importlib.util.spec_from_file_location("generate_ga4", ROOT / "bench" / "generate_ga4.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    path = tmp_path / "g.json.gz"
+    bench.write(3000, path, seed=5)
+    from_json = read_all(path, chunk_rows=700)
+    assert from_json.height == 3000
+    assert from_json["ga_session_id"].null_count() == from_json.filter(pl.col("event_name") == "consent_update").height
+    from backfill.sources.ga4 import RAW_SCHEMA, flatten
+
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh]
+    native = pl.from_dicts(rows, schema=RAW_SCHEMA, strict=False)
+    native = native.with_columns(pl.int_range(1, native.height + 1, dtype=pl.UInt64()).alias("_row"))
+    assert flatten(native).equals(from_json.drop("_file"))

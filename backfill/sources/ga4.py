@@ -15,6 +15,10 @@ Why each choice:
   but hand-made or re-encoded files often write numbers; a String field takes
   both, and keys outside the schema (``items``, ``app_info``, ...) are never
   materialised. Inference would also give each chunk its own dtypes.
+* **event_params are read as {key, value-as-JSON-text}**: polars decodes a list of
+  nested structs several times slower than a list of two text fields, and most
+  params are keys nobody reads (GA's and the tag manager's own); after the
+  explode only the values of known keys are decoded (``str.json_decode``).
 * **event_params are flattened column-wise**: the list is exploded with a row
   index, each element's value is ``coalesce(string_value, int_value,
   double_value, float_value)`` as text (that order when a value struct has more
@@ -377,7 +381,10 @@ def _params(raw: pl.DataFrame) -> pl.DataFrame:
         .filter(pl.col("k").is_in(list(PARAM_KEYS)))
     )
     if fields["value"] == S:  # JSON: the value object as text, decoded for known keys only
-        long = long.with_columns(pl.col("value").str.json_decode(VALUE_TEXT_TYPE))
+        text = pl.col("value").str.strip_chars_start()
+        # Only an object is a value struct: anything else (a bare string, a number) has no field.
+        value = pl.when(text.str.starts_with("{")).then(text)
+        long = long.with_columns(value.str.json_decode(VALUE_TEXT_TYPE).alias("value"))
     inner = {"value": long.schema["value"]}
     values = [_path(inner, "value", f) for f in VALUE_ORDER]
     parts = [expr.cast(S) for expr, dtype in values if dtype is not None]
@@ -518,15 +525,17 @@ def _with_utm_location(flat: pl.DataFrame) -> pl.DataFrame:
         .then(pl.lit(""))
         .otherwise(pl.lit("&"))
     )
+    # In two steps: the tags first (into a column), then the url; one expression
+    # evaluated ``extra`` twice and cost more than the rest of the chunk's flattening.
+    tags = pl.col(_UTM_PREFIX + "extra")
     with_utm = (
-        pl.when(extra.is_null() | (extra == ""))
-        .then(location)
-        .otherwise(pl.concat_str(base, separator, extra, fragment))
+        pl.when(tags.is_null() | (tags == "")).then(location).otherwise(pl.concat_str(base, separator, tags, fragment))
     )
     return (
         pl.concat([flat, picked], how="horizontal")
+        .with_columns(extra.alias(_UTM_PREFIX + "extra"))
         .with_columns(with_utm.alias("page_location_with_utm"))
-        .drop(picked.columns)
+        .drop(*picked.columns, _UTM_PREFIX + "extra")
     )
 
 
