@@ -39,7 +39,6 @@ Why each choice:
 from __future__ import annotations
 
 import functools
-import io
 import itertools
 import unicodedata
 import urllib.parse
@@ -245,38 +244,9 @@ def _container(source: SourceFile) -> str:
 def _iter_json(source: SourceFile, options: ReadOptions, chunk_rows: int) -> Iterator[pl.DataFrame]:
     """Newline-delimited JSON through the ndjson reader's line machinery, parsed with
     the GA4 schema (all scalars as text, so a number and a numeric string both read)."""
-    with local_file(source.path, source.compression, options.encoding, ".json") as path, open(path, "rb") as raw:
-        numbers: list[int] = []
-        texts: list[bytes] = []
-        size = 0
-        blocks = ndjson_reader.iter_line_blocks(raw)
-        for block_numbers, block_texts in ndjson_reader.iter_numbered(blocks, source.path):
-            numbers += block_numbers
-            texts += block_texts
-            size += sum(map(len, block_texts))
-            while len(texts) >= chunk_rows or (texts and size >= ndjson_reader.CHUNK_BYTES):
-                take = min(chunk_rows, len(texts))
-                yield _parse_json(texts[:take], numbers[:take], source.path)
-                size -= sum(map(len, texts[:take]))
-                del texts[:take], numbers[:take]
-        if texts:
-            yield _parse_json(texts, numbers, source.path)
-
-
-def _parse_json(lines: list[bytes], numbers: list[int], name: str) -> pl.DataFrame:
-    data = b"\n".join(lines)
-    try:
-        frame = pl.read_ndjson(io.BytesIO(data), schema=JSON_SCHEMA)
-    except pl.exceptions.PolarsError as exc:
-        ndjson_reader._keys_or_raise(lines, numbers, name)  # names the first line that is not a JSON object
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SourceError(
-            f"{name}: lines {numbers[0]}-{numbers[-1]} do not have the GA4 export's shape ({first})"
-        ) from exc
-    if frame.height != len(lines):
-        ndjson_reader._keys_or_raise(lines, numbers, name)
-        raise SourceError(f"{name}: lines {numbers[0]}-{numbers[-1]}: {frame.height} rows from {len(lines)} lines")
-    return frame.with_columns(pl.Series(COL_ROW, numbers, dtype=pl.UInt64()))
+    with local_file(source.path, source.compression, options.encoding, ".json") as path:
+        for numbers, lines in ndjson_reader.iter_line_chunks(path, source.path, chunk_rows):
+            yield ndjson_reader.parse_with_schema(lines, numbers, source.path, JSON_SCHEMA, "the GA4 export")
 
 
 def _iter_parquet(source: SourceFile, chunk_rows: int) -> Iterator[pl.DataFrame]:
