@@ -55,3 +55,33 @@ def cli():
 @pytest.fixture
 def expected() -> dict[str, Any]:
     return json.loads((SAMPLES / "expected.json").read_text())
+
+
+def import_into(
+    server_url: str,
+    site: str,
+    source: str | os.PathLike[str],
+    mapping: str | os.PathLike[str],
+    tmp_path: Path,
+    *extra: str | os.PathLike[str],
+    cwd: Path | None = None,
+    timeout: float = 60,
+) -> CliResult:
+    """``backfill import`` of one source into a (fake) Umami, rejects and report in ``tmp_path``."""
+    return run_cli(
+        "import",
+        source,
+        "-m",
+        mapping,
+        "--host",
+        server_url,
+        "--website",
+        site,
+        "--rejects",
+        tmp_path / "rejects.ndjson",
+        "--report",
+        tmp_path / "report.json",
+        *extra,
+        cwd=cwd,
+        timeout=timeout,
+    )

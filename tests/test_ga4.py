@@ -24,7 +24,7 @@ import pytest
 
 from backfill.sources import ReadOptions, expand_sources, iter_chunks, read_schema
 from backfill.sources.ga4 import FLAT_SCHEMA, country_code, region_code
-from tests.conftest import ROOT, SAMPLES, run_cli
+from tests.conftest import ROOT, SAMPLES, import_into, run_cli
 from tests.fake_umami import FakeUmami
 
 GA4 = SAMPLES / "ga4"
@@ -343,24 +343,7 @@ def test_validate_samples_with_the_preset(tmp_path: Path) -> None:
 def test_import_all_three_files_into_fake_umami(tmp_path: Path) -> None:
     with FakeUmami() as server:
         site = server.add_website()
-        result = run_cli(
-            "import",
-            SAMPLE_GLOB,
-            "-m",
-            "ga4",
-            "--host",
-            server.url,
-            "--website",
-            site,
-            "--rejects",
-            tmp_path / "rejects.ndjson",
-            "--report",
-            tmp_path / "report.json",
-            "--state",
-            tmp_path / "state",
-            cwd=ROOT,
-            timeout=60,
-        )
+        result = import_into(server.url, site, SAMPLE_GLOB, "ga4", tmp_path, "--state", tmp_path / "state", cwd=ROOT)
         assert result.code == 0, result.stdout + result.stderr
         events = server.events(site)
         revenue = server.revenue(site)

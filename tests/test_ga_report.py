@@ -40,7 +40,7 @@ from backfill.synthesize import (
     split_cents,
     synthesize_day,
 )
-from tests.conftest import MAPPINGS, SAMPLES, run_cli
+from tests.conftest import MAPPINGS, SAMPLES, import_into, run_cli
 from tests.fake_umami import FakeUmami
 
 GA_DIR = SAMPLES / "ga_reports"
@@ -446,23 +446,7 @@ def test_import_into_fake_umami_matches_expected(name: str, tmp_path: Path) -> N
     expected = expected_samples()[name]["days"]
     with FakeUmami() as server:
         site = server.add_website()
-        result = run_cli(
-            "import",
-            GA_DIR / name,
-            "-m",
-            PRESET,
-            "--host",
-            server.url,
-            "--website",
-            site,
-            "--rejects",
-            tmp_path / "rejects.ndjson",
-            "--report",
-            tmp_path / "report.json",
-            "--batch-size",
-            "500",
-            timeout=60,
-        )
+        result = import_into(server.url, site, GA_DIR / name, PRESET, tmp_path, "--batch-size", "500")
         assert result.code == 0, result.stdout + result.stderr
         assert stored_per_day(server, site, list(expected)) == expected
         assert not server.internal_errors

@@ -16,7 +16,7 @@ import pytest
 from backfill.sources import PLUGINS, ReadOptions, expand_sources, iter_chunks, read_schema
 from backfill.sources.plausible_csv import assemble_days, iter_export_frames, read_export
 from backfill.synthesize_plausible import OUTPUT_SCHEMA, PlausibleDay, plan_day, synthesize_day
-from tests.conftest import MAPPINGS, SAMPLES, run_cli
+from tests.conftest import MAPPINGS, SAMPLES, import_into
 from tests.fake_umami import FakeUmami
 
 PL_DIR = SAMPLES / "plausible_csv"
@@ -329,23 +329,7 @@ def test_import_into_fake_umami_matches_visitors_table(tmp_path: Path) -> None:
     expected = expected_days()
     with FakeUmami() as server:
         site = server.add_website()
-        result = run_cli(
-            "import",
-            ZIP,
-            "-m",
-            PRESET,
-            "--host",
-            server.url,
-            "--website",
-            site,
-            "--rejects",
-            tmp_path / "rejects.ndjson",
-            "--report",
-            tmp_path / "report.json",
-            "--batch-size",
-            "500",
-            timeout=60,
-        )
+        result = import_into(server.url, site, ZIP, PRESET, tmp_path, "--batch-size", "500")
         assert result.code == 0, result.stdout + result.stderr
         names: dict[str, Counter[str]] = {}
         for event in server.events(site):
@@ -524,23 +508,7 @@ def test_old_layout_reads() -> None:
 def import_sample(path: Path, tmp_path: Path) -> tuple[FakeUmami, str]:
     server = FakeUmami().__enter__()
     site = server.add_website()
-    result = run_cli(
-        "import",
-        path,
-        "-m",
-        PRESET,
-        "--host",
-        server.url,
-        "--website",
-        site,
-        "--rejects",
-        tmp_path / "rejects.ndjson",
-        "--report",
-        tmp_path / "report.json",
-        "--batch-size",
-        "500",
-        timeout=60,
-    )
+    result = import_into(server.url, site, path, PRESET, tmp_path, "--batch-size", "500")
     assert result.code == 0, result.stdout + result.stderr
     return server, site
 

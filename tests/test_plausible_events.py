@@ -24,7 +24,7 @@ from polars.testing import assert_frame_equal
 
 from backfill.sources import ReadOptions, expand_sources, iter_chunks, read_schema
 from backfill.sources.plausible_events import FLAT_SCHEMA, parse_array_literals, unescape
-from tests.conftest import SAMPLES, run_cli
+from tests.conftest import SAMPLES, import_into, run_cli
 from tests.fake_umami import FakeUmami
 
 PE = SAMPLES / "plausible_events"
@@ -236,23 +236,7 @@ def test_validate_samples_with_the_preset(tmp_path: Path) -> None:
 def test_import_into_fake_umami(tmp_path: Path) -> None:
     with FakeUmami() as server:
         site = server.add_website()
-        result = run_cli(
-            "import",
-            NDJSON,
-            "-m",
-            "plausible-events",
-            "--host",
-            server.url,
-            "--website",
-            site,
-            "--rejects",
-            tmp_path / "rejects.ndjson",
-            "--report",
-            tmp_path / "report.json",
-            "--state",
-            tmp_path / "state",
-            timeout=60,
-        )
+        result = import_into(server.url, site, NDJSON, "plausible-events", tmp_path, "--state", tmp_path / "state")
         assert result.code == 0, result.stdout + result.stderr
         events = server.events(site)
         revenue = server.revenue(site)
