@@ -292,10 +292,9 @@ def iso_parts(text: pl.Expr) -> list[pl.Expr]:
     return [fast.alias(COL_ISO_FAST), rest.str.extract_groups(ISO_PATTERN).alias(COL_ISO)]
 
 
-def iso_exprs(timezone: str | None, parts: pl.Expr | None = None) -> tuple[pl.Expr, pl.Expr]:
+def iso_exprs(timezone: str | None) -> tuple[pl.Expr, pl.Expr]:
     """ISO 8601 with or without offset, from ``iso_parts``; naive values only with a declared zone."""
-    parts_given = parts is not None
-    parts = pl.col(COL_ISO) if parts is None else parts
+    parts = pl.col(COL_ISO)
     date = parts.struct.field("1").str.to_date("%Y-%m-%d", strict=False)
     hours = parts.struct.field("2").cast(pl.Int64, strict=False)
     minutes = parts.struct.field("3").cast(pl.Int64, strict=False).fill_null(0)
@@ -333,8 +332,6 @@ def iso_exprs(timezone: str | None, parts: pl.Expr | None = None) -> tuple[pl.Ex
         )
         .otherwise(pl.lit(DST_GAP_REASON))
     )
-    if parts_given:
-        return seconds.cast(pl.Int64), reason
     fast = pl.col(COL_ISO_FAST)
     return pl.coalesce(fast, seconds).cast(pl.Int64), reason
 

@@ -43,7 +43,7 @@ from backfill.sources.compression import (
 )
 
 __all__ = [
-    "FORMATS",
+    "BASE_FORMATS",
     "ReadOptions",
     "SourceFile",
     "SourceRecordError",
@@ -86,8 +86,6 @@ def register_format(plugin: FormatPlugin) -> FormatPlugin:
 def known_formats() -> tuple[str, ...]:
     return BASE_FORMATS + tuple(sorted(PLUGINS))
 
-
-FORMATS = BASE_FORMATS  # the formats told apart by extension and content
 
 _EXTENSIONS = {
     ".csv": "csv",
@@ -309,7 +307,7 @@ def _unknown_extension(
         head = peek(path, compression, _SNIFF_BYTES)[0]
     fmt = _format_of(head)
     if fmt is None:
-        raise ConfigError(f"{path}: the file type is not clear from its name; pass --format {'|'.join(FORMATS)}")
+        raise ConfigError(f"{path}: the file type is not clear from its name; pass --format {'|'.join(BASE_FORMATS)}")
     return fmt, compression
 
 
