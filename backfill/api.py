@@ -222,10 +222,11 @@ def prefetch(chunks: Iterator[pl.DataFrame], depth: int = 1) -> Generator[pl.Dat
 
 @dataclass
 class CheckedChunk:
-    """One chunk mapped and validated (pure: computed on a worker thread)."""
+    """One chunk mapped and validated: pure work, kept apart from the ledger and files."""
 
     source: pl.DataFrame
     checked: pl.DataFrame
+    good: pl.DataFrame  # rows neither skipped nor rejected
     prepared: pl.DataFrame | None  # PREPARED_SCHEMA rows to spill, when spilling
 
 
@@ -233,14 +234,14 @@ def _check_chunk(
     chunk: pl.DataFrame, mapping: Mapping, window: TimeWindow, website: str, tags: list[str], spill: bool
 ) -> CheckedChunk:
     checked = validate(apply_mapping(chunk, mapping, window, tags), mapping)
+    good = checked.filter(pl.col(COL_SKIP).is_null() & pl.col(COL_REJECT_REASON).is_null())
     prepared = None
-    if spill:
-        good = checked.filter(pl.col(COL_SKIP).is_null() & pl.col(COL_REJECT_REASON).is_null())
+    if spill and good.height:
         prepared = good.select(COL_TS, COL_FILE, COL_ROW, COL_VISITOR).with_columns(
             build_elements(good, website).alias(COL_JSON),
             lanes_for(good[COL_VISITOR], DEFAULT_LANES).alias(COL_LANE),
         )
-    return CheckedChunk(chunk, checked, prepared)
+    return CheckedChunk(chunk, checked, good, prepared)
 
 
 def _record_chunk(
@@ -261,7 +262,7 @@ def _record_chunk(
     refused = skip.is_null() & checked[COL_REJECT_REASON].is_not_null()
     if refused.any():
         _write_client_rejects(result.source.filter(refused), checked.filter(refused), paths, ledger, rejects)
-    good = checked.filter(skip.is_null() & checked[COL_REJECT_REASON].is_null())
+    good = result.good
     if good.height == 0:
         return
     stats.update(good)
