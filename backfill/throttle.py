@@ -24,6 +24,8 @@ DEFAULT_INITIAL_CONCURRENCY = 2
 DEFAULT_MAX_CONCURRENCY = 16
 #: Throughput must grow by more than this factor for another request in flight to pay off.
 THROUGHPUT_GAIN = 1.05
+#: While doubling (slow start), a doubling must raise throughput by this factor to go on doubling.
+SLOW_START_GAIN = 1.5
 #: Latency may grow up to this factor over the best seen before we stop adding requests.
 LATENCY_TOLERANCE = 1.5
 #: Completed batches per measurement window (at least twice the current limit).
@@ -44,10 +46,13 @@ class _Sample:
 class AdaptiveConcurrency:
     """The number of requests allowed in flight: additive increase, multiplicative decrease.
 
-    * Start at ``initial``. After each window of completed batches, compare the
-      measured throughput (events/s) with the best of the previous level: more
-      than 5% better while latency stays within 1.5x of the best seen -> one
-      more request in flight.
+    * Start at ``initial`` and double the limit while each doubling raises the
+      throughput by half or more (slow start: a server far from saturation, or a
+      slow network, is filled in a few windows instead of one step per window).
+    * Then, after each window of completed batches, compare the measured
+      throughput (events/s) with the best of the previous level: more than 5%
+      better while latency stays within 1.5x of the best seen -> one more
+      request in flight.
     * No gain -> step back to the previous level and hold (the server is
       saturated); after a while probe again.
     * 429, 5xx or a timeout -> halve (once per round of requests) and honour
@@ -87,6 +92,8 @@ class AdaptiveConcurrency:
         self._baseline: float | None = None  # throughput of the level we are building on
         self._best_latency: float | None = None
         self._last_step = 0  # +1 after an increase, -1 after a decrease, 0 when holding
+        self._slow_start = fixed is None  # doubling until a doubling stops paying off
+        self._previous_limit = self._limit
         self._settled_windows: int | None = None  # windows spent holding, None while probing
         self._last_decrease_at = float("-inf")
 
@@ -169,6 +176,7 @@ class AdaptiveConcurrency:
         if started < self._last_decrease_at:
             return
         self._limit = max(self.minimum, self._limit // 2)
+        self._slow_start = False
         self._last_decrease_at = now
         self._reset_measurement()
         self._last_step = -1
@@ -207,6 +215,18 @@ class AdaptiveConcurrency:
             return
         gained = throughput > self._baseline * THROUGHPUT_GAIN
         latency_holds = latency <= self._best_latency * LATENCY_TOLERANCE
+        if self._slow_start and self._last_step > 0:
+            ratio = throughput / self._baseline if self._baseline > 0 else 0.0
+            self._slow_start = ratio > SLOW_START_GAIN and latency_holds
+            if not gained:  # the doubling bought nothing: back to where it came from, and hold
+                self._limit = self._previous_limit
+                self._hold()
+                return
+            if not self._slow_start:
+                # The knee lies between the two levels; throughput grew by ``ratio``, so
+                # (throughput ~ requests in flight up to the knee) it is near ratio x previous.
+                estimate = round(self._previous_limit * ratio)
+                self._limit = max(self._previous_limit, min(self._limit, estimate))
         if gained and latency_holds:
             self._baseline = throughput
             self._step_up()
@@ -220,7 +240,8 @@ class AdaptiveConcurrency:
 
     def _step_up(self) -> None:
         if self._limit < self.maximum:
-            self._limit += 1
+            self._previous_limit = self._limit
+            self._limit = min(self.maximum, self._limit * 2) if self._slow_start else self._limit + 1
             self._last_step = 1
         else:
             self._hold()
