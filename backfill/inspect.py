@@ -10,6 +10,7 @@ import re
 import polars as pl
 
 from .errors import ConfigError
+from .schema import COL_SOURCE_ERROR
 from .sources import ReadOptions, expand_sources, iter_chunks
 from .transform import iso_exprs, iso_parts
 
@@ -70,9 +71,16 @@ def inspect_source(
     chunk = next(iter_chunks(files[0], 0, options), None)
     if chunk is None:
         return f"{files[0].path}: no data rows", ""
+    unread = 0
+    if COL_SOURCE_ERROR in chunk.columns:  # rows the reader could not read: not described
+        unread = chunk.get_column(COL_SOURCE_ERROR).is_not_null().sum()
+        chunk = chunk.filter(pl.col(COL_SOURCE_ERROR).is_null())
     frame = chunk.drop([c for c in chunk.columns if c.startswith("_")])
     frame = frame.with_columns(_infer_types(frame))
-    return describe(files[0].path, frame), suggest_mapping(frame)
+    text = describe(files[0].path, frame)
+    if unread:
+        text += f"\n\n{unread:,} sampled rows could not be read (wrong number of fields, not JSON); validate lists them"
+    return text, suggest_mapping(frame)
 
 
 #: Share of a text column's values that must parse for it to be called numeric or a time.

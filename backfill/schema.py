@@ -86,6 +86,17 @@ COL_JSON = "_json"  # the /api/batch element as JSON text (String)
 COL_REJECT_FIELD = "_reject_field"
 COL_REJECT_REASON = "_reject_reason"
 COL_SKIP = "_skip"  # name of the filter that skipped the row
+#: Set by the readers on a record that could not be read (a CSV row with the wrong number
+#: of fields, an NDJSON line that is not a JSON object): the reason (String), else null.
+#: Such a row has null data columns and is rejected before any other rule.
+COL_SOURCE_ERROR = "_source_error"
+#: The record's text as found in the file (at most ``SOURCE_RAW_MAX`` characters), for
+#: the rejects file, so the row can be fixed and imported again; null on sound rows.
+COL_SOURCE_RAW = "_source_raw"
+SOURCE_RAW_MAX = 2000
+COL_VISIT = "_visit"  # the source's visit id (String), null when the mapping names none
+COL_GEO = "_geo"  # the location a request must carry for this row ("" = none), see geo.py
+COL_VKEY = "_vkey"  # hash of (visitor, source visit) (UInt64), null without a visit column
 
 #: Schema of the prepared rows handed from the transform to the sender.
 PREPARED_SCHEMA: dict[str, pl.DataType] = {
@@ -95,6 +106,8 @@ PREPARED_SCHEMA: dict[str, pl.DataType] = {
     COL_VISITOR: pl.String(),
     COL_LANE: pl.UInt16(),
     COL_JSON: pl.String(),
+    COL_GEO: pl.String(),
+    COL_VKEY: pl.UInt64(),
 }
 
 #: The User-Agent sent when a row has none: passes Umami's bot check and makes it

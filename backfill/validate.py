@@ -22,6 +22,7 @@ from .schema import (
     COL_REJECT_FIELD,
     COL_REJECT_REASON,
     COL_SKIP,
+    COL_SOURCE_ERROR,
     COL_TS,
     COL_VISITOR,
     CURRENCY_LIMIT,
@@ -54,11 +55,20 @@ class Rule:
     reason: pl.Expr | str
 
 
+#: The reject field of a record the reader could not read (``_source_error``).
+RECORD_FIELD = "(record)"
+
+
 def validate(frame: pl.DataFrame, mapping: Mapping, *, now: int | None = None) -> pl.DataFrame:
     """Add ``_reject_field``/``_reject_reason`` (null when the row is fine); apply truncation.
 
-    Rows already skipped by a filter are not judged.
+    Rows already skipped by a filter are not judged. A row the reader could not
+    read (``_source_error`` set) is never skipped: it is rejected with that reason,
+    before every other rule.
     """
+    if COL_SOURCE_ERROR in frame.columns:
+        unread = pl.col(COL_SOURCE_ERROR).is_not_null()
+        frame = frame.with_columns(pl.when(unread).then(None).otherwise(pl.col(COL_SKIP)).alias(COL_SKIP))
     frame = apply_truncation(frame, mapping)
     rules = build_rules(frame, mapping, now=now)
     # Each condition is evaluated once, side by side; the first-broken-rule chain
@@ -115,7 +125,10 @@ def apply_truncation(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
 def build_rules(frame: pl.DataFrame, mapping: Mapping, *, now: int | None = None) -> list[Rule]:
     now = int(time.time()) if now is None else now
     cols = set(frame.columns)
-    rules = [
+    rules = []
+    if COL_SOURCE_ERROR in cols:
+        rules.append(Rule(RECORD_FIELD, pl.col(COL_SOURCE_ERROR).is_not_null(), pl.col(COL_SOURCE_ERROR)))
+    rules += [
         Rule("timestamp", pl.col(COL_TS).is_null(), pl.col(COL_TS_ERROR)),
         Rule(
             "timestamp",
@@ -244,11 +257,13 @@ def _data_rules(frame: pl.DataFrame, mapping: Mapping) -> list[Rule]:
                 )
             continue
         if raw in frame.columns:
+            comma = dtype != pl.Boolean and mapping.reader.get("decimal_comma")
             rules.append(
                 Rule(
                     name,
                     pl.col(raw).is_not_null() & pl.col(name).is_null(),
-                    f"{name}: not a {'true/false value' if dtype == pl.Boolean else 'number'}",
+                    f"{name}: not a {'true/false value' if dtype == pl.Boolean else 'number'}"
+                    f"{' (with decimal_comma: 1234,5 or 1.234,5)' if comma else ''}",
                 )
             )
         if dtype.is_numeric():

@@ -6,13 +6,14 @@ import gzip
 import json
 import os
 from pathlib import Path
+from unittest.mock import ANY
 
 import polars as pl
 import pytest
 import zstandard
 
 from backfill.errors import ConfigError, SourceError
-from backfill.schema import COL_FILE, COL_ROW
+from backfill.schema import COL_FILE, COL_ROW, COL_SOURCE_ERROR, COL_SOURCE_RAW
 from backfill.sources import (
     ReadOptions,
     SourceFile,
@@ -227,11 +228,13 @@ def test_csv_header_only_and_empty_files_yield_nothing(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("line", "fields"), [(b"3,/c\n", 2), (b"3,/c,x,extra\n", 4), (b"   \n", 1)])
-def test_csv_ragged_rows_name_the_data_row(tmp_path: Path, line: bytes, fields: int) -> None:
+def test_csv_ragged_rows_become_marked_rows(tmp_path: Path, line: bytes, fields: int) -> None:
     path = write(tmp_path / "e.csv", b'id,url,c\n1,"/a\nb",x\n2,/b,y\n' + line + b"4,/d,z\n")
-    with pytest.raises(SourceRecordError, match=rf"data row 3 has {fields} fields where the file has 3 columns") as err:
-        read_all(path)
-    assert err.value.row == 3
+    frame = read_all(path)
+    assert rows(frame, "id", COL_SOURCE_ERROR) == [("1", None, 1), ("2", None, 2), (None, ANY, 3), ("4", None, 4)]
+    assert frame[COL_SOURCE_ERROR][2].startswith(f"row has {fields} fields, the header has 3 (")
+    assert frame[COL_SOURCE_RAW].to_list() == [None, None, line.decode().rstrip("\n"), None]
+    assert frame.filter(pl.col(COL_ROW) == 3).select("url", "c").row(0) == (None, None)
 
 
 def test_csv_projection_and_no_header(tmp_path: Path) -> None:
@@ -295,17 +298,18 @@ def test_nothing_is_read_before_iteration(tmp_path: Path) -> None:
 # --- NDJSON details -----------------------------------------------------------------
 
 
-def test_ndjson_bad_line_is_named(tmp_path: Path) -> None:
+def test_ndjson_bad_lines_become_marked_rows(tmp_path: Path) -> None:
     path = write(tmp_path / "e.ndjson", b'{"a":1}\n\n{"a":2\n{"a":3}\n')
-    with pytest.raises(SourceRecordError, match=r"e\.ndjson: line 3: not valid JSON") as err:
-        read_all(path)
-    assert err.value.line == 3
+    frame = read_all(path)
+    assert rows(frame, "a", COL_SOURCE_ERROR, COL_SOURCE_RAW) == [
+        (1, None, None, 1),
+        (None, "line is not valid JSON: Expecting ',' delimiter", '{"a":2', 3),
+        (3, None, None, 4),
+    ]
     scalar = write(tmp_path / "s.ndjson", b'{"a":1}\n42\n')
-    with pytest.raises(SourceRecordError, match=r"line 2: not a JSON object but a number"):
-        read_all(scalar)
+    assert read_all(scalar)[COL_SOURCE_ERROR].to_list() == [None, "line is not a JSON object but a number"]
     nan = write(tmp_path / "n.ndjson", b'{"a":1}\n{"a":NaN}\n')
-    with pytest.raises(SourceRecordError, match=r"line 2: not valid JSON: NaN"):
-        read_all(nan)
+    assert read_all(nan)[COL_SOURCE_ERROR][1].startswith("line is not valid JSON: NaN")
     latin = write(tmp_path / "l.ndjson", b'{"a":1}\n{"a":"caf\xe9"}\n')
     with pytest.raises(SourceRecordError, match=r"line 2: 0xe9 is not valid utf-8"):
         read_all(latin)

@@ -351,8 +351,10 @@ def _looks_like(head: bytes) -> str | None:
         (head.startswith(ZSTD_MAGIC), "zstd-compressed data (name it *.zst)"),
         (head.startswith(b"PK\x03\x04"), "a ZIP archive (unzip it first)"),
         (head.startswith((b"\xff\xfe", b"\xfe\xff")), "UTF-16 text (pass --encoding utf-16)"),
+        (_wide_text(head, 1), "UTF-16 text without a byte order mark (pass --encoding utf-16-le)"),
+        (_wide_text(head, 0), "UTF-16 text without a byte order mark (pass --encoding utf-16-be)"),
         (
-            lower.startswith((b"<!doctype", b"<html")),
+            lower.startswith((b"<!doctype", b"<html", b"<head", b"<body", b"<!--")),
             "an HTML page (an error or login page saved instead of the export?)",
         ),
         (lower.startswith(b"<?xml"), "an XML document"),
@@ -361,6 +363,16 @@ def _looks_like(head: bytes) -> str | None:
         (b"\x00" in head, "binary data"),
     )
     return next((what for hit, what in checks if hit), None)
+
+
+def _wide_text(head: bytes, nul_at: int) -> bool:
+    """Mostly ASCII text in UTF-16 without a BOM: every other byte (odd ones for
+    little-endian, even ones for big-endian) is NUL, the others are not."""
+    sample = head[: len(head) & ~1]
+    if len(sample) < 8:
+        return False
+    nuls, chars = sample[nul_at::2], sample[1 - nul_at :: 2]
+    return nuls.count(0) >= len(nuls) * 0.9 and chars.count(0) <= len(chars) * 0.1
 
 
 def _check_content(source: SourceFile, options: ReadOptions) -> bytes:
@@ -414,7 +426,7 @@ def _dialect(source: SourceFile, options: ReadOptions) -> csv_reader.Dialect:
     delimiter = options.delimiter
     if delimiter is None:
         delimiter = "\t" if _extension(source.path)[0] == ".tsv" else ","
-    return csv_reader.Dialect(delimiter, options.quote_char, options.has_header)
+    return csv_reader.Dialect(delimiter, options.quote_char, options.has_header, options.delimiter is not None)
 
 
 def iter_chunks(source: SourceFile, file_index: int, options: ReadOptions) -> Iterator[pl.DataFrame]:
@@ -430,9 +442,14 @@ def iter_chunks(source: SourceFile, file_index: int, options: ReadOptions) -> It
       lines are skipped but counted. Chunks may differ in columns and dtypes.
     * Parquet: the row's position in the file.
 
-    Raises SourceError (SourceRecordError when one record is at fault, with its
-    line or row) for a file that cannot be read as declared. A compressed file is
-    decompressed completely before its first row, so damage is found first.
+    A record that cannot be read (a CSV row with the wrong number of fields, an
+    NDJSON line that is not a JSON object) is a row with null data and
+    ``_source_error`` (the reason) and ``_source_raw`` (its text) set; frames
+    without such a row have neither column. Raises SourceError (SourceRecordError
+    when one record is at fault, with its line or row) for a file that cannot be
+    read as declared, including one most of whose first records are unreadable.
+    A compressed file is decompressed completely before its first row, so damage
+    is found first.
     """
     if not 0 <= file_index <= _UINT32_MAX:
         raise ValueError(f"file_index {file_index} does not fit in UInt32")

@@ -13,6 +13,7 @@ import codecs
 import contextlib
 import gzip
 import os
+import re
 import tempfile
 import zlib
 from collections.abc import Generator, Iterable, Iterator
@@ -21,7 +22,7 @@ from typing import BinaryIO
 import zstandard
 
 from backfill.errors import ConfigError, SourceError
-from backfill.schema import COL_FILE, COL_ROW
+from backfill.schema import COL_FILE, COL_ROW, COL_SOURCE_ERROR, COL_SOURCE_RAW
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -40,10 +41,12 @@ _UTF8_CODECS = frozenset({"utf-8", "utf-8-sig"})
 
 
 class SourceRecordError(SourceError):
-    """One record (line or data row) of an input file is unreadable.
+    """One record (line or data row) of an input file is unreadable, and the file with it.
 
-    Carries where it is so a caller can later turn such records into rejects
-    instead of stopping the whole file.
+    Raised where one bad record condemns the file (an encoding error) or where the
+    reader has no place for a bad row (the export readers); the base CSV and NDJSON
+    readers yield such a record as a row with ``_source_error`` instead
+    (``backfill.sources.records``). Carries where it is.
     """
 
     def __init__(
@@ -181,13 +184,22 @@ def iter_utf8(blocks: Iterable[bytes], encoding: str, path: str) -> Generator[by
         yield from blocks
         return
     decoder = codecs.getincrementaldecoder(codec)("strict")
+    single_byte = _is_single_byte(codec)
     line = 1
+    first = codec.startswith(("utf-16", "utf-32"))
     for block in blocks:
+        if first:
+            _check_wide(block, codec, encoding, path)
+            first = False
+        if single_byte and not block.isascii():
+            _check_not_utf8(block, encoding, path, line)
         state = decoder.getstate()
         try:
             text = decoder.decode(block)
         except UnicodeDecodeError as exc:
             raise _decode_error(path, encoding, decoder, state, block, exc, line) from exc
+        except UnicodeError as exc:  # e.g. a byte order the codec cannot tell
+            raise SourceError(f"{path}: cannot decode it as {encoding} ({exc}); pass the right --encoding") from exc
         line += text.count("\n")
         yield text.encode("utf-8")
     try:
@@ -196,6 +208,57 @@ def iter_utf8(blocks: Iterable[bytes], encoding: str, path: str) -> Generator[by
         raise encoding_error(path, encoding, line, exc.object[exc.start : exc.end]) from exc
     if tail:
         yield tail.encode("utf-8")
+
+
+def _is_single_byte(codec: str) -> bool:
+    """latin-1, cp1252 and the like: every byte is a character, so nothing fails to decode."""
+    try:
+        return len(bytes(range(256)).decode(codec, "replace")) == 256
+    except (LookupError, ValueError):
+        return False
+
+
+def _check_not_utf8(block: bytes, encoding: str, path: str, line: int) -> None:
+    """Refuse UTF-8 text declared as a single-byte encoding: it would be read as mojibake
+    ("München" as "MÃ¼nchen"), which no later check could tell from real text."""
+    cut = block.rfind(b"\n") + 1 or len(block)  # no character split at the block's end
+    try:
+        text = block[:cut].decode("utf-8")
+    except UnicodeDecodeError:
+        return  # bytes that are not UTF-8: the declared encoding is plausible
+    if text.isascii():
+        return
+    at = next(i for i, char in enumerate(text) if ord(char) > 127)
+    before = re.search(r"[^\s,;|]{0,20}\Z", text[:at])
+    after = re.match(r"[^\s,;|]{0,20}", text[at:])
+    word = (before.group() if before else "") + (after.group() if after else text[at])
+    shown = word.encode("utf-8").decode(encoding, "replace")
+    raise SourceError(
+        f"{path}: line {line + text.count(chr(10), 0, at)}: the file is UTF-8 ({word!r}), but "
+        f"--encoding {encoding} would read it as {shown!r}; drop --encoding (or `encoding:` in the "
+        "mapping's reader section), or convert the file to one encoding if it mixes them"
+    )
+
+
+def _check_wide(block: bytes, codec: str, encoding: str, path: str) -> None:
+    """UTF-16 and UTF-32 text is full of NUL bytes; without any it is another encoding
+    (read as UTF-16 it would become CJK characters, not an error). Plain ``utf-16`` and
+    ``utf-32`` need a byte order mark to know the byte order."""
+    head = block[:4096]
+    if len(head) >= 4 and b"\x00" not in head:
+        raise SourceError(
+            f"{path}: --encoding {encoding}, but the file has no NUL bytes, so it is not {encoding} "
+            "(probably UTF-8 or a single-byte encoding like cp1252): drop --encoding or pass the right one"
+        )
+    boms = (
+        (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) if codec == "utf-16" else (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)
+    )
+    if codec in ("utf-16", "utf-32") and len(head) >= 2 and not head.startswith(boms):
+        order = "le" if head[1::2].count(0) >= head[0::2].count(0) else "be"
+        raise SourceError(
+            f"{path}: --encoding {encoding}, but the file does not start with a byte order mark; "
+            f"say the byte order: --encoding {codec}-{order} (or {codec}-{'be' if order == 'le' else 'le'})"
+        )
 
 
 def _decode_error(
@@ -281,7 +344,7 @@ def _write(out: BinaryIO, block: bytes, directory: str) -> None:
 
 def check_reserved(names: Iterable[str], path: str) -> None:
     """Refuse input columns that would collide with the columns added to every row."""
-    clashing = [column for column in names if column in (COL_FILE, COL_ROW)]
+    clashing = [column for column in names if column in (COL_FILE, COL_ROW, COL_SOURCE_ERROR, COL_SOURCE_RAW)]
     if clashing:
         raise SourceError(
             f"{path}: column {clashing[0]!r} is reserved for the row's source identity; "

@@ -22,7 +22,9 @@ the tables read, per-day totals, notes and the residuals per table and day.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import functools
 import hashlib
 import io
 import json
@@ -30,16 +32,19 @@ import os
 import re
 import sys
 import zipfile
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import polars as pl
 
 from backfill.errors import SourceError
+from backfill.geo import city_names
 from backfill.schema import COL_ROW
 from backfill.sources import FormatPlugin, ReadOptions, SourceFile  # defined before plugins load
-from backfill.sources.compression import UTF8_BOM
+from backfill.sources import csv as csv_reader
+from backfill.sources.compression import GZIP_MAGIC, UTF8_BOM
 from backfill.synthesize_plausible import (
     OUTPUT_SCHEMA,
     DayResult,
@@ -100,26 +105,73 @@ class PlausibleExport:
         return out
 
 
-def parse_table(data: bytes, table: str, label: str, notes: list[str]) -> pl.DataFrame:
-    """One table's CSV bytes -> date + its columns (text '' when absent, numbers 0 when absent)."""
+def parse_table(data: bytes | BinaryIO, table: str, label: str, notes: list[str]) -> pl.DataFrame:
+    """One table's CSV (bytes or a binary stream) -> date + its columns (text '' when absent,
+    numbers 0 when absent), rows of the same day and key summed.
+
+    Read in blocks of whole lines and summed block by block, so memory is bounded by
+    the distinct (day, key) rows, not by the size of the table: an entry of hundreds
+    of MB (repeated rows, or padding without dates) cannot exhaust it.
+    """
     texts, numbers = TABLES[table]
-    text = data.removeprefix(UTF8_BOM)
-    if not text.strip():
-        notes.append(f"{label}: empty file")
-        return pl.DataFrame(
-            schema={"date": pl.Date, **dict.fromkeys(texts, pl.String), **dict.fromkeys(numbers, pl.Int64)}
-        )
+    schema = {"date": pl.Date, **dict.fromkeys(texts, pl.String), **dict.fromkeys(numbers, pl.Int64)}
+    raw = io.BytesIO(data) if isinstance(data, bytes) else data
+    header: list[str] | None = None
+    parts: list[pl.DataFrame] = []
+    undated = 0
     try:
-        raw = pl.read_csv(io.BytesIO(text), infer_schema=False, truncate_ragged_lines=True)
+        for block in csv_reader.iter_blocks(raw, b'"'):
+            if header is None:
+                block = block.removeprefix(UTF8_BOM)
+                if not block.strip():
+                    continue
+            frame = _read_block(block, header, label)
+            if header is None:
+                header = [c.strip().lower() for c in frame.columns]
+                _check_header(header, texts, numbers, label, notes)
+            frame = _typed(frame.rename(dict(zip(frame.columns, header, strict=True))), texts, numbers)
+            undated += frame.get_column("date").null_count()
+            parts.append(_summed(frame.filter(pl.col("date").is_not_null()), texts, numbers))
+    except csv_reader.RecordTooLong:
+        raise SourceError(
+            f"{label}: a line does not end within {csv_reader.MAX_RECORD_BYTES >> 20} MiB (an unbalanced quote?)"
+        ) from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+        raise SourceError(f"{label}: damaged ZIP entry ({exc}); re-download the export") from exc
+    if header is None:
+        notes.append(f"{label}: empty file")
+        return pl.DataFrame(schema=schema)
+    if undated:
+        notes.append(f"{label}: {undated} rows without a YYYY-MM-DD date left out")
+    return _summed(pl.concat(parts), texts, numbers) if len(parts) > 1 else parts[0]
+
+
+def _read_block(block: bytes, header: list[str] | None, label: str) -> pl.DataFrame:
+    try:
+        return pl.read_csv(
+            block,
+            has_header=header is None,
+            new_columns=header,
+            infer_schema=False,
+            truncate_ragged_lines=True,
+            raise_if_empty=False,
+        )
     except pl.exceptions.PolarsError as exc:
         raise SourceError(f"{label}: not a readable CSV ({exc})") from exc
-    raw = raw.rename({c: c.strip().lower() for c in raw.columns})
-    if "date" not in raw.columns:
-        raise SourceError(f"{label}: no 'date' column (columns: {', '.join(raw.columns)})")
-    missing = [c for c in (*texts, *numbers) if c not in raw.columns]
+
+
+def _check_header(header: list[str], texts: tuple[str, ...], numbers: tuple[str, ...], label: str, notes: list[str]):
+    if "date" not in header:
+        raise SourceError(f"{label}: no 'date' column (columns: {', '.join(header)})")
+    if len(set(header)) != len(header):
+        raise SourceError(f"{label}: a column name appears twice (columns: {', '.join(header)})")
+    missing = [c for c in (*texts, *numbers) if c not in header]
     if missing:
         notes.append(f"{label}: no column {', '.join(missing)} (numbers read as 0, text as empty)")
-    frame = raw.select(
+
+
+def _typed(raw: pl.DataFrame, texts: tuple[str, ...], numbers: tuple[str, ...]) -> pl.DataFrame:
+    return raw.select(
         pl.col("date").str.strip_chars().str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False),
         *[(pl.col(c).fill_null("") if c in raw.columns else pl.lit("")).cast(pl.String).alias(c) for c in texts],
         *[
@@ -131,39 +183,53 @@ def parse_table(data: bytes, table: str, label: str, notes: list[str]) -> pl.Dat
             for c in numbers
         ],
     )
-    bad = frame.get_column("date").null_count()
-    if bad:
-        notes.append(f"{label}: {bad} rows without a YYYY-MM-DD date left out")
-        frame = frame.filter(pl.col("date").is_not_null())
-    return frame
 
 
-def _read_entries(path: str, notes: list[str]) -> tuple[list[tuple[str, bytes]], str | None]:
-    """(file name, bytes) of each CSV table of a ZIP or a folder, and the site domain if the name tells."""
-    entries: list[tuple[str, bytes]] = []
+def _summed(frame: pl.DataFrame, texts: tuple[str, ...], numbers: tuple[str, ...]) -> pl.DataFrame:
+    """Rows of one day and key as one (every figure of a table adds up), first-seen order kept."""
+    return frame.group_by(["date", *texts], maintain_order=True).agg(pl.col(c).sum() for c in numbers)
+
+
+class _Hashing:
+    """A binary stream that feeds every byte read into a hash (the synthesis seed)."""
+
+    def __init__(self, raw: BinaryIO, digest: Any):
+        self.raw, self.digest, self.size = raw, digest, 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        self.digest.update(data)
+        self.size += len(data)
+        return data
+
+
+def _read_entries(
+    path: str, notes: list[str], stack: contextlib.ExitStack
+) -> tuple[list[tuple[str, int, Callable[[], BinaryIO]]], str | None]:
+    """(file name, size, opener) of each CSV table of a ZIP or a folder, and the site domain if
+    the name tells. Nothing is read yet, and nothing is ever extracted to disk."""
+    entries: list[tuple[str, int, Callable[[], BinaryIO]]] = []
     if os.path.isdir(path):
         for name in sorted(os.listdir(path)):
             full = os.path.join(path, name)
             if os.path.isfile(full) and table_of(name)[0]:
-                with open(full, "rb") as fh:
-                    entries.append((name, fh.read()))
+                entries.append((name, os.path.getsize(full), functools.partial(open, full, "rb")))
         return entries, None
     try:
-        archive = zipfile.ZipFile(path)
+        archive = stack.enter_context(zipfile.ZipFile(path))
     except (zipfile.BadZipFile, OSError) as exc:
         raise SourceError(f"{path}: not a readable ZIP archive ({exc})") from exc
-    with archive:
-        for info in archive.infolist():
-            name = info.filename
-            if info.is_dir():
-                continue
-            if ".." in name or name.startswith(("/", "\\")):
-                notes.append(f"{path}: entry {name!r} ignored (unsafe path)")
-                continue
-            if table_of(name)[0] is None:
-                notes.append(f"{path}: entry {name!r} ignored (not a Plausible export table)")
-                continue
-            entries.append((os.path.basename(name), archive.read(info)))
+    for info in archive.infolist():
+        name = info.filename
+        if info.is_dir():
+            continue
+        if ".." in name or name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+            notes.append(f"{path}: entry {name!r} ignored (unsafe path)")
+            continue
+        if table_of(name)[0] is None:
+            notes.append(f"{path}: entry {name!r} ignored (not a Plausible export table)")
+            continue
+        entries.append((os.path.basename(name), info.file_size, functools.partial(archive.open, info)))
     match = _DOMAIN.match(os.path.basename(path))
     return entries, match.group(1) if match else None
 
@@ -171,28 +237,52 @@ def _read_entries(path: str, notes: list[str]) -> tuple[list[tuple[str, bytes]],
 def read_export(path: str, suffix: str | None = None) -> PlausibleExport:
     """A ZIP export or a folder of its CSVs -> its tables (only those with ``suffix`` when given)."""
     notes: list[str] = []
-    entries, domain = _read_entries(path, notes)
-    parts: dict[str, list[pl.DataFrame]] = {}
-    digest = hashlib.sha256()
-    for name, data in sorted(entries, key=lambda e: (table_of(e[0])[0] or "", e[0])):
+    with contextlib.ExitStack() as stack:
+        entries, domain = _read_entries(path, notes, stack)
+        parts = _read_tables(path, entries, suffix, notes, digest := hashlib.sha256())
+    if "visitors" not in parts:
+        raise SourceError(f"{path}: no visitors table (imported_visitors_*.csv): the daily totals start there")
+    tables = {t: pl.concat([frame for _, frame in frames]) for t, frames in parts.items()}
+    for t in UNUSED_TABLES:
+        if t in tables and tables[t].height:
+            notes.append(f"{t}: read, not turned into events (not supported yet)")
+    return PlausibleExport(name=path, key=digest.digest(), domain=domain, tables=tables, notes=notes)
+
+
+def _read_tables(
+    path: str,
+    entries: list[tuple[str, int, Callable[[], BinaryIO]]],
+    suffix: str | None,
+    notes: list[str],
+    digest: Any,
+) -> dict[str, list[tuple[str, pl.DataFrame]]]:
+    """table -> (entry name, parsed table) for each entry; two entries of a table may not share a day."""
+    parts: dict[str, list[tuple[str, pl.DataFrame]]] = {}
+    for name, size, opener in sorted(entries, key=lambda e: (table_of(e[0])[0] or "", e[0])):
         table, range_suffix = table_of(name)
         assert table is not None
         if suffix is not None and range_suffix != suffix:
             continue
-        digest.update(f"{table}\0{len(data)}\0".encode() + data)
-        parts.setdefault(table, []).append(parse_table(data, table, f"{os.path.basename(path)}:{name}", notes))
-    if "visitors" not in parts:
-        raise SourceError(f"{path}: no visitors table (imported_visitors_*.csv): the daily totals start there")
-    tables = {t: pl.concat(frames) for t, frames in parts.items()}
-    for t in UNUSED_TABLES:
-        if t in tables and tables[t].height:
-            notes.append(f"{t}: read, not turned into events (not supported yet)")
-    if (
-        "locations" in tables
-        and tables["locations"].filter(pl.col("city").str.strip_chars().is_in(["", "0"]).not_()).height
-    ):
-        notes.append("locations: city GeoNames ids are not resolved to names (country and region are used)")
-    return PlausibleExport(name=path, key=digest.digest(), domain=domain, tables=tables, notes=notes)
+        digest.update(f"{table}\0{size}\0".encode())
+        label = f"{os.path.basename(path)}:{name}"
+        try:
+            with opener() as raw:
+                stream = _Hashing(raw, digest)
+                frame = parse_table(stream, table, label, notes)  # type: ignore[arg-type]
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError) as exc:
+            raise SourceError(f"{label}: cannot read it ({exc}); re-download the export") from exc
+        if stream.size != size:
+            raise SourceError(f"{label}: {stream.size} bytes read, {size} expected; re-download the export")
+        for other, earlier in parts.get(table, []):
+            both = set(earlier.get_column("date").unique()) & set(frame.get_column("date").unique())
+            if both:
+                raise SourceError(
+                    f"{path}: {other} and {name} both hold {table} for {min(both).isoformat()}"
+                    f"{f' and {len(both) - 1} more days' if len(both) > 1 else ''}: two exports of the "
+                    "same days in one place would count them twice; keep one of them"
+                )
+        parts.setdefault(table, []).append((name, frame))
+    return parts
 
 
 def _grouped(frame: pl.DataFrame, keys: list[str], value: str) -> dict[dt.date, list[tuple[Any, int]]]:
@@ -261,11 +351,12 @@ def assemble_days(export: PlausibleExport) -> list[PlausibleDay]:
         frame = t["locations"].with_columns(
             pl.col("country").str.strip_chars().str.to_uppercase(),
             pl.col("region").str.strip_chars().str.to_uppercase(),
+            city_names(pl.col("city").str.strip_chars().cast(pl.Int64, strict=False)).fill_null("").alias("city"),
         )
-        for d, rows in _grouped(frame, ["country", "region"], "visitors").items():
+        for d, rows in _grouped(frame, ["country", "region", "city"], "visitors").items():
             day(d).locations = [
-                ((c, r if r.startswith(f"{c}-") else ""), n) if c not in _UNKNOWN_COUNTRIES else (("", ""), n)
-                for (c, r), n in rows
+                ((c, r if r.startswith(f"{c}-") else "", city), n) if c not in _UNKNOWN_COUNTRIES else (("", "", ""), n)
+                for (c, r, city), n in rows
                 if n > 0
             ]
     for agg in days.values():  # unknown values stay unassigned (None) rather than a value "None"
@@ -293,6 +384,8 @@ def _export_for(source: SourceFile) -> PlausibleExport | None:
     """The export a plugin input stands for: a ZIP itself; in a folder, the visitors file (others: None)."""
     if zipfile.is_zipfile(source.path):
         return read_export(source.path)
+    if source.path.lower().endswith(".zip"):
+        raise SourceError(f"{source.path}: {_not_a_zip(source.path)}")
     table, suffix = table_of(source.path)
     folder = os.path.dirname(source.path)
     if table == "visitors":
@@ -305,6 +398,16 @@ def _export_for(source: SourceFile) -> PlausibleExport | None:
     if source.path.lower().endswith(".csv"):
         raise SourceError(f"{source.path}: not a Plausible export table (imported_<table>_<dates>.csv) nor a ZIP")
     return None  # side files in an export folder (expected.json, README)
+
+
+def _not_a_zip(path: str) -> str:
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head.startswith(GZIP_MAGIC):
+        return "named .zip but it is gzip-compressed data, not a ZIP archive; Plausible's export is a ZIP"
+    if head.startswith(b"PK"):
+        return "a damaged or truncated ZIP archive (its directory at the end is missing); re-download the export"
+    return "named .zip but not a ZIP archive (an error page saved instead of the export?); re-download it"
 
 
 def _iter_frames(source: SourceFile, options: ReadOptions) -> Iterator[pl.DataFrame]:

