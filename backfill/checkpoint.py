@@ -283,10 +283,12 @@ class Checkpoint:
         After a crash at any point the path holds either the previous or the new
         checkpoint, never a mix, which is what makes "resume" trustworthy.
         """
+        write_atomically(Path(path), self.to_bytes())
+
+    def to_bytes(self) -> bytes:
+        """The checkpoint as saved: a snapshot that can be written after the state moves on."""
         self.updated_at = utc_now()
-        path = Path(path)
-        data = json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
-        write_atomically(path, data.encode("utf-8"))
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def write_atomically(path: Path, data: bytes) -> None:

@@ -32,7 +32,7 @@ import random
 import re
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -44,9 +44,11 @@ import polars as pl
 
 from .checkpoint import Checkpoint, utc_now, write_atomically
 from .errors import ConfigError, TerminalSendError, TransientSendError
+from .geo import request_headers
 from .ledger import Ledger
 from .rejects import RecordFile
 from .throttle import DEFAULT_MAX_CONCURRENCY, AdaptiveConcurrency, RateLimiter
+from .visits import CrossingVisits
 
 __all__ = [
     "IN_DOUBT_KILLED",
@@ -74,6 +76,17 @@ STOP_GRACE_SECONDS = 5.0
 KEEPALIVE_EXPIRY = 2.0
 #: Batches in a row whose fate is unknown before the run stops (the server is not answering).
 MAX_IN_DOUBT_IN_A_ROW = 3
+#: An answered batch is saved at once when no checkpoint was written for this long;
+#: otherwise the next request's save (which must precede it) covers it.
+LAZY_SAVE_SECONDS = 0.05
+#: Cache tokens of source visits kept at once; a visit whose token was forgotten
+#: starts again from its next event (Umami then counts it as two visits).
+MAX_OPEN_VISITS = 100_000
+GEO_SEGMENT = "g"
+#: Rows regrouped together: the larger, the fuller each location's requests (memory: the
+#: window's JSON, about 50 MB at 100k rows).
+REGROUP_WINDOW_ROWS = 100_000
+VISIT_SEGMENT = "v"
 #: Window over which the progress callback's events/s is measured.
 PROGRESS_WINDOW_SECONDS = 10.0
 
@@ -171,6 +184,11 @@ class SendOutcome:
     elapsed_s: float = 0.0
     checkpoint_saves: int = 0
     checkpoint_save_s: float = 0.0
+    visit_first_requests: int = 0  # lone requests that opened a visit crossing a clock hour
+    #: Worker time spent waiting for the checkpoint before a request, and on requests:
+    #: the checkpoint's cost on the critical path is wait / (wait + request).
+    checkpoint_wait_s: float = 0.0
+    request_s: float = 0.0
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -188,6 +206,9 @@ class SendOutcome:
             "elapsed_s": round(self.elapsed_s, 3),
             "checkpoint_saves": self.checkpoint_saves,
             "checkpoint_save_s": round(self.checkpoint_save_s, 3),
+            "visit_first_requests": self.visit_first_requests,
+            "checkpoint_wait_s": round(self.checkpoint_wait_s, 3),
+            "request_s": round(self.request_s, 3),
             "notes": self.notes,
         }
 
@@ -381,9 +402,11 @@ class _Attempt:
     not_umami: bool = False  # a 2xx answer that is not Umami's: stop before more go in doubt
 
 
-def _post(client: httpx.Client, url: str, body: bytes, settings: SendSettings) -> _Attempt:
+def _post(
+    client: httpx.Client, url: str, body: bytes, settings: SendSettings, headers: dict[str, bytes] | None = None
+) -> _Attempt:
     try:
-        response = client.post(url, content=body)
+        response = client.post(url, content=body, headers=headers)
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
         return _Attempt("retry", f"cannot connect ({_exc_text(exc)})", overloaded=True)
     except (httpx.WriteError, httpx.WriteTimeout) as exc:
@@ -518,8 +541,13 @@ class _Batch:
     """Rows of one lane, consecutive in lane order, to be sent as one request."""
 
     lane: int
-    rows: pl.DataFrame  # _seq, _file, _row, _json, _nbytes, _origin, _rid
+    rows: pl.DataFrame  # _seq, _file, _row, _json, _nbytes, _origin, _rid, _geo, _seg
     too_large_reason: str | None = None  # set when one row alone exceeds the body cap
+    #: Location and visit headers; every element of the request shares them.
+    headers: dict[str, bytes] = field(default_factory=dict)
+    #: The source visit (its ``_seg``) whose first event this lone row is: its answer's
+    #: cache token then keeps the rest of that visit in one Umami visit.
+    opens_visit: str | None = None
 
     @property
     def size(self) -> int:
@@ -539,7 +567,10 @@ class _Batch:
 
     def split(self) -> tuple[_Batch, _Batch]:
         half = self.size // 2
-        return _Batch(self.lane, self.rows.head(half)), _Batch(self.lane, self.rows.slice(half))
+        return (
+            _Batch(self.lane, self.rows.head(half), headers=self.headers),
+            _Batch(self.lane, self.rows.slice(half), headers=self.headers),
+        )
 
 
 class _BodyLimit:
@@ -592,6 +623,15 @@ class _LaneQueues:
         self._batch_size = batch_size
         self.bound = bound
         self._exhausted = False
+        self._tokens: OrderedDict[str, str] = OrderedDict()  # open source visits' cache tokens
+
+    def set_token(self, visit: str, token: str) -> None:
+        """Remember the cache token of a source visit's first event (bounded, oldest forgotten)."""
+        with self._cond:
+            self._tokens[visit] = token
+            self._tokens.move_to_end(visit)
+            while len(self._tokens) > MAX_OPEN_VISITS:
+                self._tokens.popitem(last=False)
 
     def put(self, lane: int, rows: pl.DataFrame, *, front: bool = False) -> None:
         if rows.height == 0:
@@ -656,14 +696,29 @@ class _LaneQueues:
         return None
 
     def _form_batch(self, lane: int, limit: _BodyLimit) -> _Batch:
-        """Up to batch_size rows from the head of the lane whose body stays within the limit."""
+        """Up to batch_size rows from the head of the lane whose body stays within the limit,
+        all of one segment (one location, or one source visit), with that segment's headers."""
         queue = self._queues[lane]
+        first = queue[0]
+        segment, geo = str(first["_seg"][0]), str(first["_geo"][0])
+        headers = request_headers(geo)
+        if segment.startswith(VISIT_SEGMENT):
+            token = self._tokens.get(segment)
+            if token is None:  # the visit's first event goes alone: its answer names the visit
+                row = first.head(1)
+                self._pop_rows(lane, 1)
+                reason = limit.too_large(int(row["_nbytes"][0]) + 2)
+                return _Batch(lane, row, too_large_reason=reason, headers=headers, opens_visit=segment)
+            self._tokens.move_to_end(segment)
+            headers = {"x-umami-cache": token.encode()}
         parts: list[pl.DataFrame] = []
         rows_left = self._batch_size
         budget = limit.target() - 1  # "[" + "]" is 2 bytes, and n elements need n-1 commas
         while rows_left and queue:
             head = queue[0]
-            candidate = head.head(rows_left)
+            candidate = _segment_head(head, segment, rows_left)
+            if candidate.height == 0:
+                break
             cumulative = (candidate["_nbytes"].cast(pl.Int64) + 1).cum_sum()
             fit = int(cumulative.search_sorted(budget, side="right"))
             if fit == 0:
@@ -671,16 +726,16 @@ class _LaneQueues:
                     row = head.head(1)
                     self._pop_rows(lane, 1)
                     reason = limit.too_large(int(row["_nbytes"][0]) + 2)
-                    return _Batch(lane, row, too_large_reason=reason)
+                    return _Batch(lane, row, too_large_reason=reason, headers=headers)
                 break
             parts.append(head.head(fit))
             self._pop_rows(lane, fit)
             budget -= int(cumulative[fit - 1])
             rows_left -= fit
-            if fit < candidate.height:
+            if fit < candidate.height or candidate.height < head.height:
                 break
         rows = parts[0] if len(parts) == 1 else pl.concat(parts, rechunk=False)
-        return _Batch(lane, rows)
+        return _Batch(lane, rows, headers=headers)
 
     def _pop_rows(self, lane: int, count: int) -> None:
         queue = self._queues[lane]
@@ -692,6 +747,88 @@ class _LaneQueues:
         self._counts[lane] -= count
         self._total -= count
         self._cond.notify_all()
+
+
+def _segment_head(rows: pl.DataFrame, segment: str, limit: int) -> pl.DataFrame:
+    """The leading rows (at most ``limit``) that belong to ``segment``."""
+    head = rows.head(limit)
+    other = (head["_seg"] != segment).arg_true()
+    return head if other.len() == 0 else head.head(int(other[0]))
+
+
+def regrouped(
+    frames: Iterable[pl.DataFrame], crossing: CrossingVisits, window_rows: int = REGROUP_WINDOW_ROWS
+) -> Iterator[pl.DataFrame]:
+    """The prepared stream in windows of about ``window_rows`` rows, each :func:`regroup`-ed.
+
+    A pure function of the stream (the same windows, the same order on every
+    run), so the renumbered ``_seq`` stays valid for the checkpoint. Blocks that
+    need no grouping (no location, no crossing visit) pass straight through.
+    """
+    pending: list[pl.DataFrame] = []
+    rows = 0
+    for frame in frames:
+        if frame.height == 0:
+            continue
+        if not pending and not _needs_grouping(frame, crossing):  # nothing to group: no read-ahead
+            yield regroup(frame, crossing)
+            continue
+        pending.append(frame)
+        rows += frame.height
+        if rows >= window_rows:
+            yield regroup(pl.concat(pending, rechunk=False), crossing)
+            pending, rows = [], 0
+    if pending:
+        yield regroup(pl.concat(pending, rechunk=False), crossing)
+
+
+def _needs_grouping(frame: pl.DataFrame, crossing: CrossingVisits) -> bool:
+    if crossing.count and "_vkey" in frame.columns and frame["_vkey"].is_not_null().any():
+        return True
+    return "_geo" in frame.columns and bool((frame["_geo"].fill_null("") != "").any())
+
+
+def regroup(frame: pl.DataFrame, crossing: CrossingVisits) -> pl.DataFrame:
+    """Order one window of the prepared stream so each lane's rows come in segments.
+
+    A segment is what one request may hold: rows of one location (Umami takes a
+    request's location headers for every element, but only uses them to create
+    a session), or the rows of one source visit that crosses a clock hour (its
+    requests carry that visit's cache token). Within a window, each lane's
+    visitors are grouped by the location of their first row in the window, and
+    every row of a visitor travels with that location: only the first row that
+    reaches Umami sets the session's location, and should an earlier row be
+    lost (in doubt after a crash, or refused), the next one still carries the
+    right headers. Visitors with a crossing visit come after all others, so
+    their lone requests do not cut the others' segments. A visitor's own rows
+    keep their time order, which is all Umami's sessions need. ``_seq`` is
+    renumbered in the new order.
+
+    Adds ``_geo`` (the location key for the request) and ``_seg``.
+    """
+    geo = frame["_geo"].fill_null("") if "_geo" in frame.columns else None
+    in_visit = crossing.contains(frame["_vkey"]) if crossing.count and "_vkey" in frame.columns else None
+    if in_visit is None and (geo is None or (geo == "").all()):
+        return frame.with_columns(_geo=pl.lit(""), _seg=pl.lit(GEO_SEGMENT))
+    base = int(frame["_seq"][0])
+    visit = pl.Series(values=[False] * frame.height) if in_visit is None else in_visit
+    ordered = (
+        frame.with_columns(_geo=geo if geo is not None else pl.lit(""), _xv=visit)
+        .with_columns(
+            pl.col("_geo").first().over("_visitor").alias("_geo"),  # the window is in time order
+            pl.col("_xv").any().over("_visitor").alias("_vx"),
+        )
+        .sort(["_lane", "_vx", "_geo", "_visitor", "_seq"])
+    )
+    segment = (
+        pl.when(pl.col("_xv"))
+        .then(pl.concat_str(pl.lit(VISIT_SEGMENT), pl.col("_vkey").cast(pl.String)))
+        .otherwise(pl.concat_str(pl.lit(GEO_SEGMENT), pl.col("_geo")))
+    )
+    return ordered.with_columns(
+        (pl.int_range(pl.len(), dtype=pl.Int64) + base).alias("_seq"),
+        segment.alias("_seg"),
+    ).drop("_xv", "_vx")
 
 
 # --------------------------------------------------------------------------- in-doubt bookkeeping
@@ -761,6 +898,7 @@ def send_stream(
     *,
     transport: httpx.BaseTransport | None = None,
     concurrency: AdaptiveConcurrency | None = None,
+    crossing: CrossingVisits | None = None,
 ) -> SendOutcome:
     """Send the prepared rows; resume from ``checkpoint``; return (or raise) when done.
 
@@ -777,6 +915,10 @@ def send_stream(
     requests on the wire get ``timeout`` + 5 s to answer, the checkpoint is
     saved and the outcome says ``interrupted``.
 
+    Rows carry their request's location (``_geo``) and visit (``_vkey``);
+    ``crossing`` names the source visits that cross a clock hour, which are
+    kept whole with Umami's cache token (see :func:`regroup`).
+
     Raises:
         TerminalSendError: Umami refused the run as a whole (website, credentials, bot filter).
         TransientSendError: retries ran out with ``on_error="stop"``.
@@ -792,6 +934,7 @@ def send_stream(
         ledger,
         progress,
         stop,
+        crossing or CrossingVisits.empty(),
     )
     return run.execute(iter(frames), transport, concurrency)
 
@@ -810,6 +953,7 @@ class _SendRun:
         ledger: Ledger,
         progress: ProgressCallback | None,
         stop: threading.Event,
+        crossing: CrossingVisits,
     ) -> None:
         if checkpoint.lanes != settings.lanes:
             raise ConfigError(
@@ -835,6 +979,8 @@ class _SendRun:
         self.probe_taken = False
         self.probe_done = threading.Event()
         self.error: BaseException | None = None
+        self.crossing = crossing
+        self.visits_opened = 0  # lone first events of visits that cross a clock hour
         self.started = time.monotonic()
         self.notes: list[str] = []
         # Positions as they were when the run started decide what the stream's rows are.
@@ -856,6 +1002,13 @@ class _SendRun:
         self.requests = 0
         self.saves = 0
         self.save_seconds = 0.0
+        # Group commit: changes are numbered; one thread at a time writes the newest state.
+        self.save_lock = threading.Lock()  # taken before self.lock, never while holding it
+        self.change_version = 0
+        self.saved_version = 0
+        self.saved_at = time.monotonic()
+        self.wait_seconds = 0.0  # workers blocked on a checkpoint write before their request
+        self.request_seconds = 0.0  # workers on the wire
         self.last_latency: float | None = None
         self.recent: deque[tuple[float, int]] = deque()
         self.progress_lock = threading.Lock()
@@ -945,7 +1098,7 @@ class _SendRun:
             self._save()
 
     def _conclude(self, exhausted: bool) -> SendOutcome:
-        with self.lock:
+        with self.save_lock, self.lock:  # no older snapshot may land after the final one
             self.closed = True
             completed = exhausted and self.error is None and self.queues.drained
             if completed:
@@ -973,6 +1126,9 @@ class _SendRun:
                 elapsed_s=time.monotonic() - self.started,
                 checkpoint_saves=self.saves,
                 checkpoint_save_s=self.save_seconds,
+                visit_first_requests=self.visits_opened,
+                checkpoint_wait_s=self.wait_seconds,
+                request_s=self.request_seconds,
                 notes=list(self.notes),
             )
         for handle in (self.rejects, self.in_doubt):
@@ -983,6 +1139,11 @@ class _SendRun:
         return outcome
 
     def _add_notes(self) -> None:
+        if self.visits_opened:
+            self.notes.append(
+                f"{self.visits_opened:,} source visits crossed a clock hour: each was kept one Umami"
+                " visit with one extra request (its first event alone, the rest with its cache token)"
+            )
         if self.resent:
             self.notes.append(
                 f"{self.resent} rows whose fate was unknown were sent again (--resend-in-doubt):"
@@ -1014,11 +1175,9 @@ class _SendRun:
     def _read(self, frames: Iterator[pl.DataFrame]) -> bool:
         """Classify each frame's rows and queue the ones to send; True when the stream ended."""
         expected_seq: int | None = None
-        for frame in frames:
+        for frame in regrouped(frames, self.crossing):
             if self._halted():
                 return False
-            if frame.height == 0:
-                continue
             rows = self._tag(frame, expected_seq)
             expected_seq = int(rows["_seq"][-1]) + 1
             self.rows_seen += rows.height
@@ -1034,6 +1193,8 @@ class _SendRun:
             pl.col("_file").cast(pl.Int64),
             pl.col("_row").cast(pl.Int64),
             pl.col("_json"),
+            pl.col("_geo"),
+            pl.col("_seg"),
         )
         _check_stream(rows, expected_seq, self.settings.lanes)
         acked = self.start_acked.gather(rows["_lane"])
@@ -1094,7 +1255,9 @@ class _SendRun:
             self._finalize_killed(upto=int(rows["_seq"][-1]))
         sendable = rows.filter("_send")
         self.rows_skipped += rows.height - sendable.height - (0 if resend else _count_killed(rows))
-        sendable = sendable.select("_seq", "_lane", "_file", "_row", "_json", "_nbytes", "_origin", "_rid")
+        sendable = sendable.select(
+            "_seq", "_lane", "_file", "_row", "_json", "_nbytes", "_origin", "_rid", "_geo", "_seg"
+        )
         for (lane,), part in sendable.partition_by("_lane", as_dict=True, include_key=False).items():
             self.queues.put(int(lane), part)
 
@@ -1118,7 +1281,8 @@ class _SendRun:
                     self.recorded_on_resume += rows.height
                 self.cp.lane_acked[lane] = max(self.cp.lane_acked[lane], entry.last)
                 self.cp.lane_inflight[lane] = None
-                self._sync_and_save()
+                version = self._changed()
+            self._durable(version)
             del self.killed[lane]
             if entry.seen != entry.count:
                 self.notes.append(
@@ -1181,7 +1345,10 @@ class _SendRun:
                 self._put_back(batch)
                 return
             body = batch.body()
-            attempt = _post(self.client, self.settings.batch_url, body, self.settings)
+            began = time.perf_counter()
+            attempt = _post(self.client, self.settings.batch_url, body, self.settings, batch.headers)
+            with self.lock:
+                self.request_seconds += time.perf_counter() - began
             if _refuses_the_run(attempt, batch.size):
                 self.halt.set()  # before the slot is freed: no other batch may start now
             latency = self.concurrency.release(
@@ -1217,6 +1384,7 @@ class _SendRun:
                 if failures >= self.settings.max_attempts:
                     self._give_up(batch, attempt, failures)
                     return
+                self._durable(self.change_version)  # nothing stale on disk while we wait
                 if self.halt.wait(self._backoff(failures, attempt.retry_after)):
                     self._put_back(batch)
                     return
@@ -1278,20 +1446,26 @@ class _SendRun:
     # ------------------------------------------------------------------ checkpoint updates
 
     def _mark_in_flight(self, batch: _Batch) -> bool:
-        """Record the batch as on the wire before it leaves; False once the run is closed."""
+        """Record the batch as on the wire, durably, before it leaves; False once the run is closed."""
         with self.lock:
             if self.closed:
                 return False
             self.cp.lane_inflight[batch.lane] = [batch.first_seq, batch.last_seq, batch.size]
-            self._save()
-            return True
+            version = self._changed()
+        began = time.perf_counter()
+        self._durable(version)
+        with self.lock:
+            self.wait_seconds += time.perf_counter() - began
+        return not self.closed
 
     def _clear_in_flight(self, batch: _Batch) -> None:
+        """Nothing of the batch was processed (a retry follows, or the run stops)."""
         with self.lock:
             if self.closed:
                 return
             self.cp.lane_inflight[batch.lane] = None
-            self._save()
+            version = self._changed()
+        self._save_if_stale(version)
 
     def _settle_answer(self, batch: _Batch, answer: Any) -> None:
         try:
@@ -1318,6 +1492,8 @@ class _SendRun:
                 " --user-agent or the mapping's userAgent"
             )
             refused.update((i, ("userAgent", reason)) for i in verdict.bot_dropped)
+        if batch.opens_visit is not None and not refused:
+            self._open_visit(batch.opens_visit, answer)
         self._commit(batch, refused=refused)
         if verdict.bot_dropped:
             self._abort(
@@ -1329,6 +1505,14 @@ class _SendRun:
             )
         elif verdict.website_not_found:
             self._abort(TerminalSendError(_website_missing(self.settings)))
+
+    def _open_visit(self, visit: str, answer: Any) -> None:
+        """Keep the token Umami gave the visit's first event, for the rest of that visit."""
+        token = answer.get("cache") if isinstance(answer, dict) else None
+        if isinstance(token, str) and token:
+            self.queues.set_token(visit, token)
+            with self.lock:
+                self.visits_opened += 1
 
     def _settle_whole(self, batch: _Batch, fate: str, reason: str) -> None:
         if fate == "in_doubt":
@@ -1363,9 +1547,10 @@ class _SendRun:
                 self._resolve_earlier(rows.filter(earlier))
             self.cp.lane_acked[batch.lane] = max(self.cp.lane_acked[batch.lane], batch.last_seq)
             self.cp.lane_inflight[batch.lane] = None
-            self._sync_and_save()
+            version = self._changed()
             self.recent.append((time.monotonic(), rows.height))
             snapshot = self._progress_snapshot()
+        self._save_if_stale(version)
         if self.progress is not None and snapshot is not None:
             with self.progress_lock:
                 self.progress(snapshot)
@@ -1446,8 +1631,8 @@ class _SendRun:
                 self.cp.lane_acked[lane] = max(self.cp.lane_acked[lane], entry[1])
                 self.cp.lane_inflight[lane] = None
 
-    def _sync_and_save(self) -> None:
-        """Record files reach the disk before the checkpoint that covers them.
+    def _sync_records(self) -> None:
+        """Record files reach the disk before the checkpoint that covers them (lock held).
 
         Only a file written since the last save is fsynced: most batches write none.
         """
@@ -1456,13 +1641,56 @@ class _SendRun:
         if self.in_doubt.count != self.synced_counts[1]:
             self.cp.in_doubt_offset = self.in_doubt.sync()
         self.synced_counts = (self.rejects.count, self.in_doubt.count)
-        self._save()
 
     def _save(self) -> None:
+        """Write the checkpoint now (lock held): at the start and the end of the run."""
         began = time.perf_counter()
+        self._sync_records()
         self.cp.save(self.cp_path)
+        self._saved(began, self.change_version)
+
+    def _saved(self, began: float, version: int) -> None:
         self.save_seconds += time.perf_counter() - began
         self.saves += 1
+        self.saved_version = max(self.saved_version, version)
+        self.saved_at = time.monotonic()
+
+    def _changed(self) -> int:
+        """Number a change of the checkpoint state (lock held)."""
+        self.change_version += 1
+        return self.change_version
+
+    def _durable(self, version: int) -> None:
+        """Return once a checkpoint holding change ``version`` is on disk (lock NOT held).
+
+        Group commit: the thread holding ``save_lock`` snapshots the newest state
+        under the lock and writes it outside, so the workers waiting behind it
+        find their change saved already: N requests in flight cost about one
+        write, not N, and no worker waits on another's fsync under the lock.
+        """
+        with self.save_lock:
+            if self.saved_version >= version:
+                return
+            began = time.perf_counter()
+            with self.lock:
+                if self.closed:
+                    return
+                self._sync_records()
+                snapshot = self.cp.to_bytes()
+                upto = self.change_version
+            write_atomically(self.cp_path, snapshot)
+            with self.lock:
+                self._saved(began, upto)
+
+    def _save_if_stale(self, version: int) -> None:
+        """After an answer: save unless a save is due anyway (the next request saves first).
+
+        If the process dies before that, the answered batch is still marked as on
+        the wire and is listed in doubt: conservative, never a duplicate. Waiting
+        at most ``LAZY_SAVE_SECONDS`` keeps that window short.
+        """
+        if time.monotonic() - self.saved_at >= LAZY_SAVE_SECONDS:
+            self._durable(version)
 
     def _compact_in_doubt(
         self, *, keep: set[tuple[int, int]] | None = None, drop: set[tuple[int, int]] | None = None

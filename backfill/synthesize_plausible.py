@@ -80,6 +80,7 @@ OUTPUT_SCHEMA: dict[str, pl.DataType] = {
     "os": pl.String(),
     "country": pl.String(),  # ISO 3166-1 alpha-2
     "region": pl.String(),  # ISO 3166-2
+    "city": pl.String(),  # English name (the export's GeoNames id, resolved)
     "props_json": pl.String(),  # custom events: {"<property>": "<value>", ...} as JSON text; else null
     "synthetic": pl.Boolean(),
 }
@@ -153,7 +154,7 @@ class PlausibleDay:
     devices: list[tuple[str, int]] = field(default_factory=list)  # visitors
     browsers: list[tuple[str, int]] = field(default_factory=list)
     oses: list[tuple[str, int]] = field(default_factory=list)
-    locations: list[tuple[tuple[str, str], int]] = field(default_factory=list)  # ((country, region), visitors)
+    locations: list[tuple[tuple[str, str, str], int]] = field(default_factory=list)  # ((country, region, city), n)
     entries: list[tuple[str, int, int]] = field(default_factory=list)  # (entry page, entrances, bounces)
     exits: list[tuple[str, int]] = field(default_factory=list)  # (exit page, exits)
     props: list[tuple[str, str, int]] = field(default_factory=list)  # (property, value, events)
@@ -647,6 +648,7 @@ def synthesize_day(
             "os": pl.Series(attr("operating_systems"), dtype=pl.String),
             "country": pl.Series(attr("locations", 0), dtype=pl.String),
             "region": pl.Series(attr("locations", 1), dtype=pl.String),
+            "city": pl.Series(attr("locations", 2), dtype=pl.String),
         }
     )
     frame = (

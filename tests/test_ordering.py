@@ -20,6 +20,8 @@ def make_chunk(rows: list[tuple[int, int, int]]) -> pl.DataFrame:
             "_visitor": [f"v{r[2] % 7}" for r in rows],
             "_lane": [r[2] % 64 for r in rows],
             "_json": [f'{{"n":{r[2]}}}' for r in rows],
+            "_geo": [""] * len(rows),
+            "_vkey": [None] * len(rows),
         },
         schema=PREPARED_SCHEMA,
     )

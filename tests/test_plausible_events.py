@@ -138,7 +138,7 @@ def test_unknowns_uint64_forms_and_derived_columns(tmp_path: Path) -> None:
     assert frame["country_code"].to_list() == [None, None, "FR", None]
     assert frame["region_code"].to_list() == [None, "DE-BE", "DE-BE", "DE-BE"]
     assert frame["city_geoname_id"].to_list() == [2950159, None, 2950159, 2950159]
-    assert frame["city"].to_list() == [None] * 4
+    assert frame["city"].to_list() == ["Berlin", None, "Berlin", "Berlin"]  # GeoNames id -> English name
     assert frame["url"].to_list() == ["/", "/", "/shop?utm_source=news%20letter&utm_campaign=a%26b#top", "/"]
     assert frame["referrer"].to_list() == [None, None, "https://news.ycombinator.com/item", "https://duckduckgo.com/"]
     assert frame["revenue"].to_list() == [None, None, 12.5, None]
