@@ -28,6 +28,12 @@ Choices the recordings don't pin down (change them here if a live server disagre
 - GeoIP is a table (:data:`DEFAULT_GEOIP`); other public ips get no location.
 - Browser/OS/device detection covers the common desktop and mobile browsers
   only; pass ``browser``/``os``/``device`` in the payload for anything else.
+- Read-back follows Umami 3's queries: ``/stats`` (getWebsiteStats),
+  ``/pageviews`` and ``/events/series`` bucketed in the ``timezone`` parameter
+  (labels as PostgreSQL writes them; a unit too fine for the range is replaced
+  like ``getRequestDateRange`` does), ``/metrics`` counting distinct sessions for
+  path and referrer (empty and self referrers left out) and for session columns,
+  and events for ``type=event``. No revenue report.
 
 Usage::
 
@@ -47,6 +53,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import datetime as dt
 import functools
 import hashlib
 import hmac
@@ -63,6 +70,7 @@ import threading
 import time
 import urllib.parse
 import uuid
+import zoneinfo
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -1573,6 +1581,20 @@ class FakeUmami:
                 return len(self._t.events)
             return len(self._t.events_by_site.get(website.lower(), []))
 
+    def drop_events(self, website: str, where: Callable[[dict[str, Any]], bool]) -> int:
+        """Delete the stored events (and their event data and revenue) for which ``where``
+        is true, given the public row (``created_at`` as ``YYYY-MM-DDTHH:MM:SSZ``); returns
+        how many. For tests that need a store that lost data."""
+        wid = website.lower()
+        with self._lock:
+            t = self._t
+            gone = {e["event_id"] for e in t.events_by_site.get(wid, []) if where(_public(e))}
+            t.events = [e for e in t.events if e["event_id"] not in gone]
+            t.events_by_site[wid] = [e for e in t.events_by_site.get(wid, []) if e["event_id"] not in gone]
+            t.event_data = [r for r in t.event_data if r.get("website_event_id") not in gone]
+            t.revenue = [r for r in t.revenue if r["event_id"] not in gone]
+        return len(gone)
+
     def reset_store(self) -> None:
         """Forget every stored row and the request log; websites stay registered."""
         with self._lock:
@@ -2302,7 +2324,11 @@ class FakeUmami:
             self._send_json(h, entry, 200, site)
             return
         q = dict(urllib.parse.parse_qsl(query, keep_blank_values=True))
-        if method != "GET" or sub not in ("stats", "metrics", "pageviews"):
+        if sub == "events" and parts[2:] == ["series"]:
+            sub = "events/series"
+        elif len(parts) > 2:
+            sub = None
+        if method != "GET" or sub not in ("stats", "metrics", "pageviews", "events/series"):
             entry["status"] = 404
             h.reply(404, b"Not Found", "text/plain")
             return
@@ -2318,8 +2344,10 @@ class FakeUmami:
             self._send_json(h, entry, 200, cur)
         elif sub == "metrics":
             self._send_json(h, entry, 200, self._metrics(wid, start, end, q))
+        elif sub == "events/series":
+            self._send_json(h, entry, 200, self._event_series(wid, start, end, q))
         else:
-            self._send_json(h, entry, 200, self._pageviews(wid, start, end, q.get("unit", "day")))
+            self._send_json(h, entry, 200, self._pageviews(wid, start, end, q.get("unit", "day"), q.get("timezone")))
 
     def _metrics(self, wid: str, start: int, end: int, q: dict[str, str]) -> Any:
         mtype = q.get("type", "")
@@ -2350,14 +2378,19 @@ class FakeUmami:
                 t = e["created_at_ms"]
                 if t < start or t > end:
                     continue
-                if mtype in event_cols:
-                    want = 2 if mtype == "event" else 1
-                    if e["event_type"] != want:
+                if mtype == "event":
+                    if e["event_type"] != 2:
+                        continue
+                    x = e["event_name"]
+                    counts[x] = counts.get(x, 0) + 1  # getEventMetrics: count(*)
+                elif mtype in event_cols:
+                    if e["event_type"] != 1:
                         continue
                     x = e[event_cols[mtype]]
-                    if mtype == "referrer" and not x:
-                        continue
-                    counts[x] = counts.get(x, 0) + 1
+                    if mtype == "referrer" and (not x or x == e["hostname"]):
+                        continue  # Umami leaves out empty and self referrers
+                    # getPageviewMetrics (Umami 3): count(distinct session_id), not views
+                    counts.setdefault(x, set()).add(e["session_id"])
                 elif mtype in session_cols:
                     if e["event_type"] != 1:
                         continue
@@ -2370,17 +2403,8 @@ class FakeUmami:
         rows.sort(key=lambda r: (-r["y"], str(r["x"])))
         return rows[:limit]
 
-    def _pageviews(self, wid: str, start: int, end: int, unit: str) -> dict[str, Any]:
-        def bucket(ms: int) -> str:
-            iso = _iso_seconds(ms)
-            if unit == "hour":
-                return iso[:13].replace("T", " ") + ":00:00"
-            if unit == "month":
-                return iso[:7] + "-01 00:00:00"
-            if unit == "year":
-                return iso[:4] + "-01-01 00:00:00"
-            return iso[:10] + " 00:00:00"
-
+    def _pageviews(self, wid: str, start: int, end: int, unit: str, timezone: str | None = None) -> dict[str, Any]:
+        bucket = _bucketer(_allowed_unit(start, end, unit), timezone)
         views: dict[str, int] = {}
         sess: dict[str, set[str]] = {}
         with self._lock:
@@ -2395,6 +2419,21 @@ class FakeUmami:
             "pageviews": [{"x": b, "y": views[b]} for b in sorted(views)],
             "sessions": [{"x": b, "y": len(sess[b])} for b in sorted(sess)],
         }
+
+    def _event_series(self, wid: str, start: int, end: int, q: dict[str, str]) -> list[dict[str, Any]]:
+        """``/events/series`` (getEventStats): custom events per name and time bucket."""
+        bucket = _bucketer(_allowed_unit(start, end, q.get("unit", "day")), q.get("timezone"))
+        counts: dict[tuple[str, str], int] = {}
+        with self._lock:
+            for e in self._t.events_by_site.get(wid, ()):
+                t = e["created_at_ms"]
+                if e["event_type"] != 2 or t < start or t > end:
+                    continue
+                key = (e["event_name"], bucket(t))
+                counts[key] = counts.get(key, 0) + 1
+        rows = [{"x": name, "t": t, "y": y} for (name, t), y in counts.items()]
+        rows.sort(key=lambda r: (r["t"], r["x"]))
+        return rows
 
 
 _NO_PARAMS: dict[str, str | None] = dict.fromkeys(_UTM_AND_CLICK_IDS)
@@ -2479,6 +2518,57 @@ def _date_range(q: dict[str, str]) -> tuple[int, int] | dict[str, Any]:
     if props:
         return _bad_request({"errors": [], "properties": props})
     return out[0], out[1]
+
+
+def _allowed_unit(start_ms: int, end_ms: int, unit: str) -> str:
+    """Umami's ``getRequestDateRange``: a unit finer than the range allows is replaced by
+    the finest allowed one (``getMinimumUnit``: minute up to 60 min, hour up to 48 h, day
+    up to 6 calendar months, month up to 24, else year)."""
+    units = ["minute", "hour", "day", "month", "year"]
+    span = end_ms - start_ms
+    y0, m0, _ = _civil_from_days(start_ms // 86_400_000)
+    y1, m1, _ = _civil_from_days(end_ms // 86_400_000)
+    months = (y1 - y0) * 12 + (m1 - m0)
+    if span <= 3_600_000:
+        minimum = "minute"
+    elif span <= 48 * 3_600_000:
+        minimum = "hour"
+    elif months <= 6:
+        minimum = "day"
+    elif months <= 24:
+        minimum = "month"
+    else:
+        minimum = "year"
+    allowed = units[units.index("month" if minimum == "year" else minimum) :]
+    return unit if unit in allowed else minimum
+
+
+def _bucketer(unit: str, timezone: str | None) -> Callable[[int], str]:
+    """Bucket labels as Umami's PostgreSQL ``getDateSQL`` writes them: in UTC
+    ``YYYY-MM-DDTHH:00:00Z``; in another zone the local wall clock, ``YYYY-MM-DD HH:00:00``."""
+    utc = not timezone or timezone.lower() == "utc"
+    zone = None if utc else zoneinfo.ZoneInfo(str(timezone))
+
+    def bucket(ms: int) -> str:
+        if zone is None:
+            iso = _iso_seconds(ms)
+            day, hour, minute = iso[:10], iso[11:13], iso[14:16]
+        else:
+            local = dt.datetime.fromtimestamp(ms / 1000, zone)
+            day, hour, minute = local.strftime("%Y-%m-%d"), local.strftime("%H"), local.strftime("%M")
+        if unit == "minute":
+            label = f"{day} {hour}:{minute}:00"
+        elif unit == "hour":
+            label = f"{day} {hour}:00:00"
+        elif unit == "month":
+            label = f"{day[:7]}-01 00:00:00"
+        elif unit == "year":
+            label = f"{day[:4]}-01-01 00:00:00"
+        else:
+            label = f"{day} 00:00:00"
+        return label.replace(" ", "T") + "Z" if zone is None else label
+
+    return bucket
 
 
 _REASONS = {
