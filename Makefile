@@ -30,8 +30,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check backfill tests bench
 	$(BIN)/ruff format --check backfill tests bench
 
+# The full benchmark takes a while (20M-row inputs are generated once, then cached in bench/out/).
+# Options through BENCH_ARGS, e.g. make bench BENCH_ARGS="--quick" or BENCH_ARGS="--sizes 1m --only dry,send".
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache

@@ -78,6 +78,7 @@ class Stats:
     top_countries: Counter[str] = field(default_factory=Counter)
     visitors: VisitorCounter = field(default_factory=VisitorCounter)
     visitors_count: int | None = None  # when loaded from a checkpoint
+    visitors_exact: bool | None = None  # ... and whether that count was exact (None: not known)
 
     def update(self, frame: pl.DataFrame) -> None:
         if frame.height == 0:
@@ -118,6 +119,13 @@ class Stats:
             return self.visitors_count
         return self.visitors.count()
 
+    @property
+    def distinct_visitors_exact(self) -> bool | None:
+        """True for an exact count, False for a HyperLogLog estimate, None when not known."""
+        if self.visitors_count is not None:
+            return self.visitors_exact
+        return self.visitors.exact_count
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "first_event": _iso(self.first_ts),
@@ -125,6 +133,7 @@ class Stats:
             "first_ts": self.first_ts,
             "last_ts": self.last_ts,
             "distinct_visitors": self.distinct_visitors,
+            "distinct_visitors_exact": self.distinct_visitors_exact,
             "events_by_name": dict(self.events_by_name.most_common()),
             "top_paths": dict(self.top_paths.most_common(TOP_SHOW * 5)),
             "top_countries": dict(self.top_countries.most_common(TOP_SHOW * 5)),
@@ -139,6 +148,7 @@ class Stats:
             top_paths=Counter(data.get("top_paths", {})),
             top_countries=Counter(data.get("top_countries", {})),
             visitors_count=data.get("distinct_visitors"),
+            visitors_exact=data.get("distinct_visitors_exact"),
         )
 
 
@@ -178,6 +188,11 @@ class Summary:
     stopped: str | None = None  # why the run stopped early, if it did
     resume_command: str | None = None
     elapsed_s: float = 0.0
+    #: Phase durations in seconds: prepare_s, send_s (import), write_s (dry run with --out),
+    #: and the checkpoint saves made while sending (checkpoint_saves, checkpoint_save_s).
+    timings: dict[str, float] = field(default_factory=dict)
+    shard: tuple[int, int] | None = None  # (K, N) of a --shard K/N run
+    title: str | None = None  # replaces "== <mode> summary ==" (a merged report)
 
     @property
     def balances(self) -> bool:
@@ -198,13 +213,15 @@ class Summary:
             "stopped": self.stopped,
             "resume_command": self.resume_command,
             "elapsed_s": round(self.elapsed_s, 3),
+            "timings": {k: round(v, 4) if isinstance(v, float) else v for k, v in self.timings.items()},
+            "shard": list(self.shard) if self.shard else None,
         }
 
     def render(self) -> str:
         led = self.ledger
         dry = self.mode == "dry run"
         sent_label = "would send" if dry else "accepted by Umami"
-        lines = [f"== {self.mode} summary =="]
+        lines = [self.title or f"== {self.mode} summary =="]
         lines.append(f"rows read            {led.read:>12,}")
         lines.append(f"  {sent_label:<18} {led.accepted:>12,}")
         lines.append(f"  rejected           {led.rejected_total:>12,}")
@@ -221,7 +238,9 @@ class Summary:
             if self.pending:
                 lines.append(f"  not sent yet       {self.pending:>12,}")
         total = led.accounted + self.pending
-        check = "adds up" if self.balances else "DOES NOT ADD UP (please report this)"
+        check = "adds up"
+        if not self.balances:
+            check = "DOES NOT ADD UP " + ("(see below)" if self.title else "(please report this)")
         lines.append(f"  (total {total:,} = rows read: {check})")
         if self.this_run is not None and not dry:
             tr = self.this_run

@@ -75,11 +75,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, required=True)
     parser.add_argument("--format", choices=["csv", "parquet", "ndjson.gz"], required=True)
     parser.add_argument("--visitors", type=int, default=300_000)
+    parser.add_argument("--seed", type=int, default=7, help="the same seed writes the same rows")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     TOTAL[0] = args.rows
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    blocks = (block(s, min(BLOCK, args.rows - s), args.visitors, 7) for s in range(0, args.rows, BLOCK))
+    blocks = (block(s, min(BLOCK, args.rows - s), args.visitors, args.seed) for s in range(0, args.rows, BLOCK))
     if args.format == "csv":
         with open(args.out, "wb") as fh:
             for n, b in enumerate(blocks):
