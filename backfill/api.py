@@ -10,6 +10,7 @@ Nothing here prints: progress reaches the caller through callbacks.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 import tempfile
 import threading
@@ -24,6 +25,7 @@ import polars as pl
 
 from .config import RunConfig
 from .errors import ConfigError, SendError
+from .geo import geo_key_expr, sends_ip
 from .ledger import Ledger
 from .mapping import Mapping, check_against_schema, load_mapping
 from .ordering import RunSet, emit
@@ -38,12 +40,16 @@ from .schema import (
     COL_REJECT_REASON,
     COL_ROW,
     COL_SKIP,
+    COL_SOURCE_ERROR,
+    COL_SOURCE_RAW,
     COL_TS,
     COL_VISITOR,
+    COL_VKEY,
 )
 from .sources import ReadOptions, SourceFile, estimate_rows, expand_sources, iter_chunks, read_schema
-from .transform import DEFAULT_LANES, TimeWindow, apply_mapping, file_tag, lanes_for
+from .transform import DEFAULT_LANES, TimeWindow, apply_mapping, file_tag, lanes_for, shard_of
 from .validate import validate
+from .visits import CrossingVisits, VisitSpans, visit_key_expr
 
 #: The website id written into dry-run payloads when none is given.
 PLACEHOLDER_WEBSITE = "00000000-0000-0000-0000-000000000000"
@@ -70,6 +76,8 @@ class Prepared:
     stats: Stats
     runs: RunSet
     files: list[str] = field(default_factory=list)
+    visits: CrossingVisits = field(default_factory=CrossingVisits.empty)
+    visits_path: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +85,7 @@ class Prepared:
             "stats": self.stats.to_dict(),
             "runs": self.runs.to_dict(),
             "files": self.files,
+            "visits": self.visits.to_dict(self.visits_path),
         }
 
     @classmethod
@@ -86,6 +95,8 @@ class Prepared:
             stats=Stats.from_dict(data["stats"]),
             runs=RunSet.from_dict(data["runs"]),
             files=list(data.get("files", [])),
+            visits=CrossingVisits.from_dict(data.get("visits")),
+            visits_path=Path(data["visits"]["path"]) if (data.get("visits") or {}).get("path") else None,
         )
 
 
@@ -112,12 +123,18 @@ def read_options_for(config: RunConfig, mapping: Mapping) -> ReadOptions:
 def plan(config: RunConfig) -> Plan:
     """Load the mapping, find the files and check every file's columns against the mapping."""
     mapping = load_mapping(config.mapping)
+    if config.decimal_comma:
+        mapping = dataclasses.replace(mapping, reader={**mapping.reader, "decimal_comma": True})
     options = read_options_for(config, mapping)
     files, skipped = expand_sources(list(config.sources), options)
     if not files:
         raise ConfigError("no data files found in " + ", ".join(config.sources))
     for source in files:
-        check_against_schema(mapping, read_schema(source, options), source.path)
+        schema = read_schema(source, options)
+        if not schema:  # nothing in it, not even a header: it gives no rows
+            skipped.append(f"{source.path}: empty file (no header, no rows)")
+            continue
+        check_against_schema(mapping, schema, source.path)
     return Plan(config, mapping, files, skipped, options)
 
 
@@ -129,10 +146,15 @@ def prepare(
     stop: threading.Event | None = None,
     *,
     spill: bool = True,
+    observe: Callable[[pl.DataFrame], None] | None = None,
 ) -> Prepared:
     """Read every row once: count it, reject or skip it, or spill it for sending.
 
     ``spill=False`` (a dry run without --out) only counts: no payloads, no runs.
+    ``observe`` is called with each chunk's sendable rows (neither skipped nor
+    rejected; payload columns, ``data.*``, ``_ts``, ``_visitor``, ...), in input
+    order, on the calling thread: ``backfill verify`` computes its expected
+    figures from it.
     """
     config, mapping = plan_.config, plan_.mapping
     window = TimeWindow(config.since, config.until)
@@ -143,6 +165,8 @@ def prepare(
     paths = [f.path for f in plan_.files]
     tags = [file_tag(p) for p in paths]
     estimate = _estimated_rows(plan_.files, config.limit)
+    shaping = ChunkShaping.of(config, mapping)
+    spans = VisitSpans() if shaping.exact_visits else None
     chunks = prefetch(_all_chunks(plan_))
     try:
         for chunk in chunks:
@@ -151,15 +175,26 @@ def prepare(
             if remaining is not None:
                 chunk = chunk.head(remaining)
                 remaining -= chunk.height
-            checked = _check_chunk(chunk, mapping, window, website, tags, spill)
+            checked = _check_chunk(chunk, mapping, window, website, tags, spill, shaping)
             _record_chunk(checked, paths, ledger, stats, runs if spill else None, rejects)
+            if observe is not None and checked.good.height:
+                observe(checked.good)
+            if spans is not None and checked.good.height:
+                spans.add(checked.good.select(COL_TS, visit_key_expr()))
             if progress:
                 progress("prepare", ledger.read, estimate and max(estimate, ledger.read))
             if remaining is not None and remaining <= 0:
                 break
     finally:
         chunks.close()
-    return Prepared(ledger=ledger, stats=stats, runs=runs, files=paths)
+    prepared = Prepared(ledger=ledger, stats=stats, runs=runs, files=paths)
+    if spans is not None:
+        prepared.visits = spans.finish()
+        if spill:
+            spill_dir.mkdir(parents=True, exist_ok=True)
+            prepared.visits_path = spill_dir / "crossing-visits.parquet"
+            prepared.visits.save(prepared.visits_path)
+    return prepared
 
 
 def _estimated_rows(files: list[SourceFile], limit: int | None) -> int | None:
@@ -220,6 +255,38 @@ def prefetch(chunks: Iterator[pl.DataFrame], depth: int = 1) -> Generator[pl.Dat
                 queue.get(timeout=0.1)
 
 
+@dataclass(frozen=True)
+class ChunkShaping:
+    """How checked rows are shaped for sending: shard, location and visit options."""
+
+    shard: tuple[int, int] | None = None
+    geo: str = "auto"
+    exact_visits: bool = False
+
+    @classmethod
+    def of(cls, config: RunConfig, mapping: Mapping) -> ChunkShaping:
+        return cls(config.shard, config.geo, visits_mode(config, mapping) == "exact")
+
+    def not_in_shard(self, checked: pl.DataFrame) -> pl.DataFrame:
+        """Rows of other shards are skipped before anything else counts (filters, rejects)."""
+        if self.shard is None:
+            return checked
+        k, n = self.shard
+        other = shard_of(checked, n) != k - 1
+        reason = pl.when(other).then(pl.lit(f"not in shard {k}/{n}")).otherwise(pl.col(COL_SKIP))
+        return checked.with_columns(reason.alias(COL_SKIP))
+
+
+def visits_mode(config: RunConfig, mapping: Mapping) -> str:
+    """exact when asked, or by default when the mapping names the source's visit column."""
+    if config.visits == "exact" and not mapping.visitor.visit:
+        raise ConfigError(
+            "--visits exact needs the source's visit id: add `visit: <column>` under visitor "
+            "in the mapping (e.g. ga_session_id), or use --visits hourly"
+        )
+    return config.visits or ("exact" if mapping.visitor.visit else "hourly")
+
+
 @dataclass
 class CheckedChunk:
     """One chunk mapped and validated: pure work, kept apart from the ledger and files."""
@@ -231,17 +298,51 @@ class CheckedChunk:
 
 
 def _check_chunk(
-    chunk: pl.DataFrame, mapping: Mapping, window: TimeWindow, website: str, tags: list[str], spill: bool
+    chunk: pl.DataFrame,
+    mapping: Mapping,
+    window: TimeWindow,
+    website: str,
+    tags: list[str],
+    spill: bool,
+    shaping: ChunkShaping | None = None,
 ) -> CheckedChunk:
-    checked = validate(apply_mapping(chunk, mapping, window, tags), mapping)
+    shaping = shaping or ChunkShaping()
+    checked = shaping.not_in_shard(validate(_mapped(chunk, mapping, window, tags), mapping))
     good = checked.filter(pl.col(COL_SKIP).is_null() & pl.col(COL_REJECT_REASON).is_null())
     prepared = None
     if spill and good.height:
-        prepared = good.select(COL_TS, COL_FILE, COL_ROW, COL_VISITOR).with_columns(
-            build_elements(good, website).alias(COL_JSON),
+        payload_rows = good if sends_ip(shaping.geo) or "ip" not in good.columns else good.drop("ip")
+        visit = visit_key_expr() if shaping.exact_visits else pl.lit(None, dtype=pl.UInt64).alias(COL_VKEY)
+        prepared = good.select(
+            COL_TS,
+            COL_FILE,
+            COL_ROW,
+            COL_VISITOR,
+            geo_key_expr(shaping.geo, good.columns),
+            visit,
+        ).with_columns(
+            build_elements(payload_rows, website).alias(COL_JSON),
             lanes_for(good[COL_VISITOR], DEFAULT_LANES).alias(COL_LANE),
         )
     return CheckedChunk(chunk, checked, good, prepared)
+
+
+def _mapped(chunk: pl.DataFrame, mapping: Mapping, window: TimeWindow, tags: list[str]) -> pl.DataFrame:
+    """``apply_mapping``, with the reader's ``_source_error`` carried over for ``validate``.
+
+    A column the mapping reads that this chunk lacks (an NDJSON chunk where no line
+    has the key, or where every line was unreadable) is all null here.
+    """
+    wanted = list(mapping.source_columns())
+    for flt in mapping.filters:
+        with contextlib.suppress(pl.exceptions.PolarsError):
+            wanted += flt.polars_expr().meta.root_names()
+    missing = [c for c in dict.fromkeys(wanted) if c not in chunk.columns]
+    source = chunk.with_columns(pl.lit(None).alias(c) for c in missing) if missing else chunk
+    mapped = apply_mapping(source, mapping, window, tags)
+    if COL_SOURCE_ERROR in chunk.columns:
+        mapped = mapped.with_columns(chunk.get_column(COL_SOURCE_ERROR))
+    return mapped
 
 
 def _record_chunk(
@@ -279,7 +380,12 @@ def _write_client_rejects(
     rejects: RecordFile,
 ) -> None:
     original = [c for c in source_rows.columns if not c.startswith("_")]
-    values = source_rows.select(pl.struct(original).struct.json_encode().alias("values"))["values"]
+    values_expr = pl.struct(original).struct.json_encode() if original else pl.lit("{}")
+    if COL_SOURCE_RAW in source_rows.columns:
+        # A record the reader could not read has no values: its text, to fix and import again.
+        raw = pl.struct(pl.col(COL_SOURCE_RAW)).struct.json_encode()
+        values_expr = pl.when(pl.col(COL_SOURCE_RAW).is_not_null()).then(raw).otherwise(values_expr)
+    values = source_rows.select(values_expr.alias("values"))["values"]
     records = checked.select(
         file_paths(pl.col(COL_FILE), paths).alias("file"),
         pl.col(COL_ROW).alias("row"),
@@ -316,11 +422,18 @@ def dry_run(
     rejects = RecordFile(config.rejects, config.rejects_format)
     rejects.truncate(0)  # a dry run describes this input only; it keeps no history
     spill = Path(tempfile.mkdtemp(prefix="backfill-spill-"))
+    timings: dict[str, float] = {}
     try:
+        began = time.monotonic()
         prepared = prepare(plan_, spill, rejects, progress, stop, spill=config.out is not None)
         rejects.close()
+        timings["prepare_s"] = time.monotonic() - began
         if config.out is not None:
-            write_payloads(emit(prepared.runs), config.out)
+            began = time.monotonic()
+            from .sender import regrouped  # here: a dry run without --out needs no HTTP client
+
+            write_payloads(regrouped(emit(prepared.runs), prepared.visits), config.out)
+            timings["write_s"] = time.monotonic() - began
     finally:
         shutil.rmtree(spill, ignore_errors=True)
     summary = Summary(
@@ -332,13 +445,27 @@ def dry_run(
         rejects_path=str(config.rejects),
         out_path=str(config.out) if config.out else None,
         elapsed_s=time.monotonic() - started,
+        timings=timings,
     )
+    summary.notes.extend(_visit_notes(prepared, sending=False))
     if config.out is not None and not config.website:
         summary.notes.append(
             f"note: the payloads carry the placeholder website id {PLACEHOLDER_WEBSITE}; "
             "pass --website (or UMAMI_WEBSITE_ID) to write the real one"
         )
     return summary
+
+
+def _visit_notes(prepared: Prepared, *, sending: bool) -> list[str]:
+    """What --visits exact found: how many source visits Umami would split at hh:00."""
+    visits = prepared.visits
+    if not visits.visits:
+        return []
+    share = visits.count / visits.visits
+    line = f"visits: {visits.visits:,} source visits, {visits.count:,} ({share:.1%}) cross a clock hour"
+    if not sending:
+        line += ": an import sends the first event of each alone (one extra request) to keep it one Umami visit"
+    return [line]
 
 
 def write_payloads(frames: Iterator[pl.DataFrame], out: Path) -> int:
@@ -402,7 +529,12 @@ def run_import(
         "lanes": DEFAULT_LANES,
         "selection": {"since": config.since, "until": config.until, "limit": config.limit},
         "user_agent": config.user_agent,
+        "geo": config.geo,
+        "visits": visits_mode(config, plan_.mapping),
+        "shard": list(config.shard) if config.shard else None,
     }
+    if config.decimal_comma:  # --decimal-comma reads numbers differently: like a mapping edit
+        fingerprint["decimal_comma"] = True
     rejects = RecordFile(config.rejects, config.rejects_format)
     in_doubt = RecordFile(config.in_doubt_path)
     checkpoint = None if config.restart else Checkpoint.load(checkpoint_path)
@@ -430,6 +562,7 @@ def run_import(
         )
         return summary
     prepared_now = False
+    prepare_s: float | None = None
     if checkpoint is not None and checkpoint.phase in ("sending", "complete"):
         prepared = Prepared.from_dict(checkpoint.prepared)
         missing = prepared.runs.missing()
@@ -446,7 +579,9 @@ def run_import(
         rejects.truncate(checkpoint.rejects_offset)
         spill = state_dir / "prepared"
         shutil.rmtree(spill, ignore_errors=True)
+        began = time.monotonic()
         prepared = prepare(plan_, spill, rejects, progress, stop)
+        prepare_s = time.monotonic() - began
         prepared_now = True
         checkpoint.rejects_offset = rejects.sync()
         checkpoint.prepared = prepared.to_dict()
@@ -477,6 +612,7 @@ def run_import(
             run_ledger,
             send_progress,
             stop,
+            crossing=prepared.visits,
         )
         if outcome.interrupted:
             stopped = "interrupted: the checkpoint is saved"
@@ -496,9 +632,27 @@ def run_import(
     summary = _import_summary(config, plan_, prepared, checkpoint.send_ledger, run_ledger, pending)
     summary.elapsed_s = time.monotonic() - started
     summary.stopped = stopped
+    summary.notes.extend(_visit_notes(prepared, sending=True))
     if outcome is not None:
         summary.notes.extend(outcome.notes)
+    summary.timings = _send_timings(prepare_s, outcome)
     return summary
+
+
+def _send_timings(prepare_s: float | None, outcome: Any) -> dict[str, float]:
+    """Phase durations for the report: this run's prepare (if it ran) and send phase,
+    and how much of the send phase went into checkpoint saves."""
+    timings: dict[str, float] = {} if prepare_s is None else {"prepare_s": prepare_s}
+    if outcome is not None:
+        timings |= {
+            "send_s": outcome.elapsed_s,
+            "requests": outcome.requests,
+            "checkpoint_saves": outcome.checkpoint_saves,
+            "checkpoint_save_s": outcome.checkpoint_save_s,
+            "checkpoint_wait_s": outcome.checkpoint_wait_s,
+            "request_s": outcome.request_s,
+        }
+    return timings
 
 
 def _start_over(state_dir: Path, record_files: list[Path], say: Callable[[str], None]) -> None:

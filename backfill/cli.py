@@ -13,6 +13,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import shlex
 import signal
 import sys
@@ -32,6 +33,7 @@ from .config import (
     RunConfig,
 )
 from .errors import BackfillError, ConfigError, SendError
+from .geo import GEO_MODES
 from .report import Summary
 from .sources import known_formats
 
@@ -42,6 +44,13 @@ mapping or input error (nothing sent); 3 stopped early (run the same command
 again to resume).
 environment: UMAMI_HOST, UMAMI_WEBSITE_ID (for --host/--website); UMAMI_API_KEY or
 UMAMI_USERNAME + UMAMI_PASSWORD (for --check-website; never printed or stored)."""
+
+
+VERIFY_EPILOG = """exit status: 0 Umami matches the sources within the tolerance; 1 some figure
+differs beyond it (the verdict names the day and figure); 2 configuration, input,
+credentials or connection error.
+environment: UMAMI_HOST, UMAMI_WEBSITE_ID; UMAMI_API_KEY or UMAMI_USERNAME +
+UMAMI_PASSWORD (never printed or stored)."""
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -68,6 +77,16 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _shard_arg(value: str) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", value)
+    if not match:
+        raise argparse.ArgumentTypeError("must be K/N, e.g. 1/4")
+    k, n = int(match.group(1)), int(match.group(2))
+    if not 1 <= k <= n:
+        raise argparse.ArgumentTypeError(f"K must be between 1 and N, not {k}/{n}")
+    return k, n
+
+
 def _add_read_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("reading")
     group.add_argument(
@@ -79,14 +98,49 @@ def _add_read_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--format", choices=known_formats(), help="input format (default: detect)")
     group.add_argument("--delimiter", help="CSV field delimiter (default ',' or tab for .tsv)")
     group.add_argument("--encoding", help="CSV text encoding, e.g. latin-1, utf-16 (default utf-8)")
+    group.add_argument(
+        "--decimal-comma",
+        action="store_true",
+        help="numbers in text columns are written 1.234,5 (European exports); as `decimal_comma: true` under reader",
+    )
 
 
 def _add_run_options(parser: argparse.ArgumentParser, *, rejects_default: str) -> None:
+    _add_selection_options(parser)
+    _add_output_options(parser, rejects_default)
+
+
+def _add_selection_options(parser: argparse.ArgumentParser, *, shard: bool = True) -> None:
+    """The mapping, the rows selected and how location and visits are sent (import, validate, verify)."""
     parser.add_argument("--mapping", "-m", required=True, help="mapping YAML file, or a preset name from mappings/")
     group = parser.add_argument_group("selecting rows")
     group.add_argument("--since", type=_time_arg, help="only events at or after this time (UTC if naive)")
     group.add_argument("--until", type=_time_arg, help="only events before this time (UTC if naive)")
     group.add_argument("--limit", type=_positive_int, help="read at most N rows in all")
+    if shard:
+        group.add_argument(
+            "--shard",
+            type=_shard_arg,
+            metavar="K/N",
+            help="take only shard K of N (by visitor): N processes import disjoint parts; see README",
+        )
+    fidelity = parser.add_argument_group("location and visits")
+    fidelity.add_argument(
+        "--geo",
+        choices=GEO_MODES,
+        default="auto",
+        help="how location reaches Umami: payload ip, CDN location headers per request, or "
+        "neither (headers/off never send ips); auto: ip where mapped, else headers",
+    )
+    fidelity.add_argument(
+        "--visits",
+        choices=["exact", "hourly"],
+        help="exact: keep a source visit that crosses hh:00 one Umami visit (one extra request "
+        "each); hourly: Umami's clock-hour visits (default: exact when the mapping names a visit)",
+    )
+
+
+def _add_output_options(parser: argparse.ArgumentParser, rejects_default: str) -> None:
     out = parser.add_argument_group("output")
     out.add_argument("--rejects", type=Path, default=Path(rejects_default), help="file of refused rows")
     out.add_argument("--rejects-format", choices=["ndjson", "csv"], default="ndjson", help="format of the rejects file")
@@ -209,7 +263,68 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--delimiter", help="CSV field delimiter (default ',' or tab for .tsv)")
     ins.add_argument("--encoding", help="CSV text encoding, e.g. latin-1, utf-16 (default utf-8)")
     ins.add_argument("--rows", type=_positive_int, default=10_000, help="rows to sample")
+
+    rep = sub.add_parser(
+        "report",
+        help="work with --report files (merge the reports of --shard runs)",
+        description="Work with the JSON summaries that --report writes.",
+        formatter_class=_Formatter,
+    )
+    rep_sub = rep.add_subparsers(dest="report_command", required=True, metavar="ACTION")
+    merge = rep_sub.add_parser(
+        "merge",
+        help="combine the reports of the N shards of one import into one ledger",
+        description="Combine the --report files of the N processes of a sharded import (--shard K/N) "
+        "into one ledger: rows read once, accepted/rejected/in doubt/skipped summed, the 'not in shard' "
+        "skips checked (they must total (N-1) x rows read) and left out. Exit status 2 when the reports "
+        "are not the N shards of one import or do not add up; otherwise as for a run.",
+        epilog=EPILOG,
+        formatter_class=_Formatter,
+    )
+    merge.add_argument("reports", nargs="+", metavar="REPORT", help="the shards' --report JSON files")
+    merge.add_argument("--out", type=Path, help="write the merged summary as JSON")
+
+    ver = sub.add_parser(
+        "verify",
+        help="read an import back from Umami and compare it with the sources",
+        description="Compute what Umami should show for SOURCE read with the mapping and options of the "
+        "import (pageviews, visitors, visits and custom events per day; top paths, referrers, countries, "
+        "browsers, OS), read the same figures from Umami's API and compare them. Pass the options the "
+        "import was run with. Needs UMAMI_API_KEY, or UMAMI_USERNAME and UMAMI_PASSWORD.",
+        epilog=VERIFY_EPILOG,
+        formatter_class=_Formatter,
+    )
+    _add_read_options(ver)
+    _add_selection_options(ver, shard=False)
+    _add_verify_options(ver)
     return parser
+
+
+def _add_verify_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("reading Umami back")
+    group.add_argument("--host", default=os.environ.get("UMAMI_HOST"), help="Umami URL (env UMAMI_HOST)")
+    group.add_argument(
+        "--website", default=os.environ.get("UMAMI_WEBSITE_ID"), help="website UUID (env UMAMI_WEBSITE_ID)"
+    )
+    group.add_argument("--timezone", default="UTC", help="IANA zone the days are counted in (e.g. Europe/Berlin)")
+    group.add_argument(
+        "--tolerance",
+        help="allowed difference per figure: 0 (exact), a count, or a percentage like 1%% "
+        "(default: 0; 1%% for the ga_report and plausible_csv formats)",
+    )
+    group.add_argument("--top", type=_positive_int, default=10, help="lines per top list (paths, referrers, ...)")
+    group.add_argument(
+        "--user-agent",
+        default=DEFAULT_USER_AGENT,
+        help="the User-Agent the import sent for rows without one (browser/OS are predicted only for the default)",
+    )
+    group.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for one answer")
+    group.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
+    out = parser.add_argument_group("output")
+    out.add_argument("--report", type=Path, help="write the comparison as JSON")
+    verbosity = out.add_mutually_exclusive_group()
+    verbosity.add_argument("--quiet", "-q", action="store_true", help="print only the comparison")
+    verbosity.add_argument("--verbose", "-v", action="store_true", help="print every day, not only the differing ones")
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -229,6 +344,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         format=args.format,
         delimiter=args.delimiter,
         encoding=args.encoding,
+        decimal_comma=getattr(args, "decimal_comma", False),
         since=args.since,
         until=args.until,
         limit=args.limit,
@@ -248,6 +364,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         insecure=getattr(args, "insecure", False),
         on_error=getattr(args, "on_error", "stop"),
         check_website=getattr(args, "check_website", False),
+        geo=args.geo,
+        visits=args.visits,
+        shard=args.shard,
     )
 
 
@@ -325,6 +444,9 @@ def _exit_status(summary: Summary) -> int:
 
 def _finish(summary: Summary, config: RunConfig, console: Console) -> int:
     console.close()
+    shard = getattr(config, "shard", None)  # (K, N) of a --shard K/N run
+    if shard is not None and len(shard) == 2:
+        summary.shard = (int(shard[0]), int(shard[1]))
     print(summary.render(), flush=True)
     if config.report is not None:
         config.report.parent.mkdir(parents=True, exist_ok=True)
@@ -333,6 +455,12 @@ def _finish(summary: Summary, config: RunConfig, console: Console) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    if args.command == "verify":
+        return _run_verify(args)
+    if args.command == "report":  # reads report files only: no sources, no mapping
+        from .report_merge import run_merge
+
+        return run_merge(args.reports, args.out)
     from . import api
 
     console = Console(getattr(args, "quiet", False), getattr(args, "verbose", False))
@@ -360,6 +488,58 @@ def run_command(args: argparse.Namespace) -> int:
     if summary.stopped:
         summary.resume_command = "backfill " + shlex.join(sys.argv[1:])
     return _finish(summary, config, console)
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    """``backfill verify``: 0 match, 1 differences, 2 configuration or connection errors."""
+    from .verify import Tolerance, VerifySettings, render, run_verify
+
+    if not args.host:
+        raise ConfigError("verify reads Umami: pass --host (or set UMAMI_HOST)")
+    if not args.website:
+        raise ConfigError("verify needs the website: pass --website (or set UMAMI_WEBSITE_ID)")
+    console = Console(args.quiet, False)
+    config = RunConfig(
+        sources=tuple(args.sources),
+        mapping=args.mapping,
+        host=args.host.rstrip("/"),
+        website=args.website,
+        format=args.format,
+        delimiter=args.delimiter,
+        encoding=args.encoding,
+        decimal_comma=getattr(args, "decimal_comma", False),
+        since=args.since,
+        until=args.until,
+        limit=args.limit,
+        user_agent=args.user_agent,
+        insecure=args.insecure,
+        timeout=args.timeout,
+        geo=args.geo,
+        visits=args.visits,
+    )
+    settings = VerifySettings(
+        host=config.host or "",
+        website=args.website,
+        timezone=args.timezone,
+        tolerance=Tolerance.parse(args.tolerance) if args.tolerance is not None else None,
+        top=args.top,
+        insecure=args.insecure,
+        timeout=args.timeout,
+    )
+    if args.insecure:
+        console.say("warning: --insecure: TLS certificates are not verified")
+    try:
+        result = run_verify(config, settings, console.progress, say=console.say)
+    except SendError as exc:  # a refused login or read: nothing to compare
+        console.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    console.close()
+    print(render(result, color=sys.stdout.isatty(), all_days=args.verbose), flush=True)
+    if args.report is not None:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    return EXIT_OK if result.matches else EXIT_REJECTED
 
 
 def main(argv: Sequence[str] | None = None) -> int:

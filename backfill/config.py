@@ -26,6 +26,7 @@ class RunConfig:
     format: str | None = None
     delimiter: str | None = None
     encoding: str | None = None
+    decimal_comma: bool = False  # --decimal-comma: as `decimal_comma: true` in the mapping's reader section
     since: int | None = None
     until: int | None = None
     limit: int | None = None
@@ -47,6 +48,9 @@ class RunConfig:
     on_error: str = "stop"
     check_website: bool = False
     chunk_rows: int = DEFAULT_CHUNK_ROWS
+    geo: str = "auto"  # auto | ip | headers | off, see geo.py
+    visits: str | None = None  # exact | hourly; None: exact when the mapping names a visit column
+    shard: tuple[int, int] | None = None  # (K, N): only the visitors of shard K of N
     extra: dict[str, str] = field(default_factory=dict)
 
     @property

@@ -49,7 +49,8 @@ _TOP_KEYS = {
     "on_overflow",
     "overflow",
 }
-_READER_KEYS = {"format", "delimiter", "quote_char", "encoding", "has_header"}
+_READER_KEYS = {"format", "delimiter", "quote_char", "encoding", "has_header", "decimal_comma"}
+_READER_FLAGS = {"has_header", "decimal_comma"}  # true/false; the other reader keys are text
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ class VisitorSpec:
     columns: tuple[str, ...] = ()
     ip: str | None = None
     user_agent: str | None = None
+    visit: str | None = None  # the source's visit (session) id column, e.g. GA4 ga_session_id
     line: int | None = None
 
 
@@ -163,7 +165,7 @@ class Mapping:
         add(self.timestamp.column, self.timestamp.line)
         for col in self.visitor.columns:
             add(col, self.visitor.line)
-        for col in (self.visitor.ip, self.visitor.user_agent):
+        for col in (self.visitor.ip, self.visitor.user_agent, self.visitor.visit):
             if col:
                 add(col, self.visitor.line)
         for spec in (*self.fields.values(), self.event_type):
@@ -185,6 +187,8 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[str,
     lines: dict[str, int] = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, (dict, list)):
+            raise MappingError("a key must be a name, not a list or mapping", line=key_node.start_mark.line + 1)
         if key in result:
             raise MappingError(f"key {key!r} appears twice", line=key_node.start_mark.line + 1)
         result[key] = loader.construct_object(value_node, deep=True)
@@ -224,7 +228,13 @@ def resolve_mapping_path(name: str) -> Path:
 def load_mapping(name: str) -> Mapping:
     """Read and check a mapping file or preset; raises MappingError with a line number."""
     path = resolve_mapping_path(name)
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise MappingError("not UTF-8 text; save the mapping as UTF-8", path=str(path), line=line) from None
+    except OSError as exc:
+        raise MappingError(f"cannot read the mapping ({exc.strerror})", path=str(path)) from None
     return parse_mapping(text, str(path))
 
 
@@ -301,6 +311,10 @@ class _MappingParser:
         for key in node:
             if key != "__lines__" and key not in _READER_KEYS:
                 raise self.fail(f"unknown reader option {key!r}{_suggest(key, _READER_KEYS)}", lines.get(key))
+            if key in _READER_FLAGS and not isinstance(node[key], bool):
+                raise self.fail(f"reader option {key} must be true or false, not {node[key]!r}", lines.get(key))
+            if key in _READER_KEYS - _READER_FLAGS and not isinstance(node[key], str):
+                raise self.fail(f"reader option {key} must be text (quote it), not {node[key]!r}", lines.get(key))
         return _plain(node)
 
     # -- timestamp -------------------------------------------------------------------
@@ -382,7 +396,7 @@ class _MappingParser:
         if not isinstance(node, dict):
             raise self.fail("visitor must be a mapping", line)
         lines = _lines(node)
-        allowed = {"columns", "strategy", "ip", "user_agent"}
+        allowed = {"columns", "strategy", "ip", "user_agent", "visit"}
         for key in node:
             if key != "__lines__" and key not in allowed:
                 raise self.fail(f"unknown visitor option {key!r}{_suggest(key, allowed)}", lines.get(key))
@@ -404,6 +418,7 @@ class _MappingParser:
             columns=tuple(str(c) for c in columns),
             ip=node.get("ip"),
             user_agent=node.get("user_agent"),
+            visit=str(node["visit"]) if node.get("visit") else None,
             line=lines.get("columns", line),
         )
 

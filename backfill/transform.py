@@ -19,7 +19,7 @@ import polars as pl
 
 from .errors import MappingError
 from .mapping import TEMPLATE_PLACEHOLDER, Mapping, ValueSpec
-from .schema import COL_FILE, COL_LANE, COL_ROW, COL_SKIP, COL_TS, COL_VISITOR
+from .schema import COL_FILE, COL_LANE, COL_ROW, COL_SKIP, COL_TS, COL_VISIT, COL_VISITOR
 from .vocabulary import normalize_browser, normalize_device, normalize_os
 
 COL_TS_ERROR = "_ts_error"
@@ -63,6 +63,8 @@ def apply_mapping(
         ts_error.alias(COL_TS_ERROR),
         _string(value_expr(mapping.event_type, frame.schema)).alias("type"),
     ]
+    if mapping.visitor.visit:
+        columns.append(visit_expr(mapping.visitor.visit).alias(COL_VISIT))
     for target, spec in mapping.fields.items():
         columns.append(field_expr(target, spec, mapping, frame.schema).alias(target))
         if target.startswith("data.") and data_type(target, spec, frame.schema) != "string":
@@ -130,7 +132,7 @@ def _apply_map(expr: pl.Expr, value_map: dict[str, object]) -> pl.Expr:
 def field_expr(target: str, spec: ValueSpec, mapping: Mapping, schema: pl.Schema) -> pl.Expr:
     expr = value_expr(spec, schema)
     if target.startswith("data."):
-        return _data_value(target, spec, expr, schema)
+        return _data_value(target, spec, expr, schema, decimal_comma=bool(mapping.reader.get("decimal_comma")))
     expr = _blank_to_null(_string(expr).str.replace_all("\x00", "", literal=True))
     if spec.case == "lower":
         expr = expr.str.to_lowercase()
@@ -150,7 +152,9 @@ def field_expr(target: str, spec: ValueSpec, mapping: Mapping, schema: pl.Schema
     return expr
 
 
-def _data_value(target: str, spec: ValueSpec, expr: pl.Expr, schema: pl.Schema) -> pl.Expr:
+def _data_value(
+    target: str, spec: ValueSpec, expr: pl.Expr, schema: pl.Schema, *, decimal_comma: bool = False
+) -> pl.Expr:
     """Event properties keep numbers as JSON numbers; revenue is always a number."""
     dtype = data_type(target, spec, schema)
     if dtype == "string":
@@ -169,12 +173,27 @@ def _data_value(target: str, spec: ValueSpec, expr: pl.Expr, schema: pl.Schema) 
             .then(False)
             .otherwise(None)
         )
-    number = _string(expr).str.strip_chars().cast(pl.Float64, strict=False)
+    number = number_text(_string(expr).str.strip_chars(), decimal_comma).cast(pl.Float64, strict=False)
     if spec.scale is not None:
         number = (number * spec.scale).round(4)  # decimal(19,4): no float noise like 19.990000000000002
     if dtype == "integer":
         return number.round(0).cast(pl.Int64, strict=False)
     return number
+
+
+#: A number written with a decimal comma: 1234,5 or 1.234,5 (dots only between groups of three).
+_DECIMAL_COMMA_NUMBER = r"^[+-]?(?:[0-9]+|[0-9]{1,3}(?:\.[0-9]{3})+)(?:,[0-9]+)?$"
+
+
+def number_text(text: pl.Expr, decimal_comma: bool) -> pl.Expr:
+    """Number text as polars reads it. With ``decimal_comma`` (reader option), "1.234,5" is
+    1234.5; a value with a '.' or ',' of another shape ("1.5") becomes unreadable, so it is
+    rejected as not a number instead of being read as something else."""
+    if not decimal_comma:
+        return text
+    plain = text.str.replace_all(".", "", literal=True).str.replace(",", ".", literal=True)
+    other = pl.when(text.str.contains(r"[.,]")).then(pl.lit("")).otherwise(text)
+    return pl.when(text.str.contains(_DECIMAL_COMMA_NUMBER)).then(plain).otherwise(other)
 
 
 def data_type(target: str, spec: ValueSpec, schema: pl.Schema) -> str:
@@ -220,7 +239,7 @@ def timestamp_exprs(mapping: Mapping, schema: pl.Schema) -> tuple[pl.Expr, pl.Ex
     col = pl.col(spec.column)
     dtype = schema.get(spec.column)
     if spec.format == "epoch":
-        return _epoch_exprs(col, str(spec.unit), dtype)
+        return _epoch_exprs(col, str(spec.unit), dtype, decimal_comma=bool(mapping.reader.get("decimal_comma")))
     if isinstance(dtype, pl.Datetime | pl.Date):
         naive = col.cast(pl.Datetime("us"))
         if isinstance(dtype, pl.Datetime) and dtype.time_zone:
@@ -250,8 +269,11 @@ def _zoned(naive: pl.Expr, timezone: str | None, unparsed_reason: str) -> tuple[
     return _datetime_seconds(local), reason
 
 
-def _epoch_exprs(col: pl.Expr, unit: str, dtype: pl.DataType | None) -> tuple[pl.Expr, pl.Expr]:
-    number = col if dtype is not None and dtype.is_numeric() else col.cast(pl.String).str.strip_chars()
+def _epoch_exprs(
+    col: pl.Expr, unit: str, dtype: pl.DataType | None, *, decimal_comma: bool = False
+) -> tuple[pl.Expr, pl.Expr]:
+    numeric = dtype is not None and dtype.is_numeric()
+    number = col if numeric else number_text(col.cast(pl.String).str.strip_chars(), decimal_comma)
     number = number.cast(pl.Float64, strict=False)
     seconds = (number / _UNIT_DIVISOR[unit]).floor()
     too_big = seconds.abs() >= _EPOCH_SECONDS_MAX
@@ -412,6 +434,11 @@ def visitor_ids(frame: pl.DataFrame, mapping: Mapping, file_tags: Sequence[str] 
     return _hash_ids(ids, always=False)
 
 
+def visit_expr(column: str) -> pl.Expr:
+    """The source's visit id as text; blank means none (the row then follows Umami's hours)."""
+    return _blank_to_null(pl.col(column).cast(pl.String).str.strip_chars())
+
+
 def _hash_ids(ids: pl.Series, *, always: bool) -> pl.Series:
     """Hash ids longer than 50 (or all, for derived ids) on the unique values only."""
     needs = ids if always else ids.filter(ids.str.len_chars() > VISITOR_ID_MAX)
@@ -436,3 +463,19 @@ def lanes_for(visitors: pl.Series, lanes: int = DEFAULT_LANES) -> pl.Series:
     table = pl.DataFrame({"k": uniques, COL_LANE: pl.Series(values, dtype=pl.UInt16)})
     joined = pl.DataFrame({"k": visitors.fill_null("")}).join(table, on="k", how="left", maintain_order="left")
     return joined[COL_LANE]
+
+
+def shard_of(frame: pl.DataFrame, shards: int) -> pl.Series:
+    """0-based shard of each row: by visitor, so a visitor's events stay in one shard.
+
+    BLAKE2b of the visitor id (stable across machines and versions, and unlike
+    the lanes' CRC32 independent of them, so every shard still fills all lanes).
+    A row without a visitor (it will be rejected) goes by its file and row.
+    """
+    visitors = frame[COL_VISITOR]
+    uniques = visitors.drop_nulls().unique()
+    values = [int.from_bytes(hashlib.blake2b(v.encode(), digest_size=8).digest(), "big") % shards for v in uniques]
+    table = pl.DataFrame({COL_VISITOR: uniques, "_shard": pl.Series(values, dtype=pl.Int64)})
+    joined = frame.select(COL_VISITOR, COL_FILE, COL_ROW).join(table, on=COL_VISITOR, how="left", maintain_order="left")
+    by_row = (pl.col(COL_FILE).cast(pl.Int64) + pl.col(COL_ROW).cast(pl.Int64)) % shards
+    return joined.select(pl.coalesce("_shard", by_row)).to_series()
