@@ -370,7 +370,10 @@ def test_reset_after_k_stores_exactly_k(fresh: FakeUmami) -> None:
 def test_restart_keeps_data_and_port(fresh: FakeUmami) -> None:
     site = fresh.add_website()
     port = fresh.port
-    with httpx.Client(base_url=fresh.url, headers={"User-Agent": DEFAULT_UA}) as c:
+    # No keep-alive: a connection the restart closed could otherwise be reused in the
+    # instant before the client sees the close (a flaky "disconnected" on a loaded machine).
+    no_reuse = httpx.Limits(max_keepalive_connections=0)
+    with httpx.Client(base_url=fresh.url, headers={"User-Agent": DEFAULT_UA}, limits=no_reuse) as c:
         assert c.post("/api/batch", json=[_pageview(site, 1)]).status_code == 200
         fresh.restart()
         assert fresh.port == port
