@@ -343,11 +343,10 @@ def _arrow_params(lines: list[bytes]) -> pl.DataFrame | None:
 
     data = b"\n".join(lines)
     block = max(ARROW_BLOCK_BYTES, max(map(len, lines), default=0) + 2)
+    parse = pa_json.ParseOptions(explicit_schema=_arrow_params_schema(), unexpected_field_behavior="ignore")
     try:
         table = pa_json.read_json(
-            pa.BufferReader(data),
-            read_options=pa_json.ReadOptions(block_size=block),
-            parse_options=pa_json.ParseOptions(explicit_schema=_arrow_params_schema(), unexpected_field_behavior="ignore"),
+            pa.BufferReader(data), read_options=pa_json.ReadOptions(block_size=block), parse_options=parse
         )
     except (pa.ArrowException, ValueError):
         return None
@@ -363,14 +362,13 @@ def _arrow_params(lines: list[bytes]) -> pl.DataFrame | None:
         )
         .filter(pl.col("k").is_in(list(PARAM_KEYS)))
     )
-    value = pl.col("value")
-    from_text = value.struct.field("string_value").is_not_null() | value.struct.field("int_value").is_not_null()
+    field = pl.col("value").struct.field
+    from_number = pl.all_horizontal(field(f).is_null() for f in ("string_value", "int_value")) & pl.any_horizontal(
+        field(f).is_not_null() for f in ("double_value", "float_value")
+    )
     exact_text = [k for k, t in PARAM_KEYS.items() if t != F64]
-    if long.select((pl.col("k").is_in(exact_text) & from_text.not_() & value.is_not_null()).any()).item():
-        if not long.filter(pl.col("k").is_in(exact_text) & from_text.not_()).select(
-            value.struct.field("double_value").is_null() & value.struct.field("float_value").is_null()
-        ).to_series().all():
-            return None
+    if long.select((pl.col("k").is_in(exact_text) & from_number).any()).item():
+        return None
     return _pivot(long)
 
 
