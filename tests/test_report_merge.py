@@ -207,9 +207,7 @@ def test_a_file_that_is_not_a_report(tmp_path: Path, capsys) -> None:
 
 
 def test_real_shard_runs_merge_to_the_unsharded_ledger(tmp_path: Path, real_report) -> None:
-    """End to end with ``--shard K/N`` (skipped while the flag is not there)."""
-    if "--shard" not in run_cli("validate", "--help").stdout:
-        pytest.skip("backfill validate has no --shard yet")
+    """End to end with ``--shard K/N``: the shards' reports merge to the unsharded ledger."""
     paths = []
     for k in (1, 2, 3):
         report = tmp_path / f"s{k}.json"
@@ -235,3 +233,41 @@ def test_real_shard_runs_merge_to_the_unsharded_ledger(tmp_path: Path, real_repo
         assert merged["ledger"][key] == real_report["ledger"][key], key
     assert merged["stats"]["distinct_visitors"] == real_report["stats"]["distinct_visitors"]
     assert merged["merge"]["adds_up"] is True
+
+
+def test_sharded_imports_store_every_row_once_with_each_visitor_in_one_shard(tmp_path: Path) -> None:
+    """Three shard imports into one (fake) Umami: together exactly the unsharded import."""
+    from tests.conftest import import_into
+    from tests.fake_umami import FakeUmami
+
+    source, mapping = SAMPLES / "events.csv", MAPPINGS / "sample_events.yaml"
+    ids_by_shard: list[set[str]] = []
+    seen_events: set[str] = set()
+    reports = []
+    with FakeUmami() as server:
+        site = server.add_website()
+        for k in (1, 2, 3):
+            work = tmp_path / f"shard{k}"
+            work.mkdir()
+            result = import_into(server.url, site, source, mapping, work, "--shard", f"{k}/3")
+            assert result.code in (0, 1), result.stderr
+            reports.append(work / "report.json")
+            new = [e for e in server.events(site) if e["event_id"] not in seen_events]
+            seen_events.update(e["event_id"] for e in new)
+            ids_by_shard.append({e["distinct_id"] for e in new})
+        stored = [e["url_path"] + "|" + str(e["created_at"]) + "|" + e["distinct_id"] for e in server.events(site)]
+    with FakeUmami() as server:
+        site = server.add_website()
+        whole = import_into(server.url, site, source, mapping, tmp_path)
+        assert whole.code in (0, 1), whole.stderr
+        expected = [e["url_path"] + "|" + str(e["created_at"]) + "|" + e["distinct_id"] for e in server.events(site)]
+    assert sorted(stored) == sorted(expected)  # every row once, nothing extra
+    assert all(ids_by_shard), "each shard imported some visitors"
+    for a in range(3):
+        for b in range(a + 1, 3):
+            assert not ids_by_shard[a] & ids_by_shard[b], "a visitor's events were sent by two shards"
+    merged = run_cli("report", "merge", *reports, "--out", tmp_path / "merged.json")
+    assert merged.code == 1, merged.stdout + merged.stderr  # the sample's rejects
+    ledger = json.loads((tmp_path / "merged.json").read_text())["ledger"]
+    whole_ledger = json.loads((tmp_path / "report.json").read_text())["ledger"]
+    assert ledger["accepted"] == whole_ledger["accepted"] == len(expected)
