@@ -10,6 +10,7 @@ interrupted): run the same command again to resume.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -348,10 +349,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         since=args.since,
         until=args.until,
         limit=args.limit,
-        rejects=args.rejects,
-        rejects_format=args.rejects_format,
-        out=args.out,
-        report=args.report,
+        rejects=getattr(args, "rejects", Path(DEFAULT_REJECTS)),
+        rejects_format=getattr(args, "rejects_format", "ndjson"),
+        out=getattr(args, "out", None),
+        report=getattr(args, "report", None),
         state_dir=getattr(args, "state", None),
         restart=getattr(args, "restart", False),
         resend_in_doubt=getattr(args, "resend_in_doubt", False),
@@ -366,7 +367,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         check_website=getattr(args, "check_website", False),
         geo=args.geo,
         visits=args.visits,
-        shard=args.shard,
+        shard=getattr(args, "shard", None),
     )
 
 
@@ -499,24 +500,8 @@ def _run_verify(args: argparse.Namespace) -> int:
     if not args.website:
         raise ConfigError("verify needs the website: pass --website (or set UMAMI_WEBSITE_ID)")
     console = Console(args.quiet, False)
-    config = RunConfig(
-        sources=tuple(args.sources),
-        mapping=args.mapping,
-        host=args.host.rstrip("/"),
-        website=args.website,
-        format=args.format,
-        delimiter=args.delimiter,
-        encoding=args.encoding,
-        decimal_comma=getattr(args, "decimal_comma", False),
-        since=args.since,
-        until=args.until,
-        limit=args.limit,
-        user_agent=args.user_agent,
-        insecure=args.insecure,
-        timeout=args.timeout,
-        geo=args.geo,
-        visits=args.visits,
-    )
+    # The same reading, selection and shaping as the import; verify's --report is its own.
+    config = dataclasses.replace(config_from_args(args), dry_run=True, report=None, out=None)
     settings = VerifySettings(
         host=config.host or "",
         website=args.website,
