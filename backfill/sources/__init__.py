@@ -62,8 +62,9 @@ class FormatPlugin:
 
     Selected only by name (``--format NAME`` or the mapping's ``reader: {format: NAME}``),
     never guessed. ``iter_frames`` yields frames with a 1-based ``_row`` column (not
-    ``_file``: ``iter_chunks`` adds it); ``schema`` gives the columns those frames
-    will have, without reading the whole file, so a mapping is checked first.
+    ``_file``: ``iter_chunks`` adds it, and keeps only ``ReadOptions.columns``);
+    ``schema`` gives the columns those frames will have, without reading the
+    whole file, so a mapping is checked first.
     """
 
     name: str
@@ -458,13 +459,20 @@ def iter_chunks(source: SourceFile, file_index: int, options: ReadOptions) -> It
     if plugin is not None:
         for frame in plugin.iter_frames(source, options):
             if frame.height:
-                yield frame.select(pl.exclude(COL_ROW, COL_FILE), file_column, pl.col(COL_ROW).cast(pl.UInt64))
+                yield frame.select(*_wanted(frame, options.columns), file_column, pl.col(COL_ROW).cast(pl.UInt64))
         return
     if not _check_content(source, options):
         return
     for frame in _iter_frames(source, options):
         if frame.height:
             yield frame.select(pl.exclude(COL_ROW), file_column, pl.col(COL_ROW))
+
+
+def _wanted(frame: pl.DataFrame, columns: tuple[str, ...] | None) -> list[str]:
+    """A plugin frame's data columns that the run reads (all when ``columns`` is None)."""
+    if columns is None:
+        return [c for c in frame.columns if c not in (COL_ROW, COL_FILE)]
+    return [c for c in columns if c in frame.columns]
 
 
 def _iter_frames(source: SourceFile, options: ReadOptions) -> Iterator[pl.DataFrame]:

@@ -199,10 +199,7 @@ def iter_frames(source: SourceFile, options: ReadOptions) -> Iterator[pl.DataFra
         raw_chunks = _iter_json(source, options, chunk_rows)
     for raw in raw_chunks:
         raw, params = raw if isinstance(raw, tuple) else (raw, None)
-        frame = flatten(raw, params)
-        if options.columns is not None:
-            frame = frame.select([c for c in options.columns if c in frame.columns], COL_ROW)
-        yield frame
+        yield flatten(raw, params)
 
 
 PLUGIN = FormatPlugin(

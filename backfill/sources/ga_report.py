@@ -811,8 +811,7 @@ def iter_report_frames(report: ParsedReport, chunk_rows: int = 100_000) -> Itera
 
 def _iter_frames(source: SourceFile, options: ReadOptions) -> Iterator[pl.DataFrame]:
     report = read_report(source, options)
-    for frame in iter_report_frames(report, options.chunk_rows):
-        yield frame.select(*options.columns, COL_ROW) if options.columns else frame
+    yield from iter_report_frames(report, options.chunk_rows)
 
 
 def _schema(source: SourceFile, options: ReadOptions) -> dict[str, pl.DataType]:

@@ -414,8 +414,7 @@ def _iter_frames(source: SourceFile, options: ReadOptions) -> Iterator[pl.DataFr
     export = _export_for(source)
     if export is None:
         return
-    for frame in iter_export_frames(export, options.chunk_rows):
-        yield frame.select(*options.columns, COL_ROW) if options.columns else frame
+    yield from iter_export_frames(export, options.chunk_rows)
 
 
 def _schema(source: SourceFile, options: ReadOptions) -> dict[str, pl.DataType]:

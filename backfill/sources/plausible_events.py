@@ -150,10 +150,7 @@ def iter_frames(source: SourceFile, options: ReadOptions) -> Iterator[pl.DataFra
     container = _container(source, options)
     raw_chunks = _iter_json(source, options) if container == "json" else _iter_csv(source, options)
     for raw in raw_chunks:
-        frame = flatten(raw, container)
-        if options.columns is not None:
-            frame = frame.select([c for c in options.columns if c in frame.columns], COL_ROW)
-        yield frame
+        yield flatten(raw, container)
 
 
 PLUGIN = FormatPlugin(
