@@ -180,7 +180,7 @@ def prepare(
             if observe is not None and checked.good.height:
                 observe(checked.good)
             if spans is not None and checked.good.height:
-                spans.add(checked.good.select(COL_TS, visit_key_expr()))
+                spans.add(checked.good.select(COL_TS, COL_VKEY))
             if progress:
                 progress("prepare", ledger.read, estimate and max(estimate, ledger.read))
             if remaining is not None and remaining <= 0:
@@ -309,10 +309,12 @@ def _check_chunk(
     shaping = shaping or ChunkShaping()
     checked = shaping.not_in_shard(validate(_mapped(chunk, mapping, window, tags), mapping))
     good = checked.filter(pl.col(COL_SKIP).is_null() & pl.col(COL_REJECT_REASON).is_null())
+    if shaping.exact_visits:  # hashed once: spilled with the rows and folded into the visit spans
+        good = good.with_columns(visit_key_expr())
     prepared = None
     if spill and good.height:
         payload_rows = good if sends_ip(shaping.geo) or "ip" not in good.columns else good.drop("ip")
-        visit = visit_key_expr() if shaping.exact_visits else pl.lit(None, dtype=pl.UInt64).alias(COL_VKEY)
+        visit = pl.col(COL_VKEY) if shaping.exact_visits else pl.lit(None, dtype=pl.UInt64).alias(COL_VKEY)
         prepared = good.select(
             COL_TS,
             COL_FILE,

@@ -771,7 +771,7 @@ def regrouped(
         if frame.height == 0:
             continue
         if not pending and not _needs_grouping(frame, crossing):  # nothing to group: no read-ahead
-            yield regroup(frame, crossing)
+            yield _one_segment(frame)
             continue
         pending.append(frame)
         rows += frame.height
@@ -780,6 +780,10 @@ def regrouped(
             pending, rows = [], 0
     if pending:
         yield regroup(pl.concat(pending, rechunk=False), crossing)
+
+
+def _one_segment(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.with_columns(_geo=pl.lit(""), _seg=pl.lit(GEO_SEGMENT))
 
 
 def _needs_grouping(frame: pl.DataFrame, crossing: CrossingVisits) -> bool:
@@ -806,14 +810,13 @@ def regroup(frame: pl.DataFrame, crossing: CrossingVisits) -> pl.DataFrame:
 
     Adds ``_geo`` (the location key for the request) and ``_seg``.
     """
-    geo = frame["_geo"].fill_null("") if "_geo" in frame.columns else None
-    in_visit = crossing.contains(frame["_vkey"]) if crossing.count and "_vkey" in frame.columns else None
-    if in_visit is None and (geo is None or (geo == "").all()):
-        return frame.with_columns(_geo=pl.lit(""), _seg=pl.lit(GEO_SEGMENT))
+    if not _needs_grouping(frame, crossing):
+        return _one_segment(frame)
     base = int(frame["_seq"][0])
-    visit = pl.Series(values=[False] * frame.height) if in_visit is None else in_visit
+    geo = frame["_geo"].fill_null("") if "_geo" in frame.columns else pl.lit("")
+    in_visit = crossing.contains(frame["_vkey"]) if crossing.count and "_vkey" in frame.columns else False
     ordered = (
-        frame.with_columns(_geo=geo if geo is not None else pl.lit(""), _xv=visit)
+        frame.with_columns(_geo=geo, _xv=in_visit)
         .with_columns(
             pl.col("_geo").first().over("_visitor").alias("_geo"),  # the window is in time order
             pl.col("_xv").any().over("_visitor").alias("_vx"),

@@ -71,6 +71,7 @@ from typing import Any
 import httpx
 import polars as pl
 
+from .aggregate import Fold
 from .config import DEFAULT_USER_AGENT, RunConfig
 from .errors import ConfigError, TerminalSendError
 from .geo import SEPARATOR as GEO_SEPARATOR
@@ -78,6 +79,7 @@ from .geo import geo_key_expr, sends_ip
 from .rejects import RecordFile
 from .schema import COL_FILE, COL_ROW, COL_TS, COL_VISIT, COL_VISITOR, COL_VKEY
 from .umami_api import auth_headers
+from .visits import visit_key_expr
 
 #: Reader formats whose events are synthesized from per-day totals.
 AGGREGATED_FORMATS = ("ga_report", "plausible_csv")
@@ -166,35 +168,6 @@ def default_tolerance(reader_format: str | None) -> Tolerance:
 
 def _hash(expr: pl.Expr) -> pl.Expr:
     return expr.hash(seed=_SEED)
-
-
-class _Fold:
-    """Partial frames of one kind, merged by ``merge`` whenever they grow past a bound."""
-
-    def __init__(self, merge: Callable[[pl.DataFrame], pl.DataFrame]) -> None:
-        self._merge = merge
-        self._merged: pl.DataFrame | None = None
-        self._parts: list[pl.DataFrame] = []
-        self._rows = 0
-
-    def add(self, part: pl.DataFrame) -> None:
-        if part.height == 0:
-            return
-        self._parts.append(part)
-        self._rows += part.height
-        merged = 0 if self._merged is None else self._merged.height
-        if self._rows > max(_MERGE_ROWS, merged):
-            self._compact()
-
-    def _compact(self) -> None:
-        frames = ([self._merged] if self._merged is not None else []) + self._parts
-        if frames:
-            self._merged = self._merge(pl.concat(frames, how="vertical_relaxed"))
-        self._parts, self._rows = [], 0
-
-    def result(self, empty: dict[str, pl.DataType]) -> pl.DataFrame:
-        self._compact()
-        return self._merged if self._merged is not None else pl.DataFrame(schema=empty)
 
 
 def _unique(frame: pl.DataFrame) -> pl.DataFrame:
@@ -330,12 +303,12 @@ class ExpectedCollector:
         self.pageviews: Counter[int] = Counter()
         self.events: Counter[tuple[int, str]] = Counter()
         self.revenue: Counter[str] = Counter()
-        self._visitors = _Fold(_unique)  # (day, vh) of pageviews
-        self._visits = _Fold(_unique)  # (day, vh, _vkey, hour) of pageviews
-        self._visit_first = _Fold(_min_per_visit)  # (_vkey, first) of every row
-        self._paths = _Fold(_unique)  # (path, vh) of pageviews
-        self._referrers = _Fold(_unique)  # (referrer, vh) of pageviews
-        self._sessions = _Fold(_first_per_visitor)  # the first row of each visitor
+        self._visitors = Fold(_unique, min_rows=_MERGE_ROWS)  # (day, vh) of pageviews
+        self._visits = Fold(_unique, min_rows=_MERGE_ROWS)  # (day, vh, _vkey, hour) of pageviews
+        self._visit_first = Fold(_min_per_visit, min_rows=_MERGE_ROWS)  # (_vkey, first) of every row
+        self._paths = Fold(_unique, min_rows=_MERGE_ROWS)  # (path, vh) of pageviews
+        self._referrers = Fold(_unique, min_rows=_MERGE_ROWS)  # (referrer, vh) of pageviews
+        self._sessions = Fold(_first_per_visitor, min_rows=_MERGE_ROWS)  # the first row of each visitor
         self._url_cache: dict[tuple[str | None, str | None], tuple[str, str]] = {}
 
     def __call__(self, good: pl.DataFrame) -> None:
@@ -356,13 +329,7 @@ class ExpectedCollector:
             .cast(pl.Int32)
         )
         exact = self.exact_visits and COL_VISIT in good.columns
-        vkey = (
-            pl.when(pl.col(COL_VISIT).is_not_null())
-            .then(_hash(pl.concat_str([pl.col(COL_VISITOR), pl.col(COL_VISIT)], separator="\x1f")))
-            .otherwise(None)
-            if exact
-            else pl.lit(None, dtype=pl.UInt64)
-        )
+        vkey = visit_key_expr() if exact else pl.lit(None, dtype=pl.UInt64)
         is_event = pl.col("type") == "event" if "type" in good.columns else pl.lit(True)
         frame = good.with_columns(
             day.alias("day"),

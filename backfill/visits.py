@@ -19,6 +19,7 @@ from typing import Any
 
 import polars as pl
 
+from .aggregate import Fold
 from .schema import COL_TS, COL_VISIT, COL_VISITOR, COL_VKEY
 
 #: Merge the partial aggregates when they hold this many more rows than the merged one.
@@ -40,30 +41,23 @@ class VisitSpans:
     """First and last clock hour of every source visit, over all chunks."""
 
     def __init__(self) -> None:
-        self._merged = pl.DataFrame(schema={COL_VKEY: pl.UInt64, "first": pl.Int64, "last": pl.Int64})
-        self._parts: list[pl.DataFrame] = []
-        self._part_rows = 0
+        self._spans = Fold(_widest, min_rows=_MERGE_MIN_ROWS, factor=_MERGE_FACTOR)
 
     def add(self, rows: pl.DataFrame) -> None:
         """Fold the rows of one chunk (``_vkey`` and ``_ts`` columns) into the spans."""
         hours = rows.lazy().filter(pl.col(COL_VKEY).is_not_null()).select(COL_VKEY, (pl.col(COL_TS) // 3600).alias("h"))
-        part = hours.group_by(COL_VKEY).agg(pl.col("h").min().alias("first"), pl.col("h").max().alias("last")).collect()
-        if part.height == 0:
-            return
-        self._parts.append(part)
-        self._part_rows += part.height
-        if self._part_rows > max(_MERGE_MIN_ROWS, _MERGE_FACTOR * self._merged.height):
-            self._merge()
-
-    def _merge(self) -> None:
-        both = pl.concat([self._merged, *self._parts])
-        self._merged = both.group_by(COL_VKEY).agg(pl.col("first").min(), pl.col("last").max())
-        self._parts, self._part_rows = [], 0
+        self._spans.add(
+            hours.group_by(COL_VKEY).agg(pl.col("h").min().alias("first"), pl.col("h").max().alias("last")).collect()
+        )
 
     def finish(self) -> CrossingVisits:
-        self._merge()
-        crossing = self._merged.filter(pl.col("first") != pl.col("last"))[COL_VKEY].sort()
-        return CrossingVisits(keys=crossing, visits=self._merged.height)
+        spans = self._spans.result({COL_VKEY: pl.UInt64, "first": pl.Int64, "last": pl.Int64})
+        crossing = spans.filter(pl.col("first") != pl.col("last"))[COL_VKEY].sort()
+        return CrossingVisits(keys=crossing, visits=spans.height)
+
+
+def _widest(spans: pl.DataFrame) -> pl.DataFrame:
+    return spans.group_by(COL_VKEY).agg(pl.col("first").min(), pl.col("last").max())
 
 
 @dataclass
