@@ -26,6 +26,7 @@ from importlib import resources
 import polars as pl
 
 from .schema import COL_GEO
+from .transform import map_unique
 
 GEO_MODES = ("auto", "ip", "headers", "off")
 #: A documentation address (RFC 5737): public, so Umami reads the CDN location
@@ -111,13 +112,7 @@ def city_names(ids: pl.Expr | pl.Series) -> pl.Series | pl.Expr:
 
 
 def _lookup(ids: pl.Series) -> pl.Series:
-    wanted = ids.drop_nulls().unique()
-    if wanted.len() == 0:
+    if ids.null_count() == ids.len():  # no id: the 80 MB list is not read at all
         return pl.Series(ids.name, [None] * ids.len(), dtype=pl.String)
     table = _geonames_cities()
-    keys = [int(v) for v in wanted.cast(pl.Int64).to_list()]
-    found = pl.DataFrame(
-        {"k": pl.Series(keys, dtype=pl.Int64), "v": pl.Series([table.get(k) for k in keys], dtype=pl.String)}
-    )
-    out = pl.DataFrame({"k": ids.cast(pl.Int64)}).join(found, on="k", how="left", maintain_order="left")
-    return out["v"].alias(ids.name)
+    return map_unique(ids.cast(pl.Int64), table.get, pl.String()).alias(ids.name)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import os
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 
@@ -456,13 +457,18 @@ def stable_visitor_hash(value: str) -> str:
     return "h-" + hashlib.sha256(value.encode()).hexdigest()[:40]
 
 
+def map_unique(values: pl.Series, fn: Callable[[Any], Any], dtype: pl.DataType) -> pl.Series:
+    """``fn`` of each row's value, called once per distinct non-null value (a Python
+    function per row would dominate a chunk's time); null stays null."""
+    uniques = values.drop_nulls().unique()
+    table = pl.DataFrame({"k": uniques, "v": pl.Series([fn(v) for v in uniques.to_list()], dtype=dtype)})
+    return pl.DataFrame({"k": values}).join(table, on="k", how="left", maintain_order="left")["v"]
+
+
 def lanes_for(visitors: pl.Series, lanes: int = DEFAULT_LANES) -> pl.Series:
     """Sender lane per row: CRC32 of the visitor id, stable across runs and versions."""
-    uniques = visitors.fill_null("").unique()
-    values = [zlib.crc32(v.encode()) % lanes for v in uniques.to_list()]
-    table = pl.DataFrame({"k": uniques, COL_LANE: pl.Series(values, dtype=pl.UInt16)})
-    joined = pl.DataFrame({"k": visitors.fill_null("")}).join(table, on="k", how="left", maintain_order="left")
-    return joined[COL_LANE]
+    lane = map_unique(visitors.fill_null(""), lambda v: zlib.crc32(v.encode()) % lanes, pl.UInt16())
+    return lane.alias(COL_LANE)
 
 
 def shard_of(frame: pl.DataFrame, shards: int) -> pl.Series:
@@ -472,10 +478,10 @@ def shard_of(frame: pl.DataFrame, shards: int) -> pl.Series:
     the lanes' CRC32 independent of them, so every shard still fills all lanes).
     A row without a visitor (it will be rejected) goes by its file and row.
     """
-    visitors = frame[COL_VISITOR]
-    uniques = visitors.drop_nulls().unique()
-    values = [int.from_bytes(hashlib.blake2b(v.encode(), digest_size=8).digest(), "big") % shards for v in uniques]
-    table = pl.DataFrame({COL_VISITOR: uniques, "_shard": pl.Series(values, dtype=pl.Int64)})
-    joined = frame.select(COL_VISITOR, COL_FILE, COL_ROW).join(table, on=COL_VISITOR, how="left", maintain_order="left")
+    by_visitor = map_unique(
+        frame[COL_VISITOR],
+        lambda v: int.from_bytes(hashlib.blake2b(v.encode(), digest_size=8).digest(), "big") % shards,
+        pl.Int64(),
+    )
     by_row = (pl.col(COL_FILE).cast(pl.Int64) + pl.col(COL_ROW).cast(pl.Int64)) % shards
-    return joined.select(pl.coalesce("_shard", by_row)).to_series()
+    return frame.select(pl.coalesce(pl.lit(by_visitor), by_row)).to_series()
