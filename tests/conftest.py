@@ -85,3 +85,38 @@ def import_into(
         cwd=cwd,
         timeout=timeout,
     )
+
+
+@dataclass
+class StoredFigures:
+    """What a (fake) Umami stored, counted per UTC day the way its dashboard does."""
+
+    pageviews: list[dict[str, Any]]
+    pageviews_by_day: dict[str, int]
+    visitors_by_day: dict[str, int]  # distinct sessions with a pageview
+    custom_events_by_name: dict[str, int]
+    revenue_by_day: dict[str, float]  # rounded to 4 places, as Umami's decimal(19,4)
+
+
+def stored_day(row: dict[str, Any]) -> str:
+    return row["created_at"][:10]
+
+
+def stored_figures(events: list[dict[str, Any]], revenue: list[dict[str, Any]]) -> StoredFigures:
+    from collections import Counter, defaultdict
+
+    pageviews = [e for e in events if e["event_type"] == 1]
+    custom = [e for e in events if e["event_type"] == 2]
+    sessions: dict[str, set[str]] = defaultdict(set)
+    for e in pageviews:
+        sessions[stored_day(e)].add(e["session_id"])
+    by_day: dict[str, float] = defaultdict(float)
+    for r in revenue:
+        by_day[stored_day(r)] += float(r["revenue"])
+    return StoredFigures(
+        pageviews=pageviews,
+        pageviews_by_day=dict(sorted(Counter(map(stored_day, pageviews)).items())),
+        visitors_by_day={d: len(s) for d, s in sorted(sessions.items())},
+        custom_events_by_name=dict(sorted(Counter(e["event_name"] for e in custom).items())),
+        revenue_by_day={d: round(v, 4) for d, v in sorted(by_day.items())},
+    )

@@ -14,7 +14,6 @@ import datetime as dt
 import gzip
 import importlib.util
 import json
-from collections import Counter, defaultdict
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -24,7 +23,7 @@ import pytest
 
 from backfill.sources import ReadOptions, expand_sources, iter_chunks, read_schema
 from backfill.sources.ga4 import FLAT_SCHEMA, country_code, region_code
-from tests.conftest import ROOT, SAMPLES, import_into, run_cli
+from tests.conftest import ROOT, SAMPLES, import_into, run_cli, stored_day, stored_figures
 from tests.fake_umami import FakeUmami
 
 GA4 = SAMPLES / "ga4"
@@ -349,27 +348,19 @@ def test_import_all_three_files_into_fake_umami(tmp_path: Path) -> None:
         revenue = server.revenue(site)
         event_data = server.event_data(site)
 
-    def day(row: dict[str, Any]) -> str:
-        return row["created_at"][:10]
-
-    pageviews = [e for e in events if e["event_type"] == 1]
-    custom = [e for e in events if e["event_type"] == 2]
-    assert dict(sorted(Counter(map(day, pageviews)).items())) == EXPECTED["pageviews_by_day"]
-    sessions: dict[str, set[str]] = defaultdict(set)
-    for e in pageviews:
-        sessions[day(e)].add(e["session_id"])
-    assert {d: len(s) for d, s in sorted(sessions.items())} == EXPECTED["visitors_by_day"]
-    assert dict(sorted(Counter(e["event_name"] for e in custom).items())) == EXPECTED["custom_events_by_name"]
-    by_day: dict[str, float] = defaultdict(float)
+    figures = stored_figures(events, revenue)
+    pageviews = figures.pageviews
+    assert figures.pageviews_by_day == EXPECTED["pageviews_by_day"]
+    assert figures.visitors_by_day == EXPECTED["visitors_by_day"]
+    assert figures.custom_events_by_name == EXPECTED["custom_events_by_name"]
     for r in revenue:
-        by_day[day(r)] += float(r["revenue"])
         assert r["event_name"] == "purchase"
-        assert r["currency"] == EXPECTED["revenue_currency"][day(r)]
-    assert {d: round(v, 4) for d, v in sorted(by_day.items())} == EXPECTED["revenue_by_day"]
+        assert r["currency"] == EXPECTED["revenue_currency"][stored_day(r)]
+    assert figures.revenue_by_day == EXPECTED["revenue_by_day"]
     # A campaign GA kept only in collected_traffic_source reached Umami through the url.
     assert any(e["url_query"] and "utm_medium=cpc" in e["url_query"] for e in pageviews)
     assert any(d.get("data_key") == "transaction_id" for d in event_data)
-    assert all(dt.date.fromisoformat(day(e)) >= dt.date(2024, 3, 1) for e in events)
+    assert all(dt.date.fromisoformat(stored_day(e)) >= dt.date(2024, 3, 1) for e in events)
 
 
 def test_param_values_read_as_text_cope_with_any_layout(tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
-from collections import Counter, defaultdict
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -24,7 +23,7 @@ from polars.testing import assert_frame_equal
 
 from backfill.sources import ReadOptions, expand_sources, iter_chunks, read_schema
 from backfill.sources.plausible_events import FLAT_SCHEMA, parse_array_literals, unescape
-from tests.conftest import SAMPLES, import_into, run_cli
+from tests.conftest import SAMPLES, import_into, run_cli, stored_figures
 from tests.fake_umami import FakeUmami
 
 PE = SAMPLES / "plausible_events"
@@ -242,23 +241,15 @@ def test_import_into_fake_umami(tmp_path: Path) -> None:
         revenue = server.revenue(site)
         event_data = server.event_data(site)
 
-    def day(row: dict[str, Any]) -> str:
-        return row["created_at"][:10]
-
-    pageviews = [e for e in events if e["event_type"] == 1]
-    custom = [e for e in events if e["event_type"] == 2]
-    assert dict(sorted(Counter(map(day, pageviews)).items())) == EXPECTED["pageviews_by_day"]
-    sessions: dict[str, set[str]] = defaultdict(set)
-    for e in pageviews:
-        sessions[day(e)].add(e["session_id"])
-    assert {d: len(s) for d, s in sorted(sessions.items())} == EXPECTED["visitors_by_day"]
-    assert dict(sorted(Counter(e["event_name"] for e in custom).items())) == EXPECTED["goals_by_name"]
-    by_day: dict[str, float] = defaultdict(float)
+    figures = stored_figures(events, revenue)
+    pageviews = figures.pageviews
+    assert figures.pageviews_by_day == EXPECTED["pageviews_by_day"]
+    assert figures.visitors_by_day == EXPECTED["visitors_by_day"]
+    assert figures.custom_events_by_name == EXPECTED["goals_by_name"]
     for r in revenue:
-        by_day[day(r)] += float(r["revenue"])
         assert r["event_name"] == "Purchase"
         assert r["currency"] == EXPECTED["revenue_currency"]
-    assert {d: round(v, 4) for d, v in sorted(by_day.items())} == EXPECTED["revenue_by_day"]
+    assert figures.revenue_by_day == EXPECTED["revenue_by_day"]
     assert not any(e["event_name"] == "engagement" for e in events)
     assert any(e["url_query"] and "utm_campaign=" in e["url_query"] for e in pageviews)
     metas = [d for d in event_data if d.get("data_key") == "meta"]
