@@ -72,6 +72,11 @@ class FormatPlugin:
     iter_frames: Callable[[SourceFile, ReadOptions], Iterator[pl.DataFrame]]
     schema: Callable[[SourceFile, ReadOptions], dict[str, pl.DataType]]
     extensions: tuple[str, ...] = ()  # extra file endings the plugin reads (e.g. ".avro")
+    #: Whether a path (file, folder or ZIP) looks like this export; used by ``inspect`` to
+    #: name the format and preset. It may read the first KiB of the file, never the whole.
+    sniff: Callable[[str], bool] | None = None
+    #: The preset in ``mappings/`` made for this format (``-m NAME``), if any.
+    preset: str | None = None
 
 
 PLUGINS: dict[str, FormatPlugin] = {}
