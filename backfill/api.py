@@ -493,41 +493,20 @@ def run_import(
 ) -> Summary:
     """Send to Umami, resuming from the checkpoint of an earlier run of the same import."""
     from .checkpoint import Checkpoint, compare_fingerprint, fingerprint_files
-    from .sender import SendOutcome, SendProgress, SendSettings, preflight, send_stream
+    from .sinks import Delivery, SendOutcome, SendProgress
 
     started = time.monotonic()
     stop = stop or threading.Event()
     say = say or (lambda _m: None)
     plan_ = plan(config)
-    settings = SendSettings(
-        host=str(config.host),
-        website=str(config.website),
-        user_agent=config.user_agent,
-        batch_size=config.batch_size,
-        max_body_bytes=config.max_body_bytes,
-        concurrency=config.concurrency,
-        rate=config.rate,
-        max_attempts=config.max_attempts,
-        timeout=config.timeout,
-        insecure=config.insecure,
-        on_error=config.on_error,
-        resend_in_doubt=config.resend_in_doubt,
-        lanes=DEFAULT_LANES,
-    )
-    preflight(settings)
-    if config.check_website:
-        from .sender import make_client
-        from .umami_api import check_website
-
-        with make_client(settings) as client:
-            say(f"website {config.website}: {check_website(client, settings.base_url, str(config.website))}")
+    sink = choose_sink(config, plan_.mapping)
+    sink.preflight(say)
     state_dir = config.resolved_state_dir
     checkpoint_path = state_dir / "checkpoint.json"
     fingerprint = {
         "files": fingerprint_files([f.path for f in plan_.files]),
         "mapping": plan_.mapping.digest,
-        "host": config.host,
-        "website": config.website,
+        **sink.destination(),
         "lanes": DEFAULT_LANES,
         "selection": {"since": config.since, "until": config.until, "limit": config.limit},
         "user_agent": config.user_agent,
@@ -603,18 +582,8 @@ def run_import(
     stopped: str | None = None
     outcome: SendOutcome | None = None
     try:
-        outcome = send_stream(
-            emit(prepared.runs),
-            prepared.files,
-            settings,
-            checkpoint,
-            checkpoint_path,
-            rejects,
-            in_doubt,
-            run_ledger,
-            send_progress,
-            stop,
-            crossing=prepared.visits,
+        outcome = sink.deliver(
+            Delivery(prepared, checkpoint, checkpoint_path, rejects, in_doubt, run_ledger, send_progress, stop)
         )
         if outcome.interrupted:
             stopped = "interrupted: the checkpoint is saved"
@@ -639,6 +608,49 @@ def run_import(
         summary.notes.extend(outcome.notes)
     summary.timings = _send_timings(prepare_s, outcome)
     return summary
+
+
+def choose_sink(config: RunConfig, mapping: Mapping) -> Any:
+    """The import's destination: Umami's database with --database-url, else its HTTP API."""
+    if config.database_url:
+        from .sinks.postgres import PostgresSettings, PostgresSink
+
+        if sends_ip(config.geo) and "ip" in mapping.fields and config.geoip_db is None:
+            raise ConfigError(
+                "the mapping sends an ip, which Umami looks up in its GeoLite2 database; writing into the "
+                "database needs the same file: pass --geoip-db PATH (GeoLite2-City.mmdb), or --geo headers "
+                "(location from mapped country/region/city) or --geo off"
+            )
+        return PostgresSink(
+            PostgresSettings(
+                url=config.database_url,
+                website=str(config.website),
+                user_agent=config.user_agent,
+                app_secret=config.app_secret,
+                geoip_db=config.geoip_db,
+                exact_visits=visits_mode(config, mapping) == "exact",
+                transaction_rows=config.transaction_rows,
+            )
+        )
+    from .sender import SendSettings
+    from .sinks.http import HttpSink
+
+    settings = SendSettings(
+        host=str(config.host),
+        website=str(config.website),
+        user_agent=config.user_agent,
+        batch_size=config.batch_size,
+        max_body_bytes=config.max_body_bytes,
+        concurrency=config.concurrency,
+        rate=config.rate,
+        max_attempts=config.max_attempts,
+        timeout=config.timeout,
+        insecure=config.insecure,
+        on_error=config.on_error,
+        resend_in_doubt=config.resend_in_doubt,
+        lanes=DEFAULT_LANES,
+    )
+    return HttpSink(settings, check_website=config.check_website)
 
 
 def _send_timings(prepare_s: float | None, outcome: Any) -> dict[str, float]:

@@ -169,6 +169,32 @@ def _add_send_options(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="checkpoint directory (default: .backfill-state next to --rejects)",
     )
+    database = parser.add_argument_group(
+        "writing into Umami's database instead of its API (README: 'Writing into Umami's database')"
+    )
+    database.add_argument(
+        "--database-url",
+        default=os.environ.get("UMAMI_DATABASE_URL"),
+        help="Umami's PostgreSQL URL (its DATABASE_URL; env UMAMI_DATABASE_URL): write its tables directly, "
+        "about 50x faster than the API, exactly once; never printed or stored",
+    )
+    database.add_argument(
+        "--app-secret",
+        default=os.environ.get("APP_SECRET"),
+        help="the Umami server's APP_SECRET (env APP_SECRET; without one set on the server, its DATABASE_URL): "
+        "session ids then match the ones Umami derives, so live traffic joins imported sessions",
+    )
+    database.add_argument(
+        "--transaction-rows",
+        type=_positive_int,
+        default=5_000,
+        help="rows per database transaction (the checkpoint moves after each commit)",
+    )
+    database.add_argument(
+        "--geoip-db",
+        type=Path,
+        help="the GeoLite2-City.mmdb Umami uses: locates rows whose mapping sends an ip, as Umami would",
+    )
     group.add_argument(
         "--restart",
         action="store_true",
@@ -333,9 +359,15 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     website = getattr(args, "website", None)
     if getattr(args, "batch_size", DEFAULT_BATCH_SIZE) > MAX_BATCH_SIZE:
         raise ConfigError(f"--batch-size is at most {MAX_BATCH_SIZE} (newer Umami refuses larger batches)")
-    dry = args.command == "validate" or not host
+    database_url = getattr(args, "database_url", None)
+    if host and database_url and args.command == "import":
+        raise ConfigError(
+            "pass either --host (send through Umami's API) or --database-url (write its database), not both; "
+            "UMAMI_HOST and UMAMI_DATABASE_URL count as passing them"
+        )
+    dry = args.command == "validate" or not (host or database_url)
     if not dry and not website:
-        raise ConfigError("--website (or UMAMI_WEBSITE_ID) is required to send to " + str(host))
+        raise ConfigError("--website (or UMAMI_WEBSITE_ID) is required to import into " + str(host or "the database"))
     return RunConfig(
         sources=tuple(args.sources),
         mapping=args.mapping,
@@ -368,6 +400,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         geo=args.geo,
         visits=args.visits,
         shard=getattr(args, "shard", None),
+        database_url=database_url if not dry else None,
+        app_secret=getattr(args, "app_secret", None),
+        geoip_db=getattr(args, "geoip_db", None),
+        transaction_rows=getattr(args, "transaction_rows", 5_000),
     )
 
 
@@ -478,7 +514,8 @@ def run_command(args: argparse.Namespace) -> int:
     if config.dry_run:
         if args.command == "import":
             print(
-                "DRY RUN: no Umami host configured (--host or UMAMI_HOST); nothing will be sent.",
+                "DRY RUN: no Umami host or database configured (--host/UMAMI_HOST or "
+                "--database-url/UMAMI_DATABASE_URL); nothing will be sent.",
                 flush=True,
             )
         summary = api.dry_run(config, console.progress, stop)
@@ -487,8 +524,32 @@ def run_command(args: argparse.Namespace) -> int:
         console.say("warning: --insecure: TLS certificates are not verified")
     summary = api.run_import(config, console.progress, stop, say=console.say)
     if summary.stopped:
-        summary.resume_command = "backfill " + shlex.join(sys.argv[1:])
+        command = "backfill " + shlex.join(_without_secrets(sys.argv[1:]))
+        for placeholder in _SECRET_FLAGS.values():  # let the shell expand them
+            command = command.replace(f"'{placeholder}'", f'"{placeholder}"')
+        summary.resume_command = command
     return _finish(summary, config, console)
+
+
+_SECRET_FLAGS = {"--database-url": "$UMAMI_DATABASE_URL", "--app-secret": "$APP_SECRET"}
+
+
+def _without_secrets(argv: list[str]) -> list[str]:
+    """The command line with credentials replaced by the environment variables that carry them."""
+    out: list[str] = []
+    pending: str | None = None  # the placeholder for the value that follows a secret flag
+    for arg in argv:
+        if pending is not None:
+            out.append(pending)
+            pending = None
+            continue
+        flag, eq, _ = arg.partition("=")
+        if flag in _SECRET_FLAGS and eq:
+            out.append(f"{flag}={_SECRET_FLAGS[flag]}")
+        else:
+            out.append(arg)
+            pending = _SECRET_FLAGS.get(arg)
+    return out
 
 
 def _run_verify(args: argparse.Namespace) -> int:
