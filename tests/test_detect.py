@@ -11,6 +11,7 @@ packages detect-browser@5.3.0 and ua-parser-js@2.0.9 (``browserName``,
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from importlib import resources
 from pathlib import Path
@@ -19,7 +20,7 @@ import polars as pl
 import pytest
 
 from backfill import detect
-from backfill.botcheck import is_bot
+from backfill.botcheck import _js_to_python, is_bot
 from backfill.detect import client_columns, detect_client, js_number
 
 CASES_PATH = Path(__file__).parent / "data" / "umami_ua_cases.json"
@@ -256,3 +257,41 @@ def test_device_names_fit_the_session_column() -> None:
         "xr",
         "embedded",
     }
+
+
+TRIDENT_STRINGS = [
+    "Mozilla/5.0 (Windows NT 10.0; WOW64; Trident/7.0; rv:11.0) like Gecko",
+    "Mozilla/5.0 (Windows NT 6.1; Trident/7.0; SLCC2; rv:11.0) like Gecko ",
+    "Mozilla/5.0 (Windows NT 6.1; Trident/7.0; rv:11.0) like Gecko\n",
+    "Mozilla/5.0 (Windows NT 6.1; Trident/7.0; rv:11.0 like Gecko",
+    "Mozilla/5.0 (Windows NT 6.1; Trident/7.0; rv:) like Gecko",
+    "Trident/7.0 rv:1 ) Gecko",
+    "Trident/7.0)rv:1Gecko",
+    "Trident/7.0 rv:1\n) Gecko",
+    "Trident/7.0 rv:1 )\nTrident/7.0 rv:1 ) Gecko",
+    "rv:1 ) Trident/7.0 Gecko",
+    "Trident/7.0 rv:.) Gecko",
+    "Trident/7.0 ) rv:1 Gecko",
+    "Trident/7.0 rv:1 ) rv:2 Gecko",
+]
+
+
+@pytest.mark.parametrize("text", TRIDENT_STRINGS)
+def test_linear_rewrite_of_the_ie_rule_answers_like_the_vendored_one(text: str) -> None:
+    ((original, linear),) = detect.LINEAR_EQUIVALENTS.items()
+    slow = re.compile(_js_to_python(original), re.ASCII)
+    fast = re.compile(_js_to_python(linear), re.ASCII)
+    assert (slow.search(text) is None) == (fast.search(text) is None)
+
+
+def test_a_long_hostile_user_agent_is_answered() -> None:
+    """8,000 characters of ``rv:1 )`` after ``Trident/7.0``: the vendored IE rule backtracks for ~20 s on it."""
+    hostile = "Trident/7.0 " + "rv:1 ) " * 1150 + "x"
+    assert detect._ua_facts.__wrapped__(hostile) == (None, None, None)
+
+
+def test_device_rules_are_lower_case() -> None:
+    """They run on an ASCII-lowercased user agent, so an upper-case letter could never match."""
+    patterns = [p.pattern for _, p in detect.DEVICE_RULES + detect.GENERIC_RULES]
+    patterns += [detect._ANDROID_MODEL.pattern, detect._ANDROID_FORM.pattern]
+    assert [p for p in patterns if p != p.lower()] == []
