@@ -22,10 +22,14 @@ own, much shorter rules, checked against the 5,034 cases recorded from a live
 Umami 3.1 in ``tests/data/umami_ua_cases.json``. They follow ua-parser's
 categories (first matching rule wins; a few rules settle on "no type") but
 cannot name every one of its thousands of device models, so an exotic UA may
-get ``desktop`` or ``mobile`` where Umami would say otherwise.
+get ``desktop`` or ``mobile`` where Umami would say otherwise (over the 3,359
+distinct UAs of ua-parser-js's and isbot's test fixtures, mostly exotic
+devices, 98% of device types agree; browser and OS agree on all of them).
 
-The payload's own ``browser`` / ``os`` / ``device`` fields take precedence in
-Umami (``payload.browser ?? browserName(ua)``): that is the caller's job.
+Two things stay the caller's job: the payload's own ``browser`` / ``os`` /
+``device`` fields take precedence (``payload.browser ?? browserName(ua)``),
+and an empty or missing payload ``userAgent`` is replaced by the request's
+User-Agent header (``payload.userAgent || header``) before any of this.
 """
 
 from __future__ import annotations
@@ -316,7 +320,9 @@ def detect_client(user_agent: str | None, screen: str | None) -> tuple[str | Non
     ua-parser-js 2.0.9 (device type by our own rules, see the module
     docstring). A missing or empty user agent gives ``(None, None,
     "desktop")`` (``"laptop"`` with a screen up to 1920 wide), as Umami
-    stores it. Cached per distinct (user_agent, screen).
+    stores it when neither the payload nor the request header has one; the
+    tool's own default header ``Mozilla/5.0 umami-backfill/<version>`` gives
+    the same answer. Cached per distinct (user_agent, screen).
     """
     browser, os_name, kind = _ua_facts(user_agent)
     return browser, os_name, device_for_screen(kind, screen)
