@@ -436,6 +436,8 @@ def _install_stop_handlers(stop: threading.Event, console: Console) -> None:
 
 
 def _exit_status(summary: Summary) -> int:
+    if getattr(summary, "refused", False):  # nothing of the run was stored: a configuration error
+        return EXIT_CONFIG
     if summary.stopped:
         return EXIT_STOPPED
     if summary.ledger.rejected_total or summary.ledger.in_doubt:
@@ -486,7 +488,7 @@ def run_command(args: argparse.Namespace) -> int:
     if config.insecure:
         console.say("warning: --insecure: TLS certificates are not verified")
     summary = api.run_import(config, console.progress, stop, say=console.say)
-    if summary.stopped:
+    if summary.stopped and getattr(summary, "resumable", True):  # only where the same command can succeed
         summary.resume_command = "backfill " + shlex.join(sys.argv[1:])
     return _finish(summary, config, console)
 
