@@ -42,11 +42,8 @@ def ledger(tmp_path: Path) -> dict[str, Any]:
 def assert_nothing_spent(counts: dict[str, Any]) -> None:
     """Only our own checks rejected rows (the sample has some); Umami rejected none."""
     assert counts["accepted"] == 0 and counts["in_doubt"] == 0
-    assert not [
-        reason
-        for reason in counts["rejected_by_reason"]
-        if "Umami refused" in reason or "bot" in reason.lower() and "Umami would drop it silently" not in reason
-    ]
+    from_umami = [r for r in counts["rejected_by_reason"] if "Umami refused" in r or "dropped by Umami" in r]
+    assert from_umami == []
     assert counts["not_sent_yet"] == counts["read"] - counts["rejected"] - counts["skipped"] > 0
 
 
