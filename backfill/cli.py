@@ -113,7 +113,15 @@ def _add_run_options(parser: argparse.ArgumentParser, *, rejects_default: str) -
 
 def _add_selection_options(parser: argparse.ArgumentParser, *, shard: bool = True) -> None:
     """The mapping, the rows selected and how location and visits are sent (import, validate, verify)."""
-    parser.add_argument("--mapping", "-m", required=True, help="mapping YAML file, or a preset name from mappings/")
+    parser.add_argument(
+        "--mapping",
+        "-m",
+        required=True,
+        help=(
+            "mapping YAML file, or a preset name from mappings/ (a bare name is the preset when"
+            " one exists; write ./NAME for a file named like a preset)"
+        ),
+    )
     group = parser.add_argument_group("selecting rows")
     group.add_argument("--since", type=_time_arg, help="only events at or after this time (UTC if naive)")
     group.add_argument("--until", type=_time_arg, help="only events before this time (UTC if naive)")
@@ -475,6 +483,7 @@ def run_command(args: argparse.Namespace) -> int:
         print(suggestion)
         return EXIT_OK
     config = config_from_args(args)
+    _say_mapping_choice(args.mapping, console)
     stop = threading.Event()
     _install_stop_handlers(stop, console)
     if config.dry_run:
@@ -493,6 +502,15 @@ def run_command(args: argparse.Namespace) -> int:
     return _finish(summary, config, console)
 
 
+def _say_mapping_choice(name: str, console: Console) -> None:
+    """Say which of a preset and a file of the same name ``-m`` took (nothing when only one exists)."""
+    from .mapping import resolve_mapping
+
+    note = resolve_mapping(name)[1]
+    if note:
+        console.say(f"note: {note}")
+
+
 def _run_verify(args: argparse.Namespace) -> int:
     """``backfill verify``: 0 match, 1 differences, 2 configuration or connection errors."""
     from .verify import Tolerance, VerifySettings, render, run_verify
@@ -502,6 +520,7 @@ def _run_verify(args: argparse.Namespace) -> int:
     if not args.website:
         raise ConfigError("verify needs the website: pass --website (or set UMAMI_WEBSITE_ID)")
     console = Console(args.quiet, False)
+    _say_mapping_choice(args.mapping, console)
     # The same reading, selection and shaping as the import; verify's --report is its own.
     config = dataclasses.replace(config_from_args(args), dry_run=True, report=None, out=None)
     settings = VerifySettings(
