@@ -658,10 +658,11 @@ def run_import(
     if refused:
         summary.refused, summary.resumable = True, False
         summary.stopped = f"Umami refused the run: {stopped}"
-        summary.notes.append(
-            "nothing of this run was stored and no row was rejected: correct the value named"
-            " below and run the corrected command (it continues this import; the rows are not sent yet)"
-        )
+        if run_ledger.accepted == 0 and not run_ledger.in_doubt:
+            summary.notes.append(
+                "nothing of this run was stored and Umami rejected no row: correct the value named"
+                " below and run the corrected command (it continues this import; the rows are not sent yet)"
+            )
     summary.notes.extend(_visit_notes(prepared, sending=True))
     if outcome is not None:
         summary.notes.extend(outcome.notes)

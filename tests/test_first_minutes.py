@@ -97,6 +97,9 @@ def test_the_fake_refuses_a_non_rfc4122_website_as_umami_does(server: FakeUmami)
     assert answer["errors"] == 2
     website = answer["details"][0]["response"]["error"]["properties"]["payload"]["properties"]["website"]
     assert website == {"errors": ["Invalid UUID"]}
+    single = httpx.post(f"{server.url}/api/send", json=element)
+    assert single.status_code == 400
+    assert single.json()["error"]["properties"]["payload"]["properties"]["website"] == {"errors": ["Invalid UUID"]}
     verdict = read_batch_answer(answer, 2)
     settings = SendSettings(host=server.url, website=MISTYPED, user_agent="Mozilla/5.0")
     refusal = run_wide_refusal(verdict, 2, settings, first=True, rows_carry_user_agent=False)
