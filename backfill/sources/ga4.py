@@ -204,6 +204,8 @@ def iter_frames(source: SourceFile, options: ReadOptions) -> Iterator[pl.DataFra
 
 #: Top-level fields every GA4 export row has; together they are GA4's and nobody else's.
 SIGNATURE = ("event_timestamp", "event_name", "event_params")
+#: A JSON export leaves out empty and null fields: one of these beside the first two will do.
+_JSON_MARKERS = ("event_params", "user_pseudo_id", "event_bundle_sequence_id", "stream_id")
 
 
 def sniff(path: str) -> bool:
@@ -215,7 +217,9 @@ def sniff(path: str) -> bool:
     if head.startswith(parquet_reader.PARQUET_MAGIC):
         return sniffing.has_columns(sniffing.parquet_columns(path), SIGNATURE)
     row = sniffing.first_json_object(path)
-    return row is not None and sniffing.has_columns(row, SIGNATURE)
+    return (
+        row is not None and sniffing.has_columns(row, SIGNATURE[:2]) and any(marker in row for marker in _JSON_MARKERS)
+    )
 
 
 PLUGIN = FormatPlugin(
