@@ -265,12 +265,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     ins = sub.add_parser(
         "inspect",
-        help="describe a file and suggest a mapping",
-        description="Columns, types, null counts, sample rows and time ranges of a source, then a "
-        "suggested mapping YAML on stdout (the description goes to stderr).",
+        help="name an export format and its preset, or describe a file and suggest a mapping",
+        description="An export format we read (GA4, GA reports, Plausible, ...): its preset, the "
+        "next command and what the preset keeps and drops, with the preset on stdout. Any other "
+        "file: columns, types, null counts, sample rows and time ranges, then a suggested mapping "
+        "YAML on stdout, each line saying why (the description goes to stderr).",
         formatter_class=_Formatter,
     )
-    ins.add_argument("source", metavar="SOURCE", help="a file (or a directory/glob: its first data file)")
+    ins.add_argument("source", metavar="SOURCE", help="a file, ZIP, directory or glob")
     ins.add_argument("--format", choices=known_formats(), help="input format (default: detect)")
     ins.add_argument("--delimiter", help="CSV field delimiter (default ',' or tab for .tsv)")
     ins.add_argument("--encoding", help="CSV text encoding, e.g. latin-1, utf-16 (default utf-8)")
