@@ -48,6 +48,7 @@ from .schema import (
 )
 from .sources import ReadOptions, SourceFile, estimate_rows, expand_sources, iter_chunks, read_schema
 from .transform import DEFAULT_LANES, TimeWindow, apply_mapping, file_tag, lanes_for, shard_of
+from .umami_api import RunRefusedError
 from .validate import validate
 from .visits import CrossingVisits, VisitSpans, visit_key_expr
 
@@ -195,6 +196,17 @@ def prepare(
             prepared.visits_path = spill_dir / "crossing-visits.parquet"
             prepared.visits.save(prepared.visits_path)
     return prepared
+
+
+@dataclass
+class ImportSummary(Summary):
+    """A run summary that also says whether running the same command again can help."""
+
+    #: False after a refusal that only a changed command can get past (wrong website,
+    #: User-Agent or host): then no "to resume" line is printed, only what to change.
+    resumable: bool = True
+    #: Umami refused the run as a whole before storing anything of it (exit 2).
+    refused: bool = False
 
 
 def _estimated_rows(files: list[SourceFile], limit: int | None) -> int | None:
@@ -519,9 +531,17 @@ def run_import(
     rejects = RecordFile(config.rejects, config.rejects_format)
     in_doubt = RecordFile(config.in_doubt_path)
     checkpoint = None if config.restart else Checkpoint.load(checkpoint_path)
+    carried: tuple[int, int] | None = None  # record-file offsets of a checkpoint that sent nothing
     if checkpoint is not None:
         changes = compare_fingerprint(checkpoint.fingerprint, fingerprint)
-        if changes:
+        if changes and _sent_nothing(checkpoint):
+            say(
+                f"the import in {state_dir} never reached Umami ({'; '.join(changes)}):"
+                " preparing it again with the new settings"
+            )
+            carried = (checkpoint.rejects_offset, checkpoint.in_doubt_offset)
+            checkpoint = None
+        elif changes:
             raise ConfigError(
                 f"the checkpoint in {state_dir} belongs to a different import: "
                 + "; ".join(changes)
@@ -553,8 +573,7 @@ def run_import(
     else:
         if checkpoint is None:
             checkpoint = Checkpoint.new(fingerprint, DEFAULT_LANES)
-            checkpoint.rejects_offset = rejects.offset()
-            checkpoint.in_doubt_offset = in_doubt.offset()
+            checkpoint.rejects_offset, checkpoint.in_doubt_offset = carried or (rejects.offset(), in_doubt.offset())
             checkpoint.save(checkpoint_path)
         # A prepare cut short by a crash is redone from scratch: drop what it wrote.
         rejects.truncate(checkpoint.rejects_offset)
@@ -580,6 +599,7 @@ def run_import(
             progress("send", _sent_so_far(checkpoint), sendable, extra)
 
     stopped: str | None = None
+    refused = False
     outcome: SendOutcome | None = None
     try:
         outcome = sink.deliver(
@@ -591,6 +611,7 @@ def run_import(
             stopped = outcome.error
     except SendError as exc:
         stopped = str(exc)
+        refused = isinstance(exc, RunRefusedError)
         outcome = getattr(exc, "outcome", None)
     finally:
         rejects.close()
@@ -603,6 +624,14 @@ def run_import(
     summary = _import_summary(config, plan_, prepared, checkpoint.send_ledger, run_ledger, pending)
     summary.elapsed_s = time.monotonic() - started
     summary.stopped = stopped
+    if refused:
+        summary.refused, summary.resumable = True, False
+        summary.stopped = f"Umami refused the run: {stopped}"
+        if run_ledger.accepted == 0 and not run_ledger.in_doubt:
+            summary.notes.append(
+                "nothing of this run was stored and Umami rejected no row: correct the value named"
+                " below and run the corrected command (it continues this import; the rows are not sent yet)"
+            )
     summary.notes.extend(_visit_notes(prepared, sending=True))
     if outcome is not None:
         summary.notes.extend(outcome.notes)
@@ -683,6 +712,17 @@ def _start_over(state_dir: Path, record_files: list[Path], say: Callable[[str], 
             say(f"--restart: the earlier {path.name} is kept as {kept}")
 
 
+def _sent_nothing(checkpoint: Any) -> bool:
+    """Whether no request of this import ever reached Umami (or may have): then a
+    changed website, host, User-Agent or mapping mixes nothing, and the import can
+    be prepared again instead of refused as "a different import"."""
+    return (
+        _sent_so_far(checkpoint) == 0
+        and not checkpoint.in_doubt_ranges
+        and not any(entry is not None for entry in checkpoint.lane_inflight)
+    )
+
+
 def _sent_so_far(checkpoint: Any) -> int:
     led = checkpoint.send_ledger
     return int(led.accepted + led.rejected_total + led.in_doubt)
@@ -695,7 +735,7 @@ def _import_summary(
     send_ledger: Ledger,
     run_ledger: Ledger,
     pending: int,
-) -> Summary:
+) -> ImportSummary:
     """Cumulative ledger: prepare's rejects and skips, plus what Umami answered so far."""
     total = Ledger(read=prepared.ledger.read)
     total.skipped.update(prepared.ledger.skipped)
@@ -705,7 +745,7 @@ def _import_summary(
     total.in_doubt = send_ledger.in_doubt
     for reason, count in send_ledger.rejected.items():
         total.reject(reason, count, send_ledger.examples.get(reason))
-    return Summary(
+    return ImportSummary(
         mode="import",
         ledger=total,
         stats=prepared.stats,

@@ -2,9 +2,11 @@
 
 Exit status: 0 every row accepted (or would be) or skipped by a filter you
 asked for; 1 some rows were rejected or are in doubt (see the rejects and
-in-doubt files); 2 configuration, mapping or input error (nothing was sent);
-3 the run stopped early (Umami refused the run, an error persisted, or it was
-interrupted): run the same command again to resume.
+in-doubt files); 2 configuration, mapping or input error (nothing was sent),
+or Umami refused the run at its first request for a value every row shares
+(website, User-Agent, host): correct the command, no "to resume" line; 3 the
+run stopped early (an error persisted, a proxy refused, or it was interrupted):
+run the same command again to resume.
 """
 
 from __future__ import annotations
@@ -41,8 +43,9 @@ from .sources import known_formats
 EXIT_OK, EXIT_REJECTED, EXIT_CONFIG, EXIT_STOPPED = 0, 1, 2, 3
 
 EPILOG = """exit status: 0 clean; 1 some rows rejected or in doubt; 2 configuration,
-mapping or input error (nothing sent); 3 stopped early (run the same command
-again to resume).
+mapping or input error (nothing sent), or Umami refused the run itself (wrong
+website, User-Agent or host: correct the command); 3 stopped early (run the
+same command again to resume).
 environment: UMAMI_HOST, UMAMI_WEBSITE_ID (for --host/--website); UMAMI_API_KEY or
 UMAMI_USERNAME + UMAMI_PASSWORD (for --check-website; never printed or stored)."""
 
@@ -113,7 +116,15 @@ def _add_run_options(parser: argparse.ArgumentParser, *, rejects_default: str) -
 
 def _add_selection_options(parser: argparse.ArgumentParser, *, shard: bool = True) -> None:
     """The mapping, the rows selected and how location and visits are sent (import, validate, verify)."""
-    parser.add_argument("--mapping", "-m", required=True, help="mapping YAML file, or a preset name from mappings/")
+    parser.add_argument(
+        "--mapping",
+        "-m",
+        required=True,
+        help=(
+            "mapping YAML file, or a preset name from mappings/ (a bare name is the preset when"
+            " one exists; write ./NAME for a file named like a preset)"
+        ),
+    )
     group = parser.add_argument_group("selecting rows")
     group.add_argument("--since", type=_time_arg, help="only events at or after this time (UTC if naive)")
     group.add_argument("--until", type=_time_arg, help="only events before this time (UTC if naive)")
@@ -280,12 +291,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     ins = sub.add_parser(
         "inspect",
-        help="describe a file and suggest a mapping",
-        description="Columns, types, null counts, sample rows and time ranges of a source, then a "
-        "suggested mapping YAML on stdout (the description goes to stderr).",
+        help="name an export format and its preset, or describe a file and suggest a mapping",
+        description="An export format we read (GA4, GA reports, Plausible, ...): its preset, the "
+        "next command and what the preset keeps and drops, with the preset on stdout. Any other "
+        "file: columns, types, null counts, sample rows and time ranges, then a suggested mapping "
+        "YAML on stdout, each line saying why (the description goes to stderr).",
         formatter_class=_Formatter,
     )
-    ins.add_argument("source", metavar="SOURCE", help="a file (or a directory/glob: its first data file)")
+    ins.add_argument("source", metavar="SOURCE", help="a file, ZIP, directory or glob")
     ins.add_argument("--format", choices=known_formats(), help="input format (default: detect)")
     ins.add_argument("--delimiter", help="CSV field delimiter (default ',' or tab for .tsv)")
     ins.add_argument("--encoding", help="CSV text encoding, e.g. latin-1, utf-16 (default utf-8)")
@@ -472,6 +485,8 @@ def _install_stop_handlers(stop: threading.Event, console: Console) -> None:
 
 
 def _exit_status(summary: Summary) -> int:
+    if getattr(summary, "refused", False):  # nothing of the run was stored: a configuration error
+        return EXIT_CONFIG
     if summary.stopped:
         return EXIT_STOPPED
     if summary.ledger.rejected_total or summary.ledger.in_doubt:
@@ -509,6 +524,7 @@ def run_command(args: argparse.Namespace) -> int:
         print(suggestion)
         return EXIT_OK
     config = config_from_args(args)
+    _say_mapping_choice(args.mapping, console)
     stop = threading.Event()
     _install_stop_handlers(stop, console)
     if config.dry_run:
@@ -523,7 +539,7 @@ def run_command(args: argparse.Namespace) -> int:
     if config.insecure:
         console.say("warning: --insecure: TLS certificates are not verified")
     summary = api.run_import(config, console.progress, stop, say=console.say)
-    if summary.stopped:
+    if summary.stopped and getattr(summary, "resumable", True):  # only where the same command can succeed
         command = "backfill " + shlex.join(_without_secrets(sys.argv[1:]))
         for placeholder in _SECRET_FLAGS.values():  # let the shell expand them
             command = command.replace(f"'{placeholder}'", f'"{placeholder}"')
@@ -552,6 +568,15 @@ def _without_secrets(argv: list[str]) -> list[str]:
     return out
 
 
+def _say_mapping_choice(name: str, console: Console) -> None:
+    """Say which of a preset and a file of the same name ``-m`` took (nothing when only one exists)."""
+    from .mapping import resolve_mapping
+
+    note = resolve_mapping(name)[1]
+    if note:
+        console.say(f"note: {note}")
+
+
 def _run_verify(args: argparse.Namespace) -> int:
     """``backfill verify``: 0 match, 1 differences, 2 configuration or connection errors."""
     from .verify import Tolerance, VerifySettings, render, run_verify
@@ -561,6 +586,7 @@ def _run_verify(args: argparse.Namespace) -> int:
     if not args.website:
         raise ConfigError("verify needs the website: pass --website (or set UMAMI_WEBSITE_ID)")
     console = Console(args.quiet, False)
+    _say_mapping_choice(args.mapping, console)
     # The same reading, selection and shaping as the import; verify's --report is its own.
     config = dataclasses.replace(config_from_args(args), dry_run=True, report=None, out=None)
     settings = VerifySettings(

@@ -57,6 +57,11 @@ class PostgresSettings:
     def __post_init__(self) -> None:
         if self.transaction_rows < 1:
             raise ConfigError("--transaction-rows must be at least 1")
+        from ...umami_api import website_id_problem
+
+        problem = website_id_problem(self.website)
+        if problem:
+            raise ConfigError(problem)
         scheme = urlsplit(self.url).scheme
         if scheme not in ("postgres", "postgresql"):
             raise ConfigError(
