@@ -198,7 +198,7 @@ def _add_send_options(parser: argparse.ArgumentParser) -> None:
     database.add_argument(
         "--transaction-rows",
         type=_positive_int,
-        default=5_000,
+        default=20_000,
         help="rows per database transaction (the checkpoint moves after each commit)",
     )
     database.add_argument(
@@ -416,7 +416,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         database_url=database_url if not dry else None,
         app_secret=getattr(args, "app_secret", None),
         geoip_db=getattr(args, "geoip_db", None),
-        transaction_rows=getattr(args, "transaction_rows", 5_000),
+        transaction_rows=getattr(args, "transaction_rows", 20_000),
     )
 
 

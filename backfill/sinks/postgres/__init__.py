@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,9 +36,9 @@ from . import database, ids
 from .rows import Derivation, Tables, derive
 
 SEQ = "_seq"
-#: Rows per transaction: large enough that commits cost little, small enough that a
-#: transaction holds its locks (row locks on new keys only) for well under a second.
-DEFAULT_TRANSACTION_ROWS = 5_000
+#: Rows per transaction: large enough that commits and per-block work cost little, small
+#: enough that a replayed transaction is quick. Inserts take no lock that blocks Umami's own.
+DEFAULT_TRANSACTION_ROWS = 20_000
 #: Bytes read from each end of an input to tell files apart in row ids (see file_key).
 FILE_KEY_BYTES = 1 << 20
 
@@ -218,26 +219,19 @@ class _Run:
         self.skipped = 0
 
     def execute(self, blocks: Iterator[pl.DataFrame]) -> SendOutcome:
-        committed = self.cp.lane_acked[0]
         # Rejects written after the last checkpoint belong to a block that will be replayed.
         self.rejects.truncate(self.cp.rejects_offset)
         conn = database.connect(self.settings.url)
+        derived = _prefetch(self._derived(blocks), self.stop)
         interrupted = False
         try:
-            for block in blocks:
+            for piece, tables in derived:
                 if self.stop.is_set():
                     interrupted = True
                     break
-                fresh = block.filter(pl.col(SEQ) > committed) if committed >= 0 else block
-                self.skipped += block.height - fresh.height
-                for piece in fresh.iter_slices(self.settings.transaction_rows):
-                    if self.stop.is_set():
-                        interrupted = True
-                        break
-                    self._write(conn, piece)
-                    committed = int(piece[SEQ].max())  # type: ignore[arg-type]
-                if interrupted:
-                    break
+                self._write(conn, piece, tables)
+            else:
+                interrupted = self.stop.is_set()
         except Exception as exc:  # psycopg errors: the open transaction was rolled back
             import psycopg
 
@@ -248,6 +242,7 @@ class _Run:
                 ) from exc
             raise
         finally:
+            derived.close()
             conn.close()
         completed = not interrupted
         if completed:
@@ -267,12 +262,21 @@ class _Run:
             notes=self._notes(),
         )
 
-    def _write(self, conn: Any, block: pl.DataFrame) -> None:
-        """Derive and commit one block; a block the database refuses is split until the
-        refused row is alone, and that row becomes a reject with the database's message."""
+    def _derived(self, blocks: Iterator[pl.DataFrame]) -> Iterator[tuple[pl.DataFrame, Tables]]:
+        """Transaction-sized pieces past the checkpoint, each with the rows it becomes."""
+        committed = self.cp.lane_acked[0]
+        for block in blocks:
+            fresh = block.filter(pl.col(SEQ) > committed) if committed >= 0 else block
+            self.skipped += block.height - fresh.height
+            for piece in fresh.iter_slices(self.settings.transaction_rows):
+                yield piece, derive(piece, self.how)
+
+    def _write(self, conn: Any, block: pl.DataFrame, tables: Tables | None = None) -> None:
+        """Commit one block; a block the database refuses is split until the refused
+        row is alone, and that row becomes a reject with the database's message."""
         import psycopg
 
-        tables = derive(block, self.how)
+        tables = tables if tables is not None else derive(block, self.how)
         began = time.monotonic()
         try:
             database.write_tables(conn, tables)
@@ -347,6 +351,53 @@ class _Run:
             return []
         rows = ", ".join(f"{table} {count:,}" for table, count in self.written.items() if count)
         return [f"written to the database this run: {rows}"]
+
+
+def _prefetch(
+    items: Iterator[tuple[pl.DataFrame, Tables]], stop: threading.Event
+) -> Generator[tuple[pl.DataFrame, Tables], None, None]:
+    """Derive the next block in a thread while the database writes this one: the
+    derivation is Python, the writing is PostgreSQL's own process, so they overlap."""
+    slot: queue.Queue[Any] = queue.Queue(maxsize=1)
+    cancel = threading.Event()
+    done = object()
+
+    def hand_over(item: Any) -> bool:
+        while not (cancel.is_set() or stop.is_set()):
+            try:
+                slot.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not hand_over(item):
+                    return
+            hand_over(done)
+        except BaseException as exc:  # handed to the consumer, raised there
+            hand_over(exc)
+
+    worker = threading.Thread(target=produce, name="derive", daemon=True)
+    worker.start()
+    try:
+        while True:
+            try:
+                item = slot.get(timeout=0.2)
+            except queue.Empty:
+                if stop.is_set() or not worker.is_alive():
+                    return
+                continue
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        cancel.set()
+        worker.join(timeout=30)
 
 
 def _detector() -> Callable[[str | None, str | None], tuple[str | None, str | None, str | None]]:

@@ -191,13 +191,36 @@ def check_website(conn: Any, website: str) -> str:
 # --------------------------------------------------------------------------- writing
 
 
+#: Tables whose rows are new on a first write: COPY straight into them (no staging copy),
+#: and only when a key already exists (a replayed block) go through ON CONFLICT instead.
+_FAST = ("website_event", "event_data", "revenue")
+
+
 def write_tables(conn: Any, tables: Tables) -> None:
-    """Write one block's rows in one transaction; a replayed block adds nothing."""
+    """Write one block's rows in one transaction; a replayed block adds nothing.
+
+    Sessions may exist already (an earlier block, live traffic) and session data is an
+    update-or-insert, so both always go through a staging table. Events, event data and
+    revenue rows carry ids of ours: they are copied straight into their tables inside a
+    savepoint, and only a key that is already there (a block replayed after a crash,
+    or an import run again) sends them through the staging path.
+    """
+    import psycopg
+
     with conn.transaction():
         for table, key, columns in TABLES:
             frame: pl.DataFrame = getattr(tables, table)
+            if table == "session" and frame.height:
+                frame = _new_sessions(conn, frame)
             if frame.height == 0:
                 continue
+            if table in _FAST or table == "session":
+                try:
+                    with conn.transaction():  # a savepoint
+                        _copy(conn, f'"{table}"', columns, frame)
+                    continue
+                except psycopg.errors.UniqueViolation:
+                    pass
             staging = f"backfill_{table}"
             conn.execute(f'CREATE TEMP TABLE IF NOT EXISTS {staging} (LIKE "{table}") ON COMMIT DELETE ROWS')
             _copy(conn, staging, columns, frame)
@@ -208,6 +231,17 @@ def write_tables(conn: Any, tables: Tables) -> None:
                 conn.execute(
                     f'INSERT INTO "{table}" ({names}) SELECT {names} FROM {staging} ON CONFLICT ("{key}") DO NOTHING'
                 )
+
+
+def _new_sessions(conn: Any, sessions: pl.DataFrame) -> pl.DataFrame:
+    """The block's sessions that are not in the table yet (a primary key lookup each):
+    those are copied straight in; the first row Umami saw of the others stays as it is."""
+    found = conn.execute(
+        "SELECT session_id::text FROM session WHERE session_id = ANY(%s::uuid[])", (sessions["session_id"].to_list(),)
+    ).fetchall()
+    if not found:
+        return sessions
+    return sessions.filter(~pl.col("session_id").is_in([row[0] for row in found]))
 
 
 def _upsert_session_data(conn: Any, staging: str, columns: Iterable[str]) -> None:

@@ -225,17 +225,22 @@ def _truthy(column: str) -> pl.Expr:
 
 def _client_columns(frame: pl.DataFrame, how: Derivation) -> list[pl.Series]:
     """browser/os/device: the payload's (``??``: an empty string counts), else detected."""
-    ua = frame.select(pl.when(_truthy("userAgent")).then(pl.col("userAgent")).otherwise(pl.lit(how.user_agent)))
-    pairs = pl.DataFrame({"ua": ua.to_series(), "screen": frame["screen"]})
-    detected = map_unique(
-        pl.Series([json.dumps([u, s]) for u, s in pairs.iter_rows()], dtype=pl.String),
-        lambda key: list(how.detect(*json.loads(key))),
-        pl.List(pl.String()),
-    )
-    out = []
-    for i, name in enumerate(("browser", "os", "device")):
-        out.append(frame[name].fill_null(detected.list.get(i, null_on_oob=True)).alias(f"s_{name}"))
-    out.append(ua.to_series().alias("s_ua"))
+    ua = frame.select(
+        pl.when(_truthy("userAgent")).then(pl.col("userAgent")).otherwise(pl.lit(how.user_agent)).alias("ua")
+    )["ua"]
+    # One key per distinct (user agent, screen); "\x01" stands for a missing screen.
+    key = pl.concat_str([ua, frame["screen"].fill_null("\x01")], separator="\x00")
+
+    def detect(pair: str) -> list[str | None]:
+        agent, _, screen = pair.partition("\x00")
+        return list(how.detect(agent, None if screen == "\x01" else screen))
+
+    detected = map_unique(pl.select(key).to_series(), detect, pl.List(pl.String()))
+    out = [
+        frame[name].fill_null(detected.list.get(i, null_on_oob=True)).alias(f"s_{name}")
+        for i, name in enumerate(("browser", "os", "device"))
+    ]
+    out.append(ua.alias("s_ua"))
     return out
 
 
@@ -452,7 +457,7 @@ def _event_rows(events: pl.DataFrame, how: Derivation) -> pl.DataFrame:
         .alias("page_title"),
         pl.when(name_truthy).then(2).otherwise(1).cast(pl.Int32).alias("event_type"),
         pl.when(name_truthy)
-        .then(pl.col("name").map_elements(lambda n: js_substring(n, EVENT_NAME_LENGTH), return_dtype=pl.String))
+        .then(map_unique(events["name"], lambda n: js_substring(n, EVENT_NAME_LENGTH), pl.String()))
         .alias("event_name"),
         pl.when(_truthy("hostname")).then(pl.col("hostname")).otherwise(pl.col("url_domain")).alias("hostname"),
         pl.when(urls.is_null()).then(pl.lit("url")).otherwise(pl.lit("referrer")).alias("_field"),
