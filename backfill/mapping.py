@@ -34,7 +34,9 @@ CASES = ("lower", "upper")
 TEMPLATE_PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 
 _SPEC_KEYS = {"column", "const", "template", "coalesce"}
-_SPEC_MODIFIERS = {"map", "default", "type", "scale", "case"}
+_SPEC_MODIFIERS = {"map", "default", "type", "scale", "case", "part"}
+#: ``part:`` takes one piece of a URL value (docs/mapping.md, "The modifiers").
+URL_PARTS = ("host", "path", "query")
 _TOP_KEYS = {
     "version",
     "description",
@@ -67,6 +69,7 @@ class ValueSpec:
     dtype: str | None = None  # for data.* values: string | number | integer | boolean
     scale: float | None = None
     case: str | None = None
+    part: str | None = None  # host | path | query: that piece of a URL value
     line: int | None = None
 
     def columns(self) -> list[str]:
@@ -494,6 +497,12 @@ class _MappingParser:
             raise self.fail(f"{target}: type must be one of {', '.join(DATA_TYPES)}", lines.get("type", line))
         if dtype is not None and not target.startswith("data."):
             raise self.fail(f"{target}: type applies only to data.<key> fields", lines.get("type", line))
+        part = value.get("part")
+        if part is not None and part not in URL_PARTS:
+            raise self.fail(
+                f"{target}: part must be one of {', '.join(URL_PARTS)} (a piece of a URL), not {part!r}",
+                lines.get("part", line),
+            )
         case = value.get("case")
         if case is not None and case not in CASES:
             raise self.fail(f"{target}: case must be lower or upper", lines.get("case", line))
@@ -526,6 +535,7 @@ class _MappingParser:
             "dtype": dtype,
             "scale": float(scale) if scale is not None else None,
             "case": case,
+            "part": part,
             "line": line,
         }
         if kind == "column":
