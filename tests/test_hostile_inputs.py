@@ -180,12 +180,15 @@ def test_decimal_commas_need_declaring(tmp_path: Path) -> None:
 
 
 def test_latin1_file_without_encoding_names_the_line(tmp_path: Path) -> None:
-    text = HEADER + rows(2) + "2024-03-01T09:00:00Z,v9,/M\u00fcnchen,1\n"
+    # Many records that are not UTF-8: the encoding is wrong as a whole (one such
+    # record is rejected alone, see tests/test_fidelity_15.py).
+    munich = "".join(f"2024-03-01T09:{i:02d}:00Z,v9{i},/M\u00fcnchen{i},1\n" for i in range(12))
+    text = HEADER + rows(2) + munich
     path = write(tmp_path / "latin.csv", text.encode("latin-1"))
-    refused(run(tmp_path, path), "latin.csv: line 4: 0xfc is not valid utf-8", "--encoding")
+    refused(run(tmp_path, path), "latin.csv: line 4: 0xfc is not valid utf-8", "as a whole", "--encoding")
     outcome = run(tmp_path, path, extra=("--encoding", "latin-1"), out=True)
-    balanced(outcome, 3, 3)
-    assert "/M\u00fcnchen" in {p["payload"]["url"] for p in outcome.payloads}
+    balanced(outcome, 14, 14)
+    assert "/M\u00fcnchen0" in {p["payload"]["url"] for p in outcome.payloads}
 
 
 def test_utf16_files(tmp_path: Path) -> None:
