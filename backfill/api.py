@@ -27,7 +27,7 @@ from .config import DEFAULT_MAX_BODY_BYTES, RunConfig
 from .errors import ConfigError, SendError
 from .geo import geo_key_expr, sends_ip
 from .ledger import Ledger
-from .mapping import Mapping, check_against_schema, load_mapping
+from .mapping import Mapping, check_against_schema, check_schemas_agree, load_mapping
 from .ordering import RunSet, emit
 from .payload import build_elements
 from .rejects import RecordFile
@@ -136,12 +136,17 @@ def plan(config: RunConfig) -> Plan:
     files, skipped = expand_sources(list(config.sources), options)
     if not files:
         raise ConfigError("no data files found in " + ", ".join(config.sources))
+    schemas = {}
     for source in files:
         schema = read_schema(source, options)
         if not schema:  # nothing in it, not even a header: it gives no rows
             skipped.append(f"{source.path}: empty file (no header, no rows)")
             continue
-        check_against_schema(mapping, schema, source.path)
+        schemas[source.path] = schema
+    for note in check_schemas_agree(mapping, schemas):  # before each file alone: one fix for all
+        options.note(note)
+    for path, schema in schemas.items():
+        check_against_schema(mapping, schema, path)
     return Plan(config, mapping, files, skipped, options)
 
 

@@ -656,6 +656,47 @@ def check_against_schema(mapping: Mapping, schema: dict[str, pl.DataType], sourc
         )
 
 
+def check_schemas_agree(mapping: Mapping, schemas: dict[str, dict[str, pl.DataType]]) -> list[str]:
+    """Columns the mapping reads whose type differs between the files of one run.
+
+    Each file is otherwise checked alone, and a fix suggested for one (``format:
+    epoch`` for a numeric timestamp) would break the others. A timestamp column
+    that is a number in some files and not in others is a MappingError naming every
+    file and type; any other difference is returned as a note (a ``data.<key>``
+    without ``type:`` would be sent as a number from one file and text from another).
+    """
+    notes = []
+    for column, line in mapping.source_columns().items():
+        by_type: dict[str, list[str]] = {}
+        for path, schema in schemas.items():
+            if column in schema:
+                by_type.setdefault(str(schema[column]), []).append(path)
+        if len(by_type) < 2:
+            continue
+        listing = "; ".join(f"{dtype} in {', '.join(paths)}" for dtype, paths in by_type.items())
+        numeric = {dtype.is_numeric() for dtype in _dtypes(schemas, column)}
+        if column == mapping.timestamp.column and len(numeric) > 1:
+            raise MappingError(
+                f"column {column!r} has a different type in different files: {listing}. No one timestamp "
+                "format reads them all (a number needs `format: epoch` with a unit, text or a datetime "
+                "does not): convert the files to one type, or import each group of files with its own mapping",
+                path=mapping.path,
+                line=line,
+            )
+        untyped = [
+            target
+            for target, spec in mapping.fields.items()
+            if target.startswith("data.") and spec.dtype is None and column in spec.columns()
+        ]
+        fix = f": set `type:` on {', '.join(untyped)} so every file sends the same JSON type" if untyped else ""
+        notes.append(f"column {column!r} has a different type in different files ({listing}){fix}")
+    return notes
+
+
+def _dtypes(schemas: dict[str, dict[str, pl.DataType]], column: str) -> list[pl.DataType]:
+    return [schema[column] for schema in schemas.values() if column in schema]
+
+
 def _sql_columns(expression: str) -> list[str]:
     try:
         return pl.sql_expr(expression).meta.root_names()

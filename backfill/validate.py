@@ -198,6 +198,17 @@ def build_rules(frame: pl.DataFrame, mapping: Mapping, *, now: int | None = None
                     f"{name}: does not parse as a URL; Umami refuses it (fix the value or the template)",
                 )
             )
+    if "url" in cols:
+        name = pl.col("name") if "name" in cols else pl.lit(None, dtype=pl.String)
+        rules.append(
+            Rule(
+                "url",
+                (pl.col("type") == "event") & name.is_null() & pl.col("url").is_null(),
+                "url: a page view (no event name) without a url, e.g. a GA4 page_view without "
+                "page_location; Umami would store a view of no page: fix the source, give the url a "
+                "fallback (`url: [<column>, {const: /}]`) or filter these rows out",
+            )
+        )
     rules.extend(_location_rules(cols))
     if "hostname" in cols:
         rules.append(
