@@ -111,7 +111,7 @@ fields:
 """,
     )
     source = write(tmp_path / "e.csv", HEADER + "2024-03-01T08:00:00Z,v1,https://shop.example/a/b?x=1#top,A\n")
-    result, report = validate(tmp_path, source, mapping)
+    result, _ = validate(tmp_path, source, mapping)
     assert result.code == 0, result.stderr
     (payload,) = payloads(tmp_path)
     assert (payload["hostname"], payload["url"], payload["data"]) == ("shop.example", "/a/b#top", {"query": "x=1"})
