@@ -76,6 +76,8 @@ def apply_mapping(
         # url's host would be stored without its www., apart from the site's live traffic.
         derived.append(url_part(pl.col("url"), "host").alias("hostname"))
     out = frame.lazy().select(columns).with_columns(derived).collect()
+    if len(derived) > 1 and not out.get_column("hostname").drop_nulls().str.contains(r"^[\x00-\x7f]*$").all():
+        out = out.with_columns(map_unique(out.get_column("hostname"), ascii_host, pl.String()).alias("hostname"))
     source = frame.with_columns(out.get_column(COL_TS)) if COL_TS not in frame.columns else frame
     return out.with_columns(visitor_ids(source, mapping, file_tags).alias(COL_VISITOR))
 
@@ -130,6 +132,16 @@ def url_part(url: pl.Expr, part: str) -> pl.Expr:
         return _blank_to_null(relative.str.extract(r"\?([^#]*)", 1))
     path = relative.str.replace(r"\?[^#]*", "")
     return pl.when(path.str.starts_with("#") | (path == "")).then(pl.lit("/") + path).otherwise(path)
+
+
+def ascii_host(host: str) -> str:
+    """A host as a browser's ``location.hostname`` gives it: internationalised labels in
+    punycode (``bücher.de`` -> ``xn--bcher-kva.de``); kept as it is when not encodable
+    (validation then refuses it as no valid host)."""
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return host
 
 
 def _blank_to_null(expr: pl.Expr) -> pl.Expr:

@@ -89,13 +89,14 @@ def test_hostname_is_the_urls_host_with_its_www(tmp_path: Path) -> None:
     history lands under the same hostname as the live tracker's traffic."""
     text = HEADER + "2024-03-01T08:00:00Z,v1,https://WWW.Example.com:8443/a?utm_source=x,A\n"
     text += "2024-03-01T08:01:00Z,v2,/relative,B\n"
+    text += "2024-03-01T08:02:00Z,v3,https://www.b\u00fccher.de/idn,C\n"
     source = write(tmp_path / "events.csv", text)
     with FakeUmami() as server:
         site = server.add_website()
         result = import_into(server.url, site, source, mapping_file(tmp_path), tmp_path, "--state", tmp_path / "s")
         assert result.code == 0, result.stdout + result.stderr
         stored = {e["url_path"]: e["hostname"] for e in server.events(site)}
-    assert stored == {"/a": "www.example.com", "/relative": "localhost"}
+    assert stored == {"/a": "www.example.com", "/relative": "localhost", "/idn": "www.xn--bcher-kva.de"}
 
 
 def test_a_mapping_takes_url_parts_explicitly(tmp_path: Path) -> None:
