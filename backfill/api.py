@@ -23,11 +23,11 @@ from typing import Any
 
 import polars as pl
 
-from .config import RunConfig
+from .config import DEFAULT_MAX_BODY_BYTES, RunConfig
 from .errors import ConfigError, SendError
 from .geo import geo_key_expr, sends_ip
 from .ledger import Ledger
-from .mapping import Mapping, check_against_schema, load_mapping
+from .mapping import Mapping, check_against_schema, check_schemas_agree, load_mapping
 from .ordering import RunSet, emit
 from .payload import build_elements
 from .rejects import RecordFile
@@ -42,9 +42,11 @@ from .schema import (
     COL_SKIP,
     COL_SOURCE_ERROR,
     COL_SOURCE_RAW,
+    COL_TITLE_CUT,
     COL_TS,
     COL_VISITOR,
     COL_VKEY,
+    TITLE_LIMIT,
 )
 from .sources import ReadOptions, SourceFile, estimate_rows, expand_sources, iter_chunks, read_schema
 from .transform import DEFAULT_LANES, TimeWindow, apply_mapping, file_tag, lanes_for, shard_of
@@ -79,6 +81,9 @@ class Prepared:
     files: list[str] = field(default_factory=list)
     visits: CrossingVisits = field(default_factory=CrossingVisits.empty)
     visits_path: Path | None = None
+    #: What the readers said (``ReadOptions.note``) and what validation changed without
+    #: rejecting (titles cut): shown in the summary of every run of the import.
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -87,6 +92,7 @@ class Prepared:
             "runs": self.runs.to_dict(),
             "files": self.files,
             "visits": self.visits.to_dict(self.visits_path),
+            "notes": self.notes,
         }
 
     @classmethod
@@ -98,6 +104,7 @@ class Prepared:
             files=list(data.get("files", [])),
             visits=CrossingVisits.from_dict(data.get("visits")),
             visits_path=Path(data["visits"]["path"]) if (data.get("visits") or {}).get("path") else None,
+            notes=list(data.get("notes", [])),
         )
 
 
@@ -130,12 +137,17 @@ def plan(config: RunConfig) -> Plan:
     files, skipped = expand_sources(list(config.sources), options)
     if not files:
         raise ConfigError("no data files found in " + ", ".join(config.sources))
+    schemas = {}
     for source in files:
         schema = read_schema(source, options)
         if not schema:  # nothing in it, not even a header: it gives no rows
             skipped.append(f"{source.path}: empty file (no header, no rows)")
             continue
-        check_against_schema(mapping, schema, source.path)
+        schemas[source.path] = schema
+    for note in check_schemas_agree(mapping, schemas):  # before each file alone: one fix for all
+        options.note(note)
+    for path, schema in schemas.items():
+        check_against_schema(mapping, schema, path)
     return Plan(config, mapping, files, skipped, options)
 
 
@@ -168,6 +180,7 @@ def prepare(
     estimate = _estimated_rows(plan_.files, config.limit)
     shaping = ChunkShaping.of(config, mapping)
     spans = VisitSpans() if shaping.exact_visits else None
+    titles_cut = 0
     chunks = prefetch(_all_chunks(plan_))
     try:
         for chunk in chunks:
@@ -178,6 +191,7 @@ def prepare(
                 remaining -= chunk.height
             checked = _check_chunk(chunk, mapping, window, website, tags, spill, shaping)
             _record_chunk(checked, paths, ledger, stats, runs if spill else None, rejects)
+            titles_cut += checked.titles_cut
             if observe is not None and checked.good.height:
                 observe(checked.good)
             if spans is not None and checked.good.height:
@@ -188,7 +202,12 @@ def prepare(
                 break
     finally:
         chunks.close()
-    prepared = Prepared(ledger=ledger, stats=stats, runs=runs, files=paths)
+    prepared = Prepared(ledger=ledger, stats=stats, runs=runs, files=paths, notes=plan_.read_options.notes.all())
+    if titles_cut:
+        prepared.notes.append(
+            f"{titles_cut:,} titles longer than {TITLE_LIMIT} characters were cut to {TITLE_LIMIT} "
+            "(Umami keeps no more of a title; the payloads carry the cut title)"
+        )
     if spans is not None:
         prepared.visits = spans.finish()
         if spill:
@@ -274,10 +293,11 @@ class ChunkShaping:
     shard: tuple[int, int] | None = None
     geo: str = "auto"
     exact_visits: bool = False
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES  # a row whose element alone is larger is rejected
 
     @classmethod
     def of(cls, config: RunConfig, mapping: Mapping) -> ChunkShaping:
-        return cls(config.shard, config.geo, visits_mode(config, mapping) == "exact")
+        return cls(config.shard, config.geo, visits_mode(config, mapping) == "exact", config.max_body_bytes)
 
     def not_in_shard(self, checked: pl.DataFrame) -> pl.DataFrame:
         """Rows of other shards are skipped before anything else counts (filters, rejects)."""
@@ -307,6 +327,7 @@ class CheckedChunk:
     checked: pl.DataFrame
     good: pl.DataFrame  # rows neither skipped nor rejected
     prepared: pl.DataFrame | None  # PREPARED_SCHEMA rows to spill, when spilling
+    titles_cut: int = 0  # good rows whose title was cut to Umami's length
 
 
 def _check_chunk(
@@ -319,8 +340,10 @@ def _check_chunk(
     shaping: ChunkShaping | None = None,
 ) -> CheckedChunk:
     shaping = shaping or ChunkShaping()
-    checked = shaping.not_in_shard(validate(_mapped(chunk, mapping, window, tags), mapping))
+    mapped = _mapped(chunk, mapping, window, tags)
+    checked = shaping.not_in_shard(validate(mapped, mapping, max_body_bytes=shaping.max_body_bytes))
     good = checked.filter(pl.col(COL_SKIP).is_null() & pl.col(COL_REJECT_REASON).is_null())
+    titles_cut = int(good.get_column(COL_TITLE_CUT).sum()) if COL_TITLE_CUT in good.columns else 0
     if shaping.exact_visits:  # hashed once: spilled with the rows and folded into the visit spans
         good = good.with_columns(visit_key_expr())
     prepared = None
@@ -338,7 +361,7 @@ def _check_chunk(
             build_elements(payload_rows, website).alias(COL_JSON),
             lanes_for(good[COL_VISITOR], DEFAULT_LANES).alias(COL_LANE),
         )
-    return CheckedChunk(chunk, checked, good, prepared)
+    return CheckedChunk(chunk, checked, good, prepared, titles_cut)
 
 
 def _mapped(chunk: pl.DataFrame, mapping: Mapping, window: TimeWindow, tags: list[str]) -> pl.DataFrame:
@@ -461,6 +484,7 @@ def dry_run(
         elapsed_s=time.monotonic() - started,
         timings=timings,
     )
+    summary.notes.extend(prepared.notes)
     summary.notes.extend(_visit_notes(prepared, sending=False))
     if config.out is not None and not config.website:
         summary.notes.append(
@@ -632,6 +656,7 @@ def run_import(
                 "nothing of this run was stored and Umami rejected no row: correct the value named"
                 " below and run the corrected command (it continues this import; the rows are not sent yet)"
             )
+    summary.notes.extend(prepared.notes)
     summary.notes.extend(_visit_notes(prepared, sending=True))
     if outcome is not None:
         summary.notes.extend(outcome.notes)

@@ -34,7 +34,9 @@ CASES = ("lower", "upper")
 TEMPLATE_PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 
 _SPEC_KEYS = {"column", "const", "template", "coalesce"}
-_SPEC_MODIFIERS = {"map", "default", "type", "scale", "case"}
+_SPEC_MODIFIERS = {"map", "default", "type", "scale", "case", "part"}
+#: ``part:`` takes one piece of a URL value (docs/mapping.md, "The modifiers").
+URL_PARTS = ("host", "path", "query")
 _TOP_KEYS = {
     "version",
     "description",
@@ -67,6 +69,7 @@ class ValueSpec:
     dtype: str | None = None  # for data.* values: string | number | integer | boolean
     scale: float | None = None
     case: str | None = None
+    part: str | None = None  # host | path | query: that piece of a URL value
     line: int | None = None
 
     def columns(self) -> list[str]:
@@ -534,6 +537,12 @@ class _MappingParser:
             raise self.fail(f"{target}: type must be one of {', '.join(DATA_TYPES)}", lines.get("type", line))
         if dtype is not None and not target.startswith("data."):
             raise self.fail(f"{target}: type applies only to data.<key> fields", lines.get("type", line))
+        part = value.get("part")
+        if part is not None and part not in URL_PARTS:
+            raise self.fail(
+                f"{target}: part must be one of {', '.join(URL_PARTS)} (a piece of a URL), not {part!r}",
+                lines.get("part", line),
+            )
         case = value.get("case")
         if case is not None and case not in CASES:
             raise self.fail(f"{target}: case must be lower or upper", lines.get("case", line))
@@ -566,6 +575,7 @@ class _MappingParser:
             "dtype": dtype,
             "scale": float(scale) if scale is not None else None,
             "case": case,
+            "part": part,
             "line": line,
         }
         if kind == "column":
@@ -684,6 +694,47 @@ def check_against_schema(mapping: Mapping, schema: dict[str, pl.DataType], sourc
             path=mapping.path,
             line=ts.line,
         )
+
+
+def check_schemas_agree(mapping: Mapping, schemas: dict[str, dict[str, pl.DataType]]) -> list[str]:
+    """Columns the mapping reads whose type differs between the files of one run.
+
+    Each file is otherwise checked alone, and a fix suggested for one (``format:
+    epoch`` for a numeric timestamp) would break the others. A timestamp column
+    that is a number in some files and not in others is a MappingError naming every
+    file and type; any other difference is returned as a note (a ``data.<key>``
+    without ``type:`` would be sent as a number from one file and text from another).
+    """
+    notes = []
+    for column, line in mapping.source_columns().items():
+        by_type: dict[str, list[str]] = {}
+        for path, schema in schemas.items():
+            if column in schema:
+                by_type.setdefault(str(schema[column]), []).append(path)
+        if len(by_type) < 2:
+            continue
+        listing = "; ".join(f"{dtype} in {', '.join(paths)}" for dtype, paths in by_type.items())
+        numeric = {dtype.is_numeric() for dtype in _dtypes(schemas, column)}
+        if column == mapping.timestamp.column and len(numeric) > 1:
+            raise MappingError(
+                f"column {column!r} has a different type in different files: {listing}. No one timestamp "
+                "format reads them all (a number needs `format: epoch` with a unit, text or a datetime "
+                "does not): convert the files to one type, or import each group of files with its own mapping",
+                path=mapping.path,
+                line=line,
+            )
+        untyped = [
+            target
+            for target, spec in mapping.fields.items()
+            if target.startswith("data.") and spec.dtype is None and column in spec.columns()
+        ]
+        fix = f": set `type:` on {', '.join(untyped)} so every file sends the same JSON type" if untyped else ""
+        notes.append(f"column {column!r} has a different type in different files ({listing}){fix}")
+    return notes
+
+
+def _dtypes(schemas: dict[str, dict[str, pl.DataType]], column: str) -> list[pl.DataType]:
+    return [schema[column] for schema in schemas.values() if column in schema]
 
 
 def _sql_columns(expression: str) -> list[str]:

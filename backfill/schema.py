@@ -69,6 +69,12 @@ QUERY_PARAMS_LIMITED: tuple[str, ...] = (
     "twclid",
 )
 
+#: website_event.page_title: Umami cuts a longer title itself (after URI-decoding it), so
+#: a title is cut here to the same length (counted in the summary), never rejected.
+TITLE_LIMIT = 500
+#: url_path, url_query, referrer path/query/domain: Umami cuts each at 500 itself.
+URL_PART_LIMIT = 500
+
 #: event_data string values and keys are varchar(500).
 DATA_STRING_LIMIT = 500
 DATA_KEY_LIMIT = 500
@@ -86,6 +92,7 @@ COL_JSON = "_json"  # the /api/batch element as JSON text (String)
 COL_REJECT_FIELD = "_reject_field"
 COL_REJECT_REASON = "_reject_reason"
 COL_SKIP = "_skip"  # name of the filter that skipped the row
+COL_TITLE_CUT = "_title_cut"  # True where validation cut the title to TITLE_LIMIT (Boolean)
 #: Set by the readers on a record that could not be read (a CSV row with the wrong number
 #: of fields, an NDJSON line that is not a JSON object): the reason (String), else null.
 #: Such a row has null data columns and is rejected before any other rule.

@@ -70,7 +70,14 @@ def apply_mapping(
         columns.append(field_expr(target, spec, mapping, frame.schema).alias(target))
         if target.startswith("data.") and data_type(target, spec, frame.schema) != "string":
             columns.append(raw_text(spec, frame.schema).alias(RAW_PREFIX + target))
-    out = frame.lazy().select(columns).with_columns(_window_skip(window)).collect()
+    derived: list[pl.Expr] = [_window_skip(window)]
+    if "hostname" not in mapping.fields and "url" in mapping.fields:
+        # As Umami's tracker does (location.hostname, www. kept); left to Umami, an absolute
+        # url's host would be stored without its www., apart from the site's live traffic.
+        derived.append(url_part(pl.col("url"), "host").alias("hostname"))
+    out = frame.lazy().select(columns).with_columns(derived).collect()
+    if len(derived) > 1 and not out.get_column("hostname").drop_nulls().str.contains(r"^[\x00-\x7f]*$").all():
+        out = out.with_columns(map_unique(out.get_column("hostname"), ascii_host, pl.String()).alias("hostname"))
     source = frame.with_columns(out.get_column(COL_TS)) if COL_TS not in frame.columns else frame
     return out.with_columns(visitor_ids(source, mapping, file_tags).alias(COL_VISITOR))
 
@@ -93,11 +100,48 @@ def value_expr(spec: ValueSpec, schema: pl.Schema) -> pl.Expr:
     else:
         parts = [value_expr(p, schema) for p in spec.parts]
         expr = pl.coalesce([_blank_to_null(_string(p)) for p in parts])
+    if spec.part is not None:
+        expr = url_part(_string(expr), spec.part)
     if spec.value_map is not None:
         expr = _apply_map(expr, spec.value_map)
     if spec.default is not None:
         expr = pl.coalesce([_blank_to_null(_string(expr)), pl.lit(str(spec.default))])
     return expr
+
+
+#: An absolute URL (``scheme://`` or ``//``): its authority, then the rest.
+_ABSOLUTE_URL = r"^\s*(?:[A-Za-z][A-Za-z0-9+.-]*:)?//([^/?#]*)(.*)$"
+
+
+def url_part(url: pl.Expr, part: str) -> pl.Expr:
+    """One piece of a URL, as a browser's ``location`` would give it.
+
+    ``host``: the host of an absolute URL, lower-cased, without user info or port,
+    ``www.`` kept (Umami's tracker sends ``location.hostname``); null for a path.
+    ``path``: the path, ``/`` when an absolute URL has none, with any ``#fragment``
+    (Umami keeps it in the path); ``query``: the text after ``?`` without the
+    fragment, null when there is none.
+    """
+    groups = url.str.extract_groups(_ABSOLUTE_URL)
+    authority, rest = groups.struct.field("1"), groups.struct.field("2")
+    if part == "host":
+        host = authority.str.replace(r"^.*@", "").str.replace(r"^(\[[^\]]*\]|[^:]*):.*$", "${1}")
+        return _blank_to_null(host.str.to_lowercase())
+    relative = pl.when(authority.is_null()).then(url.str.strip_chars()).otherwise(rest)
+    if part == "query":
+        return _blank_to_null(relative.str.extract(r"\?([^#]*)", 1))
+    path = relative.str.replace(r"\?[^#]*", "")
+    return pl.when(path.str.starts_with("#") | (path == "")).then(pl.lit("/") + path).otherwise(path)
+
+
+def ascii_host(host: str) -> str:
+    """A host as a browser's ``location.hostname`` gives it: internationalised labels in
+    punycode (``bücher.de`` -> ``xn--bcher-kva.de``); kept as it is when not encodable
+    (validation then refuses it as no valid host)."""
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return host
 
 
 def _blank_to_null(expr: pl.Expr) -> pl.Expr:

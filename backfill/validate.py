@@ -18,11 +18,13 @@ import polars as pl
 
 from .botcheck import bot_mask
 from .mapping import Mapping
+from .payload import build_elements
 from .schema import (
     COL_REJECT_FIELD,
     COL_REJECT_REASON,
     COL_SKIP,
     COL_SOURCE_ERROR,
+    COL_TITLE_CUT,
     COL_TS,
     COL_VISITOR,
     CURRENCY_LIMIT,
@@ -31,8 +33,10 @@ from .schema import (
     EVENT_TYPES,
     FIELD_LIMITS,
     LOCATION_LIMITS,
+    PAYLOAD_STRING_FIELDS,
     QUERY_PARAM_LIMIT,
     QUERY_PARAMS_LIMITED,
+    TITLE_LIMIT,
 )
 from .transform import COL_TS_ERROR, RAW_PREFIX
 
@@ -59,18 +63,25 @@ class Rule:
 RECORD_FIELD = "(record)"
 
 
-def validate(frame: pl.DataFrame, mapping: Mapping, *, now: int | None = None) -> pl.DataFrame:
+def validate(
+    frame: pl.DataFrame, mapping: Mapping, *, now: int | None = None, max_body_bytes: int | None = None
+) -> pl.DataFrame:
     """Add ``_reject_field``/``_reject_reason`` (null when the row is fine); apply truncation.
 
     Rows already skipped by a filter are not judged. A row the reader could not
     read (``_source_error`` set) is never skipped: it is rejected with that reason,
-    before every other rule.
+    before every other rule. A title is cut to Umami's length (``_title_cut`` says
+    where). With ``max_body_bytes`` (the sender's request body cap), a row whose
+    /api/batch element alone would not fit a request is rejected, so a dry run
+    counts exactly what an import sends.
     """
     if COL_SOURCE_ERROR in frame.columns:
         unread = pl.col(COL_SOURCE_ERROR).is_not_null()
         frame = frame.with_columns(pl.when(unread).then(None).otherwise(pl.col(COL_SKIP)).alias(COL_SKIP))
     frame = apply_truncation(frame, mapping)
     rules = build_rules(frame, mapping, now=now)
+    if max_body_bytes is not None:
+        rules.extend(body_size_rules(frame, max_body_bytes))
     # Each condition is evaluated once, side by side; the first-broken-rule chain
     # then runs only over the rules some row of this chunk actually breaks.
     active = pl.col(COL_SKIP).is_null()
@@ -107,8 +118,13 @@ def _lit(reason: pl.Expr | str) -> pl.Expr:
 
 
 def apply_truncation(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
-    """Cut over-long values only where the mapping says ``truncate``."""
+    """Cut over-long values where the mapping says ``truncate``, and titles always
+    (Umami cuts them itself, so the cut changes nothing it stores)."""
     cuts = []
+    if "title" in frame.columns:
+        too_long = pl.col("title").str.len_chars() > TITLE_LIMIT
+        frame = frame.with_columns(too_long.fill_null(False).alias(COL_TITLE_CUT))
+        cuts.append(pl.col("title").str.slice(0, TITLE_LIMIT))
     for name in frame.columns:
         if mapping.overflow_policy(name) != "truncate" or frame.schema[name] != pl.String:
             continue
@@ -151,8 +167,19 @@ def build_rules(frame: pl.DataFrame, mapping: Mapping, *, now: int | None = None
             "type: must be event or identify (check the mapping's type:)",
         ),
     ]
+    derived_host = "hostname" in cols and "hostname" not in mapping.fields
     for name, limit in FIELD_LIMITS.items():
-        if name in cols and name != "id" and mapping.overflow_policy(name) == "reject":
+        if name == "hostname" and derived_host and mapping.overflow_policy(name) == "reject":
+            rules.append(
+                Rule(
+                    "url",
+                    pl.col(name).str.len_chars() > limit,
+                    f"url: its host is longer than {limit} characters; it is sent as the hostname "
+                    "(Umami's limit), and Umami would store the session, then refuse the event: fix the "
+                    "url, or map `hostname:` to a shorter value",
+                )
+            )
+        elif name in cols and name != "id" and mapping.overflow_policy(name) == "reject":
             rules.append(
                 Rule(
                     name,
@@ -171,11 +198,22 @@ def build_rules(frame: pl.DataFrame, mapping: Mapping, *, now: int | None = None
                     f"{name}: does not parse as a URL; Umami refuses it (fix the value or the template)",
                 )
             )
+    if "url" in cols:
+        name = pl.col("name") if "name" in cols else pl.lit(None, dtype=pl.String)
+        rules.append(
+            Rule(
+                "url",
+                (pl.col("type") == "event") & name.is_null() & pl.col("url").is_null(),
+                "url: a page view (no event name) without a url, e.g. a GA4 page_view without "
+                "page_location; Umami would store a view of no page: fix the source, give the url a "
+                "fallback (`url: [<column>, {const: /}]`) or filter these rows out",
+            )
+        )
     rules.extend(_location_rules(cols))
     if "hostname" in cols:
         rules.append(
             Rule(
-                "hostname",
+                "url" if derived_host else "hostname",
                 unparseable_urls(frame["hostname"], as_host=True),
                 "hostname: not a valid host name; Umami resolves the url against https://{hostname} "
                 "and would fail after storing the session",
@@ -191,6 +229,54 @@ def build_rules(frame: pl.DataFrame, mapping: Mapping, *, now: int | None = None
                 bot_mask(frame["userAgent"]),
                 "userAgent: bot user agent: Umami would drop it silently (set `keep_bots: true` "
                 "only if the server runs with DISABLE_BOT_CHECK)",
+            )
+        )
+    return rules
+
+
+#: Any website id: every one is a UUID of this length, so an element's size does not depend on it.
+_SIZING_WEBSITE = "00000000-0000-0000-0000-000000000000"
+#: JSON escaping makes at most this many bytes of one byte of text (``\u001f``).
+_ESCAPE_FACTOR = 6
+#: Bytes of an element besides its strings: keys, numbers, punctuation (generous).
+_ELEMENT_OVERHEAD = 4096
+
+
+def body_size_rules(frame: pl.DataFrame, max_body_bytes: int) -> list[Rule]:
+    """Rows whose element alone exceeds a request body (``[`` + element + ``]``).
+
+    The sender could only reject such a row at send time, after a dry run counted
+    it as sendable. A cheap bound on the strings' bytes finds the candidates; only
+    those are encoded, with the sender's own encoder. The reject names the row's
+    longest field.
+    """
+    texts = [
+        c
+        for c in frame.columns
+        if frame.schema[c] == pl.String and (c in PAYLOAD_STRING_FIELDS or c.startswith("data."))
+    ]
+    if not texts:
+        return []
+    bound = pl.sum_horizontal(pl.col(c).str.len_bytes().fill_null(0) for c in texts)
+    candidates = frame.select(bound * _ESCAPE_FACTOR + _ELEMENT_OVERHEAD + 2 > max_body_bytes).to_series()
+    if not candidates.any():
+        return []
+    rows = frame.filter(candidates)
+    sizes = build_elements(rows, _SIZING_WEBSITE).str.len_bytes() + 2
+    lengths = rows.select(pl.col(c).str.len_bytes().fill_null(0) for c in texts)
+    longest = [texts[max(range(len(texts)), key=lambda i, r=r: r[i])] for r in lengths.iter_rows()]
+    at = candidates.arg_true()
+    rules = []
+    for name in dict.fromkeys(n for n, size in zip(longest, sizes, strict=True) if size > max_body_bytes):
+        hit = [size > max_body_bytes and n == name for n, size in zip(longest, sizes, strict=True)]
+        broken = pl.Series([False] * frame.height).scatter(at, pl.Series(hit))
+        rules.append(
+            Rule(
+                name,
+                pl.lit(broken),
+                f"{name}: the event alone is larger than the request body limit of {max_body_bytes:,} "
+                "bytes (--max-body-bytes), so it cannot be sent; this field is its longest: shorten "
+                "it in the source (or raise the limit, if Umami's proxy takes larger bodies)",
             )
         )
     return rules

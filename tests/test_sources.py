@@ -203,10 +203,16 @@ def test_csv_latin1_and_utf16_with_encoding(tmp_path: Path) -> None:
 
 
 def test_csv_wrong_encoding_names_the_line(tmp_path: Path) -> None:
-    path = write(tmp_path / "e.csv", b"a,b\n1,ok\n2,caf\xe9\n")
-    with pytest.raises(SourceRecordError, match=r"line 3: 0xe9 is not valid utf-8.*--encoding") as err:
-        read_all(path)
-    assert err.value.line == 3
+    # One record with a byte that is not UTF-8 is a bad record, its bytes escaped;
+    # a header that is not UTF-8 refuses the file.
+    path = write(tmp_path / "e.csv", b"a,b\n1,ok\n2,caf\xe9\n3,ok\n")
+    frame = read_all(path)
+    assert frame["b"].to_list() == ["ok", None, "ok"]
+    assert frame[COL_SOURCE_RAW].to_list() == [None, "2,caf\\xe9", None]
+    header = write(tmp_path / "h.csv", b"a,caf\xe9\n1,ok\n")
+    with pytest.raises(SourceRecordError, match=r"line 1: 0xe9 is not valid utf-8.*--encoding") as err:
+        read_all(header)
+    assert err.value.line == 1
     cp = write(tmp_path / "cp.csv", b"a,b\n1,ok\n2,\x81\n")
     with pytest.raises(SourceRecordError, match=r"line 3: 0x81 is not valid cp1252"):
         read_all(cp, ReadOptions(encoding="cp1252"))

@@ -18,8 +18,9 @@ import importlib.util
 import os
 import re
 import stat
+import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 
@@ -44,6 +45,7 @@ from backfill.sources.compression import (
 
 __all__ = [
     "BASE_FORMATS",
+    "ReadNotes",
     "ReadOptions",
     "SourceFile",
     "SourceRecordError",
@@ -65,6 +67,11 @@ class FormatPlugin:
     ``_file``: ``iter_chunks`` adds it, and keeps only ``ReadOptions.columns``);
     ``schema`` gives the columns those frames will have, without reading the
     whole file, so a mapping is checked first.
+
+    Whatever a reader leaves out, guesses or repairs without rejecting a row (an
+    archive entry ignored, a table missing, a file name it cannot date), it says with
+    ``options.note(text)``: every note reaches the run's summary and ``--report``.
+    A note names the file; the same text said twice is kept once.
     """
 
     name: str
@@ -108,6 +115,36 @@ _SNIFF_BYTES = 4096
 _UINT32_MAX = 2**32 - 1
 
 
+class ReadNotes:
+    """What the readers of one run said about their input, in the order said.
+
+    Shared by every copy of a ``ReadOptions`` (``dataclasses.replace`` keeps it), and
+    safe to add to from the reading thread.
+    """
+
+    #: Notes kept word for word; beyond, only counted (a summary must stay readable).
+    MAX_KEPT = 50
+
+    def __init__(self) -> None:
+        self._notes: dict[str, None] = {}
+        self._more = 0
+        self._lock = threading.Lock()
+
+    def add(self, text: str) -> None:
+        with self._lock:
+            if text in self._notes:
+                return
+            if len(self._notes) < self.MAX_KEPT:
+                self._notes[text] = None
+            else:
+                self._more += 1
+
+    def all(self) -> list[str]:
+        with self._lock:
+            more = [f"... and {self._more:,} more reader notes"] if self._more else []
+            return list(self._notes) + more
+
+
 @dataclass(frozen=True)
 class ReadOptions:
     """How to read the inputs; checked on creation so bad flags fail before any file."""
@@ -119,6 +156,12 @@ class ReadOptions:
     has_header: bool = True  # CSV; without one, columns are column_1, column_2, ...
     chunk_rows: int = 100_000
     columns: tuple[str, ...] | None = None  # read only these; None = all
+    #: Where readers put their notes (see ``FormatPlugin``); not part of how files are read.
+    notes: ReadNotes = field(default_factory=ReadNotes, compare=False, repr=False)
+
+    def note(self, text: str) -> None:
+        """Say something about the input that the run's summary must show (see ``FormatPlugin``)."""
+        self.notes.add(text)
 
     def __post_init__(self) -> None:
         if self.format is not None and self.format not in known_formats():

@@ -278,9 +278,16 @@ def _decode_error(
     return encoding_error(path, encoding, line, exc.object[exc.start : exc.end])
 
 
-def encoding_error(path: str, encoding: str, line: int, bad: bytes) -> SourceRecordError:
-    """The error for undecodable bytes, with the encodings that usually fit instead."""
+def encoding_error(path: str, encoding: str, line: int, bad: bytes, *, records: int = 1) -> SourceRecordError:
+    """The error for undecodable bytes, with the encodings that usually fit instead.
+
+    ``records``: how many records were found undecodable (a reader that rejects a few
+    one by one refuses the file past a count, and says so).
+    """
     shown = " ".join(f"0x{byte:02x}" for byte in bad[:4]) or "an incomplete character"
+    more = (
+        f", nor are {records - 1} more records after it: the file is not {encoding} as a whole" if records > 1 else ""
+    )
     if is_utf8(encoding):
         advice = (
             "pass the real encoding with --encoding (Excel and older exports are "
@@ -289,7 +296,7 @@ def encoding_error(path: str, encoding: str, line: int, bad: bytes) -> SourceRec
     else:
         advice = "the file is not in this encoding; pass the right one with --encoding"
     return SourceRecordError(
-        f"{path}: line {line}: {shown} is not valid {encoding}; {advice}",
+        f"{path}: line {line}: {shown} is not valid {encoding}{more}; {advice}",
         path=path,
         reason=f"not valid {encoding}",
         line=line,

@@ -18,6 +18,7 @@ stray quote makes records unsplittable; that is reported, never guessed around.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import io
 from collections.abc import Iterator, Sequence
@@ -27,12 +28,13 @@ from typing import BinaryIO
 import polars as pl
 
 from backfill.errors import ConfigError, SourceError
-from backfill.schema import COL_ROW
+from backfill.schema import COL_ROW, SOURCE_RAW_MAX
 from backfill.sources.compression import (
     UTF8_BOM,
     SourceRecordError,
     check_reserved,
     check_utf8,
+    encoding_error,
 )
 from backfill.sources.records import mark_bad, raw_text, refuse_mostly_bad
 
@@ -43,6 +45,15 @@ BLOCK_BYTES = 8 << 20
 MAX_RECORD_BYTES = 64 << 20
 #: The header must end within this many bytes (it is parsed on its own).
 HEADER_MAX_BYTES = 4 << 20
+
+#: Records with bytes that are not UTF-8 are rejected one by one (a stray byte in an
+#: otherwise UTF-8 export); past this many the file is refused: its encoding is wrong.
+UNDECODABLE_MAX = 10
+UNDECODABLE_REASON = (
+    "not valid UTF-8: a byte in this record is no UTF-8 character (the record is in the rejects "
+    "file with its bytes escaped, e.g. \\xfc); fix it there and import it again, or pass "
+    "--encoding if the whole file is in another encoding (cp1252, latin-1)"
+)
 
 #: Delimiters suggested when the header does not split with the one given.
 _OTHER_DELIMITERS = (";", "\t", "|", ",")
@@ -298,6 +309,8 @@ class _BlockParser:
         self.header_raw = header_raw
         self.bad_records = bad_records
         self._error: Exception | None = None
+        self.undecodable = 0  # records rejected as not UTF-8 so far
+        self.first_undecodable: tuple[int, bytes] | None = None  # (line, bytes) of the first
 
     def parse(self, block: bytes, at: _Position) -> tuple[pl.DataFrame, int]:
         """The block's rows and its number of records (blank lines included).
@@ -325,7 +338,11 @@ class _BlockParser:
         blank: list[int] = []
         bad: dict[int, tuple[str, str]] = {}
         if frame is None:
+            undecodable, block = self._undecodable(block, at)
+            if undecodable:
+                outside = b"".join(block.split(self.quote)[::2]) if self.quote is not None else block
             blank, bad, block = self._scan(block, outside, at)
+            bad.update(undecodable)
             frame = self._read(block, at, records)
             if frame is None and self.quote is not None:
                 more, block = self._quote_misreads(block, blank)
@@ -372,6 +389,41 @@ class _BlockParser:
             self._error = None
             return None
         return frame
+
+    def _undecodable(self, block: bytes, at: _Position) -> tuple[dict[int, tuple[str, str]], bytes]:
+        """Records with bytes that are not UTF-8, emptied out of the block, with their bytes
+        shown escaped (``\\xfc``); the file is refused once there are more than
+        ``UNDECODABLE_MAX`` of them (then its encoding is wrong as a whole)."""
+        try:
+            block.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        else:
+            return {}, block
+        starts = _record_starts(block, self.quote)
+        found: dict[int, str] = {}
+        raws: dict[int, str] = {}
+        pos = 0
+        while pos < len(block):
+            try:
+                block[pos:].decode("utf-8")
+                break
+            except UnicodeDecodeError as exc:
+                where, stop = pos + exc.start, pos + exc.end
+            i = bisect.bisect_right(starts, where) - 1
+            record = block[starts[i] : _record_end(block, starts, i)]
+            found[i] = UNDECODABLE_REASON
+            raws[i] = record.decode("utf-8", "backslashreplace")[:SOURCE_RAW_MAX]
+            self.undecodable += 1
+            if self.first_undecodable is None:
+                line = at.lines + block.count(b"\n", 0, where) + 1
+                self.first_undecodable = (line, block[where:stop])
+            if self.undecodable > UNDECODABLE_MAX:
+                line, bad = self.first_undecodable
+                raise encoding_error(self.name, "utf-8", line, bad, records=self.undecodable)
+            pos = starts[i + 1] if i + 1 < len(starts) else len(block)
+        bad, emptied = self._empty_out(block, starts, found, at)
+        return {row: (reason, raws[row - at.rows - 1]) for row, (reason, _) in bad.items()}, emptied
 
     def _may_repeat_header(self, block: bytes) -> bool:
         raw = self.header_raw

@@ -39,7 +39,6 @@ Why each choice:
 from __future__ import annotations
 
 import functools
-import itertools
 import unicodedata
 import urllib.parse
 from collections.abc import Iterator
@@ -176,6 +175,8 @@ EXTENSIONS = (".avro",)
 _INDEX = "__ga4_i"
 _PARAM = "__ga4_param"
 _UTM_PREFIX = "__ga4_utm_"
+#: Per event: its first param with more than one value field set, shown ("value: int_value 3082, ...").
+_MULTI = "__ga4_multi"
 
 
 # --------------------------------------------------------------------------- plugin entry points
@@ -197,9 +198,21 @@ def iter_frames(source: SourceFile, options: ReadOptions) -> Iterator[pl.DataFra
         raw_chunks = _iter_avro(source, chunk_rows)
     else:
         raw_chunks = _iter_json(source, options, chunk_rows)
+    doubled, example = 0, None
     for raw in raw_chunks:
         raw, params = raw if isinstance(raw, tuple) else (raw, None)
+        if params is None:
+            params = _params(raw.with_columns(pl.int_range(pl.len(), dtype=pl.UInt32()).alias(_INDEX)))
+        if _MULTI in params.columns:
+            found = params.get_column(_MULTI).drop_nulls()
+            doubled += found.len()
+            example = example or (found[0] if found.len() else None)
         yield flatten(raw, params)
+    if doubled:
+        options.note(
+            f"ga4: {source.path}: {doubled:,} events have a param with more than one value field set "
+            f"(the first: {example}); the first set of {', '.join(VALUE_ORDER)} was used (mappings/ga4.yaml)"
+        )
 
 
 #: Top-level fields every GA4 export row has; together they are GA4's and nobody else's.
@@ -289,21 +302,47 @@ def _iter_parquet(source: SourceFile, chunk_rows: int) -> Iterator[pl.DataFrame]
 
 
 def _iter_avro(source: SourceFile, chunk_rows: int) -> Iterator[pl.DataFrame]:
-    """Record batches from fastavro: at most ``chunk_rows`` decoded records in memory."""
+    """Record batches from fastavro: at most ``chunk_rows`` decoded records in memory.
+
+    A file that cannot be read to its end is refused naming its first unreadable
+    record and how many were read before it (the run reads every file before it
+    sends anything, so none of them is sent)."""
     import fastavro  # imported here: only Avro inputs need it
 
     row = 1
+    batch: list[object] = []
     try:
         with open(source.path, "rb") as raw:
-            records = fastavro.reader(raw)
-            while batch := list(itertools.islice(records, chunk_rows)):
-                frame = pl.from_dicts(batch, schema=RAW_SCHEMA, strict=False)
-                yield frame.with_columns(pl.int_range(row, row + len(batch), dtype=pl.UInt64()).alias(COL_ROW))
-                row += len(batch)
+            for record in fastavro.reader(raw):
+                batch.append(record)
+                if len(batch) == chunk_rows:
+                    yield _avro_frame(batch, row)
+                    row += len(batch)
+                    batch = []
+        if batch:
+            yield _avro_frame(batch, row)
     except (ValueError, EOFError, OSError, fastavro.read.SchemaResolutionError) as exc:
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        hint = " (snappy-compressed Avro needs the `cramjam` package)" if "snappy" in detail.lower() else ""
-        raise SourceError(f"{source.path}: cannot read Avro record {row} onwards ({detail}){hint}") from exc
+        raise _avro_error(source.path, exc, row + len(batch)) from exc
+
+
+def _avro_frame(batch: list[object], row: int) -> pl.DataFrame:
+    frame = pl.from_dicts(batch, schema=RAW_SCHEMA, strict=False)  # type: ignore[arg-type]
+    return frame.with_columns(pl.int_range(row, row + len(batch), dtype=pl.UInt64()).alias(COL_ROW))
+
+
+def _avro_error(path: str, exc: Exception, first_bad: int) -> SourceError:
+    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "snappy" in detail.lower():
+        return SourceError(
+            f"{path}: cannot read Avro record {first_bad} onwards ({detail}); "
+            "snappy-compressed Avro needs the `cramjam` package"
+        )
+    what = "truncated: it ends inside the block" if isinstance(exc, EOFError) else "damaged: unreadable"
+    read = f"records 1-{first_bad - 1} were read intact" if first_bad > 1 else "no record could be read"
+    return SourceError(
+        f"{path}: Avro file {what} of record {first_bad} ({detail}); {read}, but a damaged file is "
+        "refused as a whole (nothing of it is imported): re-download or re-export it"
+    )
 
 
 def _stringly(dtype: pl.DataType) -> pl.DataType:
@@ -464,9 +503,17 @@ def _pivot(long: pl.DataFrame) -> pl.DataFrame:
     parts = [expr.cast(S) for expr, dtype in values if dtype is not None]
     if not parts:
         return empty
-    long = long.select(_INDEX, "k", pl.coalesce(parts).alias("v"))
+    named = [(f, expr.cast(S)) for f, (expr, dtype) in zip(VALUE_ORDER, values, strict=True) if dtype is not None]
+    doubled = pl.sum_horizontal(expr.is_not_null() for _, expr in named) > 1
+    shown = pl.concat_str(
+        pl.col("k"),
+        pl.lit(": "),
+        pl.concat_str([pl.lit(f"{f} ") + expr for f, expr in named], separator=", ", ignore_nulls=True),
+    )
+    long = long.select(_INDEX, "k", pl.coalesce(parts).alias("v"), pl.when(doubled).then(shown).alias("m"))
     return long.group_by(_INDEX, maintain_order=True).agg(
-        pl.col("v").filter(pl.col("k") == k).first().alias(_PARAM + k) for k in PARAM_KEYS
+        *(pl.col("v").filter(pl.col("k") == k).first().alias(_PARAM + k) for k in PARAM_KEYS),
+        pl.col("m").drop_nulls().first().alias(_MULTI),
     )
 
 

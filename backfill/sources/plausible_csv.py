@@ -242,11 +242,54 @@ def read_export(path: str, suffix: str | None = None) -> PlausibleExport:
         parts = _read_tables(path, entries, suffix, notes, digest := hashlib.sha256())
     if "visitors" not in parts:
         raise SourceError(f"{path}: no visitors table (imported_visitors_*.csv): the daily totals start there")
+    notes.extend(layout_notes(path, [name for name, _, _ in entries], suffix))
+    absent = [t for t in TABLES if t not in parts]
+    if absent:
+        notes.append(
+            f"{path}: no {', '.join(absent)} table{'s' if len(absent) > 1 else ''}: what only "
+            f"{'they hold' if len(absent) > 1 else 'it holds'} is not in the events (the daily totals still are)"
+        )
     tables = {t: pl.concat([frame for _, frame in frames]) for t, frames in parts.items()}
     for t in UNUSED_TABLES:
         if t in tables and tables[t].height:
             notes.append(f"{t}: read, not turned into events (not supported yet)")
     return PlausibleExport(name=path, key=digest.digest(), domain=domain, tables=tables, notes=notes)
+
+
+def layout_notes(path: str, names: list[str], suffix: str | None) -> list[str]:
+    """What the entry names say that the data cannot: a date in a name that is no real
+    day (``20240231``), and entries of more than one naming layout or date range."""
+    notes = []
+    ranges: dict[str, list[str]] = {}
+    prefixed = {name.lower().startswith("imported_") for name in names}
+    for name in names:
+        range_suffix = table_of(name)[1]
+        if suffix is not None and range_suffix != suffix:
+            continue
+        ranges.setdefault(range_suffix, []).append(name)
+        bad = [d for d in range_suffix.split("_") if d and not _real_date(d)]
+        if bad:
+            notes.append(
+                f"{path}: entry {name!r}: {' and '.join(bad)} in its name is not a real date; "
+                "its rows are dated by their own date column"
+            )
+    if len(ranges) > 1:
+        shown = "; ".join(f"{s.strip('_') or 'no dates'}: {len(n)} files" for s, n in sorted(ranges.items()))
+        notes.append(
+            f"{path}: entries of {len(ranges)} date ranges in one export ({shown}); each day is read from "
+            "the tables that hold it, two tables of the same day are refused"
+        )
+    if len(prefixed) > 1:
+        notes.append(f"{path}: mixed layouts: some entries are named imported_<table>, others <table>")
+    return notes
+
+
+def _real_date(text: str) -> bool:
+    try:
+        dt.datetime.strptime(text, "%Y%m%d")
+    except ValueError:
+        return False
+    return True
 
 
 def _read_tables(
@@ -414,7 +457,12 @@ def _iter_frames(source: SourceFile, options: ReadOptions) -> Iterator[pl.DataFr
     export = _export_for(source)
     if export is None:
         return
+    for note in export.notes:
+        options.note(f"plausible_csv: {note}")
     yield from iter_export_frames(export, options.chunk_rows)
+    for result in export.results:
+        for note in result.notes:
+            options.note(f"plausible_csv: {os.path.basename(export.name)}: {result.day.isoformat()}: {note}")
 
 
 def _schema(source: SourceFile, options: ReadOptions) -> dict[str, pl.DataType]:
