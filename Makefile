@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean postgres
+.PHONY: install demo test lint bench bench-db clean postgres
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,9 +40,16 @@ lint: $(STAMP)
 
 # The full benchmark takes a while (20M-row inputs are generated once, then cached in bench/out/).
 # Options through BENCH_ARGS, e.g. make bench BENCH_ARGS="--quick" or BENCH_ARGS="--sizes 1m --only dry,send".
+# The database sink's benchmark (bench/database.py) runs after it: a throwaway PostgreSQL,
+# 1M generated events with countries and revenue, and a plain COPY of the same rows.
 BENCH_ARGS ?=
-bench: $(STAMP)
+BENCH_DB_ARGS ?=
+bench: $(STAMP) postgres
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python bench/database.py $(BENCH_DB_ARGS)
+
+bench-db: $(STAMP) postgres
+	$(BIN)/python bench/database.py $(BENCH_DB_ARGS)
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache

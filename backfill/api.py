@@ -617,7 +617,9 @@ def run_import(
 
     def send_progress(p: SendProgress) -> None:
         if progress:
-            extra = f"{p.events_per_second:,.0f} ev/s, {p.concurrency} in flight"
+            extra = f"{p.events_per_second:,.0f} ev/s"
+            if sink.kind == "http":
+                extra += f", {p.concurrency} in flight"
             if p.rejected or p.in_doubt:
                 extra += f", {p.rejected:,} rejected, {p.in_doubt:,} in doubt"
             progress("send", _sent_so_far(checkpoint), sendable, extra)
@@ -648,6 +650,8 @@ def run_import(
     summary = _import_summary(config, plan_, prepared, checkpoint.send_ledger, run_ledger, pending)
     summary.elapsed_s = time.monotonic() - started
     summary.stopped = stopped
+    if sink.kind == "postgres":
+        summary.accepted_label = "stored in database"
     if refused:
         summary.refused, summary.resumable = True, False
         summary.stopped = f"Umami refused the run: {stopped}"

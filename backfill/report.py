@@ -179,6 +179,7 @@ class Summary:
     stats: Stats
     this_run: Ledger | None = None
     pending: int = 0  # sendable rows not sent yet (an interrupted run)
+    accepted_label: str = "accepted by Umami"  # "stored in database" for the database sink
     files: list[str] = field(default_factory=list)
     skipped_files: list[str] = field(default_factory=list)
     rejects_path: str | None = None
@@ -220,7 +221,7 @@ class Summary:
     def render(self) -> str:
         led = self.ledger
         dry = self.mode == "dry run"
-        sent_label = "would send" if dry else "accepted by Umami"
+        sent_label = "would send" if dry else self.accepted_label
         lines = [self.title or f"== {self.mode} summary =="]
         lines.append(f"rows read            {led.read:>12,}")
         lines.append(f"  {sent_label:<18} {led.accepted:>12,}")

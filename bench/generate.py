@@ -64,10 +64,12 @@ def block(start_row: int, rows: int, visitors: int, seed: int) -> pl.DataFrame:
         pick(SCREENS, 6).alias("screen"),
         pl.when(pick(EVENTS, 1) == "purchase").then((h % 20_000) / 100 + 1).otherwise(None).alias("revenue"),
         pl.when(pick(EVENTS, 1) == "purchase").then(pl.lit("USD")).otherwise(None).alias("currency"),
+        pick(COUNTRIES, 7).alias("country"),
     )
 
 
 TOTAL = [1]
+COUNTRIES = ["US", "DE", "FR", "GB", "IN", "BR", "JP", "CA", "NL", "ES", "IT", "PL", "SE", "AU", "MX"]
 
 
 def main() -> None:
