@@ -39,6 +39,9 @@ START = dt.datetime(2024, 3, 10, tzinfo=dt.UTC)
 SITE = "https://www.bakery-demo.example"
 CURRENCY = "EUR"
 PAGE_SIZE = 20
+#: The site's UTC offset in March 2024 (Europe/Berlin): the Live API adds it to each action's
+#: ``timestamp`` (not to the visit's ``firstActionTimestamp``), as Matomo does.
+SITE_OFFSET = 3600
 
 PAGES = (  # (path, title)
     ("/", "Bakery Demo"),
@@ -367,7 +370,7 @@ def live_visit(visit: dict[str, Any]) -> dict[str, Any]:
     country, region, city = visit["place"][:3]
     details: list[dict[str, Any]] = []
     for action in visit["actions"]:
-        ts = int(action["time"].timestamp())
+        ts = int(action["time"].timestamp()) + SITE_OFFSET
         page_url = SITE + action["page"][0]
         kind = action["kind"]
         if kind == "pageview":
@@ -388,7 +391,7 @@ def live_visit(visit: dict[str, Any]) -> dict[str, Any]:
         else:
             details.append({"type": "content", "url": page_url, "contentName": "Banner", "timestamp": ts})
     for conv in visit["conversions"]:
-        ts = int(conv["time"].timestamp())
+        ts = int(conv["time"].timestamp()) + SITE_OFFSET
         if conv["idgoal"] > 0:
             details.append({"type": "goal", "goalName": "Contact form", "goalId": str(conv["idgoal"]),
                             "revenue": conv["revenue"], "url": SITE + conv["page"][0], "timestamp": ts})  # fmt: skip
@@ -406,8 +409,8 @@ def live_visit(visit: dict[str, Any]) -> dict[str, Any]:
         "userId": visit["user_id"],
         "visitIp": "203.0.113.0",
         "firstActionTimestamp": int(visit["first"].timestamp()),
-        "lastActionTimestamp": max(d["timestamp"] for d in details),
-        "serverTimestamp": max(d["timestamp"] for d in details),
+        "lastActionTimestamp": max(d["timestamp"] for d in details) - SITE_OFFSET,
+        "serverTimestamp": max(d["timestamp"] for d in details) - SITE_OFFSET,
         "siteCurrency": CURRENCY,
         "actionDetails": details,
         "referrerUrl": visit["referrer"],
