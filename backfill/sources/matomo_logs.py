@@ -520,9 +520,9 @@ def join_visits(
         visit_files = _spill(visit_chunks, parts, os.path.join(tmp, "v"))
         event_files = _spill(events, parts, os.path.join(tmp, "e"))
         for k in range(parts):
-            visits = _unique_visits([pl.read_ipc(p, memory_map=False) for p in visit_files[k]])
+            visits = _unique_visits([pl.read_ipc(p) for p in visit_files[k]])
             for path in event_files[k]:
-                yield attach_visits(pl.read_ipc(path, memory_map=False), visits, table)
+                yield attach_visits(pl.read_ipc(path), visits, table)
                 os.unlink(path)
 
 
