@@ -21,9 +21,8 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from backfill.errors import SourceError
-from backfill.sources import PLUGINS, ReadOptions, expand_sources, iter_chunks
-from backfill.sources.matomo_logs import SourceFile, iter_events
+from backfill.sources import PLUGINS, ReadOptions, SourceFile, expand_sources, iter_chunks
+from backfill.sources.matomo_logs import iter_events
 from tests.conftest import SAMPLES, import_into, run_cli, stored_figures
 from tests.fake_umami import FakeUmami
 
@@ -231,7 +230,10 @@ def test_live_duplicate_visit_and_unknown_action_are_rejected(tmp_path: Path) ->
 # --------------------------------------------------------------------------- through the CLI into Umami
 
 
-def _assert_figures(events: list[dict[str, Any]], sessions: list[dict[str, Any]], revenue: list[dict[str, Any]]) -> None:
+Rows = list[dict[str, Any]]
+
+
+def _assert_figures(events: Rows, sessions: Rows, revenue: Rows) -> None:
     figures = stored_figures(events, revenue)
     assert figures.pageviews_by_day == EXPECTED["pageviews_by_day"]
     assert figures.visitors_by_day == EXPECTED["visitors_by_day"]
