@@ -22,6 +22,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from backfill.sources import PLUGINS, ReadOptions, SourceFile, expand_sources, iter_chunks
+from backfill.sources.matomo_codes import browser_expr, device_expr, os_expr, visitor_expr
 from backfill.sources.matomo_logs import iter_events
 from tests.conftest import SAMPLES, import_into, run_cli, stored_figures
 from tests.fake_umami import FakeUmami
@@ -115,7 +116,44 @@ def test_inspect_hooks_name_the_format_and_preset(tmp_path: Path) -> None:
     assert not live.sniff(str(other))
 
 
+def test_codes_become_umami_names() -> None:
+    frame = pl.DataFrame(
+        {
+            "browser": ["CH", "MF", "CI", "PS", "F1", "UNK", "ZZ"],
+            "os": ["WIN", "IOS", "IOS", "WIN", "IOS", "AND", "TIZ"],
+            "version": ["11", "17.3", "17.3", "7", "17", "14", None],
+            "device": ["0", "Smartphone", "1", "2", "Phablet", None, "5"],
+            "visitor": ["C4CF18B9AC039D09", "0xc4cf18b9ac039d09", "\u00e9\x01raw", None, "1", "1", "1"],
+        }
+    )
+    out = frame.select(
+        browser_expr(pl.col("browser"), pl.col("os")).alias("browser"),
+        os_expr(pl.col("os"), pl.col("version")).alias("os"),
+        device_expr(pl.col("device")).alias("device"),
+        visitor_expr(pl.lit(None, pl.String), pl.col("visitor")).alias("visitor"),
+    )
+    assert out["browser"].to_list() == ["chrome", "ios", "crios", "edge-chromium", "fxios", None, "ZZ"]
+    assert out["os"].to_list() == ["Windows 10", "iOS", "iOS", "Windows 7", "iOS", "Android OS", "TIZ"]
+    assert out["device"].to_list() == ["desktop", "mobile", "mobile", "tablet", "mobile", None, "smarttv"]
+    visitors = out["visitor"].to_list()
+    assert visitors[0] == visitors[1] == "c4cf18b9ac039d09"  # HEX() and --binary-as-hex: one visitor
+    assert visitors[2] == "\u00e9\x01raw".encode().hex() and visitors[3] is None  # raw bytes: hex-encoded
+
+
 # --------------------------------------------------------------------------- bad input
+
+
+def test_visit_missing_from_log_visit_is_rejected(tmp_path: Path) -> None:
+    dump = copy_logs(tmp_path)
+    visit = dump / "matomo_log_visit.tsv"
+    lines = visit.read_text().splitlines(keepends=True)
+    gone = lines[1].split("\t")[0]
+    visit.write_text("".join([lines[0], *lines[2:]]))
+    rejects = tmp_path / "r.ndjson"
+    result = run_cli("validate", dump, "-m", "matomo-logs", "--rejects", rejects)
+    assert result.code == 1, result.stdout + result.stderr
+    reasons = {json.loads(line)["reason"] for line in rejects.read_text().splitlines()}
+    assert any(f"idvisit {gone} has no row in log_visit" in r for r in reasons), reasons
 
 
 def test_missing_log_action_refuses_the_run(tmp_path: Path) -> None:

@@ -259,8 +259,15 @@ def hostname_expr(url: pl.Expr) -> pl.Expr:
 
 
 def visitor_expr(user_id: pl.Expr, idvisitor: pl.Expr) -> pl.Expr:
-    """user_id when the site set one, else idvisitor as 16 lower-case hex digits (``0x`` dropped)."""
-    hex_id = text(idvisitor).str.to_lowercase().str.strip_prefix("0x")
+    """user_id when the site set one, else idvisitor as lower-case hex digits.
+
+    idvisitor is BINARY(8): exported as hex (``HEX(idvisitor)``, or ``0x...`` from
+    ``mysql --binary-as-hex``) it is used as it is; exported raw, its bytes are
+    hex-encoded here, so the id stays the same visitor on every run either way.
+    """
+    raw = text(idvisitor)
+    lower = raw.str.to_lowercase().str.strip_prefix("0x")
+    hex_id = pl.when(lower.str.contains(r"^[0-9a-f]+$")).then(lower).otherwise(raw.str.encode("hex"))
     return pl.coalesce(text(user_id), hex_id)
 
 

@@ -120,6 +120,7 @@ KINDS: dict[str, str] = {
     "content": "content",
     "contentImpression": "content",
     "contentInteraction": "content",
+    "13": "content",  # Action::TYPE_CONTENT, left numeric by some Matomo versions
 }
 QUARTER_HOUR = 900
 _SNIFF_BYTES = 4096

@@ -272,7 +272,7 @@ def _epoch(column: str) -> pl.Expr:
 
 
 def load_actions(tf: TableFile, options: ReadOptions) -> pl.DataFrame:
-    """log_action as (idaction, a_type, a_text); URLs get their prefix back."""
+    """log_action as (idaction, a_type, a_text, a_found); URLs get their prefix back."""
     frames = []
     for raw in read_table(tf, options, bad_records="raise"):
         name = _text_column(raw, "name", tf.tsv)
@@ -286,10 +286,11 @@ def load_actions(tf: TableFile, options: ReadOptions) -> pl.DataFrame:
                 .then(pl.concat_str(scheme, pl.col("name")))
                 .otherwise(pl.col("name"))
                 .alias("a_text"),
+                pl.lit(True).alias("a_found"),
             )
         )
     if not frames:
-        return pl.DataFrame(schema={"idaction": U64, "a_type": pl.Int64(), "a_text": S})
+        return pl.DataFrame(schema={"idaction": U64, "a_type": pl.Int64(), "a_text": S, "a_found": pl.Boolean()})
     return pl.concat(frames).filter(pl.col("idaction").is_not_null()).unique("idaction", keep="first")
 
 
@@ -338,8 +339,11 @@ def shape_visits(raw: pl.DataFrame, tsv: bool) -> pl.DataFrame:
 
 def _lookup(frame: pl.DataFrame, actions: pl.DataFrame, column: str, prefix: str) -> pl.DataFrame:
     """Join one action id column to the dictionary: ``<prefix>_type``, ``<prefix>_text``."""
-    table = actions.rename({"idaction": column, "a_type": f"{prefix}_type", "a_text": f"{prefix}_text"})
-    return frame.join(table, on=column, how="left", maintain_order="left")
+    table = actions.rename(
+        {"idaction": column, "a_type": f"{prefix}_type", "a_text": f"{prefix}_text", "a_found": f"{column}__found"}
+    )
+    joined = frame.join(table, on=column, how="left", maintain_order="left")
+    return joined.with_columns(pl.col(f"{column}__found").fill_null(False))
 
 
 def _orphan(column: str) -> pl.Expr:
@@ -358,15 +362,8 @@ def shape_actions(raw: pl.DataFrame, actions: pl.DataFrame, tsv: bool) -> pl.Dat
         _epoch("server_time").alias("timestamp"),
         _text_column(raw, "search_cat", tsv).alias("search_cat"),
     )
-    known = actions.select("idaction")
     for column, prefix in zip(ids, ("url", "ref", "nam", "cat", "act"), strict=True):
         frame = _lookup(frame, actions, column, prefix)
-        frame = frame.join(
-            known.with_columns(pl.lit(True).alias(f"{column}__found")).rename({"idaction": column}),
-            on=column,
-            how="left",
-            maintain_order="left",
-        ).with_columns(pl.col(f"{column}__found").fill_null(False))
     page_type = pl.coalesce(pl.col("url_type"), pl.col("nam_type"))
     kind = (
         pl.when(pl.col("idaction_event_category").is_not_null())
@@ -462,7 +459,7 @@ def shape_conversions(raw: pl.DataFrame, tsv: bool) -> pl.DataFrame:
 # --------------------------------------------------------------------------- joining the visits
 
 
-def attach_visits(events: pl.DataFrame, visits: pl.DataFrame, table: str) -> pl.DataFrame:
+def attach_visits(events: pl.DataFrame, visits: pl.DataFrame) -> pl.DataFrame:
     """Add each event's visit columns; an event whose visit is missing gets an error."""
     joined = events.join(visits, on="idvisit", how="left", maintain_order="left")
     first = pl.col("v_first").is_null() | (pl.col("timestamp") <= pl.col("v_first"))
@@ -505,7 +502,6 @@ def join_visits(
     events: Iterator[pl.DataFrame],
     visits_file: TableFile,
     options: ReadOptions,
-    table: str,
     partitions: int | None = None,
 ) -> Iterator[pl.DataFrame]:
     """Each chunk of events with its visit's columns, holding at most one partition of visits."""
@@ -514,7 +510,7 @@ def join_visits(
     if parts == 1:
         visits = _unique_visits(list(visit_chunks))
         for chunk in events:
-            yield attach_visits(chunk, visits, table)
+            yield attach_visits(chunk, visits)
         return
     with tempfile.TemporaryDirectory(prefix="backfill-matomo-", dir=temp_dir()) as tmp:
         visit_files = _spill(visit_chunks, parts, os.path.join(tmp, "v"))
@@ -522,7 +518,7 @@ def join_visits(
         for k in range(parts):
             visits = _unique_visits([pl.read_ipc(p) for p in visit_files[k]])
             for path in event_files[k]:
-                yield attach_visits(pl.read_ipc(path), visits, table)
+                yield attach_visits(pl.read_ipc(path), visits)
                 os.unlink(path)
 
 
@@ -563,7 +559,7 @@ def iter_events(source: SourceFile, options: ReadOptions, partitions: int | None
         currencies = load_currencies(own, options)
         raw_chunks = read_table(own, options, bad_records="reject")
         events = (_with_currency(shape_conversions(raw, own.tsv), currencies) for raw in raw_chunks)
-    for frame in join_visits(events, visits_file, options, own.table, partitions):
+    for frame in join_visits(events, visits_file, options, partitions):
         frame = _with_errors(frame)
         if "currency" not in frame.columns:
             frame = frame.with_columns(pl.lit(None, S).alias("currency"))
