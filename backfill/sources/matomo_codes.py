@@ -156,6 +156,7 @@ FLAT_SCHEMA: dict[str, pl.DataType] = {
     "event_name": S,  # the Umami event name; null for a page view
     "visitor_id": S,  # user_id, else idvisitor as 16 lower-case hex digits
     "visit_id": S,  # idvisit
+    "site_id": S,  # idsite: a dump of all sites holds them all (filter on it to import one)
     "hostname": S,  # host of url, as the page had it (www. kept, like Umami's tracker)
     "url": S,  # the page (for outlinks and downloads: the page they were clicked on)
     "title": S,  # page title (page views)

@@ -86,6 +86,7 @@ ACTION_FIELDS = (
     "orderId",
 )
 VISIT_FIELDS = (
+    "idSite",
     "idVisit",
     "visitorId",
     "userId",
@@ -235,6 +236,7 @@ def _columns() -> list[pl.Expr]:
         .alias("event_name"),
         visitor_expr(pl.col("userId"), pl.col("visitorId")).alias("visitor_id"),
         text(pl.col("idVisit")).alias("visit_id"),
+        text(pl.col("idSite")).alias("site_id"),
         url.alias("url"),
         hostname_expr(url).alias("hostname"),
         pl.when(kind == "pageview").then(text(pl.col("pageTitle"))).alias("title"),

@@ -470,6 +470,7 @@ def attach_visits(events: pl.DataFrame, visits: pl.DataFrame) -> pl.DataFrame:
     error = pl.coalesce(pl.col("_error"), no_visit, orphan)
     return joined.with_columns(
         pl.col("idvisit").cast(S).alias("visit_id"),
+        pl.col("v_idsite").alias("site_id"),
         pl.when(first).then(pl.col("v_referrer")).alias("referrer"),
         hostname_expr(pl.col("url")).alias("hostname"),
         error.alias("_error"),
