@@ -298,3 +298,19 @@ def test_import_into_fake_umami(tmp_path: Path, source: Path, preset: str) -> No
     ledger = json.loads((tmp_path / "report.json").read_text())["ledger"]
     assert ledger["balances"] is True and ledger["rejected"] == 0
     assert ledger["skipped_by_filter"] == FILTERS
+
+
+def test_live_goal_of_a_deleted_goal_keeps_its_revenue(tmp_path: Path) -> None:
+    """Live joins goals to the goal table: a deleted goal comes without goalId and goalName."""
+    visits = json.loads((LIVE / "visits_page1.json").read_text())
+    visit = next(v for v in visits if any(d["type"] == "goal" and d["revenue"] for d in v["actionDetails"]))
+    for detail in visit["actionDetails"]:
+        if detail["type"] == "goal":
+            detail["goalId"] = detail["goalName"] = None
+    page = tmp_path / "visits.json"
+    page.write_text(json.dumps([visit]))
+    source = SourceFile(str(page), "matomo_live", None, page.stat().st_size, 0)
+    frame = pl.concat(list(PLUGINS["matomo_live"].iter_frames(source, ReadOptions(format="matomo_live"))))
+    goals = frame.filter(pl.col("kind") == "goal")
+    assert goals["event_name"].unique().to_list() == ["goal_unknown"]
+    assert goals["revenue"].drop_nulls().len() > 0 and frame["_source_error"].null_count() == frame.height

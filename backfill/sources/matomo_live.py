@@ -214,7 +214,8 @@ def flatten(visits: pl.DataFrame, first_row: int = 1) -> pl.DataFrame:
         text(pl.col("type")).replace_strict(KINDS, default=None, return_dtype=S).alias("kind"),
         (ts - offset.fill_null(0)).alias("timestamp"),
     )
-    return rows.with_columns(*_columns(), _error().alias(COL_SOURCE_ERROR), _raw().alias(COL_SOURCE_RAW))
+    rows = rows.with_columns(*_columns())
+    return rows.with_columns(_error().alias(COL_SOURCE_ERROR), _raw().alias(COL_SOURCE_RAW))
 
 
 def _columns() -> list[pl.Expr]:
@@ -231,7 +232,7 @@ def _columns() -> list[pl.Expr]:
         pl.when(is_event)
         .then(text(pl.col("eventAction")))
         .when(kind == "goal")
-        .then(pl.concat_str(pl.lit("goal_"), goal))
+        .then(pl.concat_str(pl.lit("goal_"), goal.fill_null("unknown")))  # a deleted goal has no id
         .otherwise(kind.replace_strict(EVENT_NAMES, default=None, return_dtype=S))
         .alias("event_name"),
         visitor_expr(pl.col("userId"), pl.col("visitorId")).alias("visitor_id"),
@@ -282,6 +283,9 @@ def _error() -> pl.Expr:
             pl.format("action type {} is not one this reader imports", text(pl.col("type")).fill_null("(none)"))
         ),
         pl.when(pl.col("timestamp").is_null()).then(pl.lit("the action has no timestamp")),
+        pl.when(pl.col("event_name").is_null() & pl.col("kind").is_in(["pageview", "content"]).not_()).then(
+            pl.format("a {} without a name (eventAction is empty)", pl.col("kind"))
+        ),
     )
 
 

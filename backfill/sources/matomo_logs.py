@@ -420,6 +420,9 @@ def _action_error(ids: tuple[str, ...]) -> pl.Expr:
                 pl.col("idaction_url"),
             )
         ),
+        pl.when((pl.col("kind") == "event") & pl.col("act_text").is_null()).then(
+            pl.lit("an event without an action (idaction_event_action is empty)")
+        ),
     )
 
 
