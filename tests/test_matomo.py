@@ -314,3 +314,13 @@ def test_live_goal_of_a_deleted_goal_keeps_its_revenue(tmp_path: Path) -> None:
     goals = frame.filter(pl.col("kind") == "goal")
     assert goals["event_name"].unique().to_list() == ["goal_unknown"]
     assert goals["revenue"].drop_nulls().len() > 0 and frame["_source_error"].null_count() == frame.height
+
+
+def test_live_json_lines_and_gzip_give_the_same_rows(tmp_path: Path) -> None:
+    visits = json.loads((LIVE / "visits_page1.json").read_text())
+    lines = tmp_path / "visits.ndjson.gz"
+    lines.write_bytes(gzip.compress("".join(json.dumps(v) + "\n" for v in visits).encode()))
+    from_array = read_all("matomo_live", LIVE / "visits_page1.json").drop("_file")
+    from_lines = read_all("matomo_live", lines).drop("_file")
+    assert from_array.height > len(visits)
+    assert_frame_equal(from_array, from_lines)
