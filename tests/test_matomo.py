@@ -324,3 +324,12 @@ def test_live_json_lines_and_gzip_give_the_same_rows(tmp_path: Path) -> None:
     from_lines = read_all("matomo_live", lines).drop("_file")
     assert from_array.height > len(visits)
     assert_frame_equal(from_array, from_lines)
+
+
+def test_an_empty_table_file_is_an_empty_table(tmp_path: Path) -> None:
+    """mysql --batch prints nothing at all for an empty table: no goals, no error."""
+    dump = copy_logs(tmp_path)
+    (dump / "matomo_log_conversion.csv").write_text("")
+    frame = read_all("matomo_logs", dump)
+    assert frame.height == EXPECTED["actions_total"]
+    assert frame["_source_error"].null_count() == frame.height

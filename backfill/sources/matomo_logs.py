@@ -210,20 +210,27 @@ def _needed(own: TableFile, table: str) -> TableFile:
 
 
 def header(tf: TableFile, encoding: str) -> tuple[str, ...]:
-    """The table file's column names; SourceError when a required one is missing."""
+    """The table file's column names; SourceError when a required one is missing.
+
+    An empty file is an empty table (``mysql --batch`` prints nothing, not even the
+    header, for a query without rows): no columns, and no rows.
+    """
     blocks = iter_decompressed(tf.path, tf.compression)
     head, at_eof = take_head(blocks, csv_reader.HEADER_MAX_BYTES)
     if encoding.lower().replace("-", "") not in ("utf8", "utf8sig"):
         head = head.decode(encoding, "replace").encode("utf-8")
     found = csv_reader.read_header(head, at_eof, tf.path, tf.dialect)
-    names = found.names if found is not None else ()
+    if found is None:
+        return ()
+    names = found.names
     required = TABLE_COLUMNS[tf.table][0]
     missing = [c for c in required if c not in names]
     if missing:
-        shown = ", ".join(map(repr, names[:12])) or "nothing (an empty file)"
+        shown = ", ".join(map(repr, names[:12]))
         raise SourceError(
             f"{tf.path}: table {tf.table} needs the column(s) {', '.join(map(repr, missing))}; "
-            f"the header has {shown}. Export it with its header (mysql --batch writes one)"
+            f"the first line has {shown}. Export it with its header line (mysql --batch writes one; "
+            "not with -N / --skip-column-names)"
         )
     return names
 
@@ -232,6 +239,8 @@ def read_table(tf: TableFile, options: ReadOptions, *, bad_records: str) -> Iter
     """The used columns of a table file in chunks (text; missing optional columns null)."""
     required, optional = TABLE_COLUMNS[tf.table]
     names = header(tf, options.encoding)
+    if not names:
+        return
     present = [c for c in (*required, *optional) if c in names]
     with local_file(tf.path, tf.compression, options.encoding, ".txt") as path:
         for frame in csv_reader.iter_csv(
