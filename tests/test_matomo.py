@@ -333,3 +333,19 @@ def test_an_empty_table_file_is_an_empty_table(tmp_path: Path) -> None:
     frame = read_all("matomo_logs", dump)
     assert frame.height == EXPECTED["actions_total"]
     assert frame["_source_error"].null_count() == frame.height
+
+
+@pytest.mark.parametrize("first_action", ["utc", "last"])
+def test_live_times_already_in_utc_are_kept(tmp_path: Path, first_action: str) -> None:
+    """The site offset is taken out only when the export has one (the samples: +1 h)."""
+    visits = json.loads((LIVE / "visits_page1.json").read_text())
+    shifted = _generator().SITE_OFFSET
+    for visit in visits:
+        for detail in visit["actionDetails"]:
+            detail["timestamp"] -= shifted  # as if the site were in UTC
+        if first_action == "last":  # an export whose firstActionTimestamp is something else
+            visit["firstActionTimestamp"] = visit["lastActionTimestamp"] + 7
+    page = tmp_path / "visits.json"
+    page.write_text(json.dumps(visits))
+    original = read_all("matomo_live", LIVE / "visits_page1.json").drop("_file")
+    assert_frame_equal(read_all("matomo_live", page).drop("_file"), original)

@@ -23,8 +23,9 @@ Why each choice:
   SITE's time zone (server time + the site's UTC offset), while the visit's
   ``firstActionTimestamp`` stays UTC. The offset is therefore taken back out,
   per visit: the first action's ``timestamp`` minus ``firstActionTimestamp``,
-  rounded to a quarter hour (every zone's offset is a multiple of 15 minutes).
-  For a site in UTC it is 0.
+  when that is a whole number of quarter hours (every zone's offset is) of at
+  most 14 hours. For a site in UTC, and for an export whose action times are
+  already UTC, it is 0.
 * **The page of a click**: outlinks, downloads, site searches and orders carry
   no page URL of their own (an outlink's ``url`` is its target); they get the
   URL of the visit's last page view before them.
@@ -124,6 +125,7 @@ KINDS: dict[str, str] = {
     "13": "content",  # Action::TYPE_CONTENT, left numeric by some Matomo versions
 }
 QUARTER_HOUR = 900
+MAX_OFFSET = 14 * 3600  # UTC+14, the largest offset of any time zone
 _SNIFF_BYTES = 4096
 
 
@@ -209,13 +211,25 @@ def flatten(visits: pl.DataFrame, first_row: int = 1) -> pl.DataFrame:
     )
     ts = text(pl.col("timestamp")).cast(pl.Int64, strict=False)
     first = text(pl.col("firstActionTimestamp")).cast(pl.Int64, strict=False)
-    offset = ((ts.min().over("idVisit") - first) / QUARTER_HOUR).round(0).cast(pl.Int64) * QUARTER_HOUR
+    offset = _site_offset(ts.min().over("idVisit") - first)
     rows = rows.with_columns(
         text(pl.col("type")).replace_strict(KINDS, default=None, return_dtype=S).alias("kind"),
         (ts - offset.fill_null(0)).alias("timestamp"),
     )
     rows = rows.with_columns(*_columns())
     return rows.with_columns(_error().alias(COL_SOURCE_ERROR), _raw().alias(COL_SOURCE_RAW))
+
+
+def _site_offset(difference: pl.Expr) -> pl.Expr:
+    """The site's UTC offset in a visit's action times, from (first action - firstActionTimestamp).
+
+    Only a difference within 2 seconds of a quarter hour, and at most 14 hours, is
+    an offset; anything else (an export whose times are already UTC, a first action
+    that is gone) leaves the times as they are.
+    """
+    offset = (difference / QUARTER_HOUR).round(0).cast(pl.Int64) * QUARTER_HOUR
+    plausible = ((difference - offset).abs() <= 2) & (offset.abs() <= MAX_OFFSET)
+    return pl.when(plausible).then(offset).otherwise(0)
 
 
 def _columns() -> list[pl.Expr]:
