@@ -350,3 +350,26 @@ def test_live_times_already_in_utc_are_kept(tmp_path: Path, first_action: str) -
     page.write_text(json.dumps(visits))
     original = read_all("matomo_live", LIVE / "visits_page1.json").drop("_file")
     assert_frame_equal(read_all("matomo_live", page).drop("_file"), original)
+
+
+def test_live_overlapping_pages_import_each_visit_once(tmp_path: Path) -> None:
+    """Pages saved while visits arrive overlap: a visit again in a later page is rejected there."""
+    first = json.loads((LIVE / "visits_page1.json").read_text())
+    second = json.loads((LIVE / "visits_page2.json").read_text())
+    pages = tmp_path / "pages"
+    pages.mkdir()
+    (pages / "visits_page1.json").write_text(json.dumps(first))
+    (pages / "visits_page2.json").write_text(json.dumps(first[-2:] + second))
+    again = sum(len(v["actionDetails"]) for v in first[-2:])
+    report = tmp_path / "report.json"
+    result = run_cli("validate", pages, "-m", "matomo-live", "--rejects", tmp_path / "r.ndjson", "--report", report)
+    assert result.code == 1, result.stdout + result.stderr
+    ledger = json.loads(report.read_text())["ledger"]
+    assert ledger["rejected"] == again and ledger["balances"] is True
+    reasons = {json.loads(line)["reason"] for line in (tmp_path / "r.ndjson").read_text().splitlines()}
+    assert all("is also in the earlier page visits_page1.json" in r for r in reasons), reasons
+    original = read_all("matomo_live", LIVE / "visits_page1.json", LIVE / "visits_page2.json")
+    read = read_all("matomo_live", pages)
+    kept = read.filter(pl.col("_source_error").is_null())
+    key = ["visit_id", "timestamp", "kind", "url"]
+    assert_frame_equal(kept.drop("_row").sort(key), original.drop("_row").sort(key))

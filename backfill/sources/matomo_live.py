@@ -34,14 +34,19 @@ Why each choice:
 A file that is not such an export is refused, naming it: an API error answer
 (``{"result": "error", ...}``), a truncated download (with the line and
 column where the JSON stops), JSON whose elements are not visits. A visit
-that appears twice in one file, and an action of a kind Matomo added later,
-are rejected with that reason, never dropped.
+that appears twice in one file, or again in a later page of the same folder
+(pages saved while the period still received visits overlap), and an action
+of a kind Matomo added later, are rejected with that reason, never dropped
+and never imported twice.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import json
+import os
+import re
 from collections.abc import Iterator
 
 import polars as pl
@@ -125,6 +130,10 @@ KINDS: dict[str, str] = {
     "13": "content",  # Action::TYPE_CONTENT, left numeric by some Matomo versions
 }
 QUARTER_HOUR = 900
+#: Saved pages that can overlap one another: JSON files in the same folder.
+_PAGE_ENDINGS = (".json", ".ndjson", ".jsonl")
+_COMPRESSION = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
+_VISIT_ID = re.compile(rb'"idVisit"\s*:\s*"?(\d+)')
 MAX_OFFSET = 14 * 3600  # UTC+14, the largest offset of any time zone
 _SNIFF_BYTES = 4096
 
@@ -199,10 +208,17 @@ def _json_error(path: str, data: bytes, exc: Exception) -> SourceError:
 # --------------------------------------------------------------------------- visits -> events
 
 
-def flatten(visits: pl.DataFrame, first_row: int = 1) -> pl.DataFrame:
-    """Visits -> one row per action detail, in FLAT_SCHEMA (plus ``_row`` and reject columns)."""
+def flatten(visits: pl.DataFrame, first_row: int = 1, seen: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Visits -> one row per action detail, in FLAT_SCHEMA (plus ``_row`` and reject columns).
+
+    ``seen`` (idVisit, page) names the visits already in an earlier page (see
+    :func:`earlier_visits`); their actions are rejected, not imported twice.
+    """
     duplicate = pl.col("idVisit").is_duplicated() & (pl.int_range(pl.len()).over("idVisit") > 0)
     visits = visits.with_columns(duplicate.alias("_duplicate"))
+    if seen is None:
+        seen = pl.DataFrame(schema={"idVisit": S, "_seen_in": S})
+    visits = visits.join(seen, on="idVisit", how="left", maintain_order="left")
     rows = (
         visits.explode("actionDetails")
         .filter(pl.col("actionDetails").is_not_null())
@@ -293,6 +309,13 @@ def _error() -> pl.Expr:
         pl.when(pl.col("_duplicate")).then(
             pl.format("idVisit {} appears twice in this file (a page saved twice?)", pl.col("idVisit"))
         ),
+        pl.when(pl.col("_seen_in").is_not_null()).then(
+            pl.format(
+                "idVisit {} is also in the earlier page {} (pages that overlap: it is imported from there)",
+                pl.col("idVisit"),
+                pl.col("_seen_in"),
+            )
+        ),
         pl.when(pl.col("kind").is_null()).then(
             pl.format("action type {} is not one this reader imports", text(pl.col("type")).fill_null("(none)"))
         ),
@@ -312,10 +335,45 @@ def _raw() -> pl.Expr:
 # --------------------------------------------------------------------------- plugin entry points
 
 
+def earlier_visits(path: str) -> pl.DataFrame:
+    """(idVisit, page) of the visits in the pages saved next to ``path`` whose names sort before it.
+
+    Pages of a period that still receives visits shift while they are saved, so
+    one visit can be in two files. The first page (by name) that holds a visit
+    is where it is imported from; later copies are rejected, naming that page.
+    """
+    folder, name = os.path.split(os.path.abspath(path))
+    frames = []
+    for other in sorted(os.listdir(folder)):
+        stem, ext = os.path.splitext(other)
+        compression = _COMPRESSION.get(ext.lower())
+        if compression:
+            stem, ext = os.path.splitext(stem)
+        if other >= name or ext.lower() not in _PAGE_ENDINGS:
+            continue
+        full = os.path.join(folder, other)
+        info = os.stat(full)
+        ids = _page_visit_ids(full, compression, info.st_size, info.st_mtime_ns)
+        frames.append(pl.DataFrame({"idVisit": ids, "_seen_in": pl.Series([other] * len(ids), dtype=S)}))
+    if not frames:
+        return pl.DataFrame(schema={"idVisit": S, "_seen_in": S})
+    return pl.concat(frames).unique("idVisit", keep="first", maintain_order=True)
+
+
+@functools.lru_cache(maxsize=4096)
+def _page_visit_ids(path: str, compression: str | None, size: int, mtime_ns: int) -> pl.Series:
+    """The idVisit values of one saved page (a text scan: a damaged page is refused when it is read)."""
+    try:
+        data = b"".join(iter_decompressed(path, compression))
+    except SourceError:
+        return pl.Series([], dtype=S)
+    return pl.Series([m.decode() for m in _VISIT_ID.findall(data)], dtype=S)
+
+
 def iter_frames(source: SourceFile, options: ReadOptions) -> Iterator[pl.DataFrame]:
     """The file's action details as flat frames of at most ``chunk_rows`` rows."""
     visits = read_page(source)
-    rows = finish(flatten(visits), (COL_SOURCE_ERROR, COL_SOURCE_RAW))
+    rows = finish(flatten(visits, seen=earlier_visits(source.path)), (COL_SOURCE_ERROR, COL_SOURCE_RAW))
     for start in range(0, rows.height, options.chunk_rows):
         yield rows.slice(start, options.chunk_rows)
 
