@@ -29,7 +29,9 @@ Why each choice:
 * **The page of a click**: outlinks, downloads, site searches and orders carry
   no page URL of their own (an outlink's ``url`` is its target); they get the
   URL of the visit's last page view before them.
-* **Memory**: one saved page (``filter_limit`` visits) at a time.
+* **Memory**: one saved page (``filter_limit`` visits) at a time, plus the
+  visit ids of the folder's earlier pages (to catch pages that overlap), each
+  page scanned once per run.
 
 A file that is not such an export is refused, naming it: an API error answer
 (``{"result": "error", ...}``), a truncated download (with the line and
