@@ -25,7 +25,7 @@ from backfill.sources import PLUGINS, ReadOptions, SourceFile, expand_sources, i
 from backfill.sources.matomo_codes import browser_expr, device_expr, os_expr, visitor_expr
 from backfill.sources.matomo_logs import iter_events
 from tests.conftest import SAMPLES, import_into, run_cli, stored_figures
-from tests.fake_umami import FakeUmami
+from tests.fake_umami import DEFAULT_PASSWORD, DEFAULT_USERNAME, FakeUmami
 
 MT = SAMPLES / "matomo"
 LOGS = MT / "logs"
@@ -295,6 +295,11 @@ def test_import_into_fake_umami(tmp_path: Path, source: Path, preset: str) -> No
         result = import_into(server.url, site, source, preset, tmp_path, "--state", tmp_path / "state")
         assert result.code == 0, result.stdout + result.stderr
         events, sessions, revenue = server.events(site), server.sessions(site), server.revenue(site)
+        verified = run_cli(
+            "verify", source, "-m", preset, "--host", server.url, "--website", site,
+            "--report", tmp_path / "verify.json", env={"UMAMI_USERNAME": DEFAULT_USERNAME, "UMAMI_PASSWORD": DEFAULT_PASSWORD},
+        )  # fmt: skip
+    assert verified.code == 0, verified.stdout + verified.stderr
     _assert_figures(events, sessions, revenue)
     ledger = json.loads((tmp_path / "report.json").read_text())["ledger"]
     assert ledger["balances"] is True and ledger["rejected"] == 0
