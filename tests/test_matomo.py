@@ -31,6 +31,7 @@ MT = SAMPLES / "matomo"
 LOGS = MT / "logs"
 LIVE = MT / "live"
 EXPECTED: dict[str, Any] = json.loads((MT / "expected.json").read_text())
+LOGIN = {"UMAMI_USERNAME": DEFAULT_USERNAME, "UMAMI_PASSWORD": DEFAULT_PASSWORD}
 FILTERS = {
     "Matomo content impression or interaction": EXPECTED["skipped_content"],
     "Matomo abandoned cart (idgoal -1)": EXPECTED["skipped_abandoned_cart"],
@@ -295,10 +296,8 @@ def test_import_into_fake_umami(tmp_path: Path, source: Path, preset: str) -> No
         result = import_into(server.url, site, source, preset, tmp_path, "--state", tmp_path / "state")
         assert result.code == 0, result.stdout + result.stderr
         events, sessions, revenue = server.events(site), server.sessions(site), server.revenue(site)
-        verified = run_cli(
-            "verify", source, "-m", preset, "--host", server.url, "--website", site,
-            "--report", tmp_path / "verify.json", env={"UMAMI_USERNAME": DEFAULT_USERNAME, "UMAMI_PASSWORD": DEFAULT_PASSWORD},
-        )  # fmt: skip
+        where = ("--host", server.url, "--website", site, "--report", tmp_path / "verify.json")
+        verified = run_cli("verify", source, "-m", preset, *where, env=LOGIN)
     assert verified.code == 0, verified.stdout + verified.stderr
     _assert_figures(events, sessions, revenue)
     ledger = json.loads((tmp_path / "report.json").read_text())["ledger"]
