@@ -28,7 +28,7 @@ from .errors import ConfigError, SendError
 from .geo import geo_key_expr, sends_ip
 from .ledger import Ledger
 from .mapping import Mapping, check_against_schema, check_schemas_agree, load_mapping
-from .ordering import RunSet, emit
+from .ordering import RunSet
 from .payload import build_elements
 from .rejects import RecordFile
 from .report import Stats, Summary
@@ -467,9 +467,9 @@ def dry_run(
         timings["prepare_s"] = time.monotonic() - began
         if config.out is not None:
             began = time.monotonic()
-            from .sender import regrouped  # here: a dry run without --out needs no HTTP client
+            from .sinks.payload_file import write_payload_file  # a dry run without --out needs no HTTP code
 
-            write_payloads(regrouped(emit(prepared.runs), prepared.visits), config.out)
+            write_payload_file(prepared, config.out)
             timings["write_s"] = time.monotonic() - began
     finally:
         shutil.rmtree(spill, ignore_errors=True)
@@ -504,18 +504,6 @@ def _visit_notes(prepared: Prepared, *, sending: bool) -> list[str]:
     if not sending:
         line += ": an import sends the first event of each alone (one extra request) to keep it one Umami visit"
     return [line]
-
-
-def write_payloads(frames: Iterator[pl.DataFrame], out: Path) -> int:
-    """The exact /api/batch elements, one per line, in send order."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    written = 0
-    with open(out, "w", encoding="utf-8") as fh:
-        for frame in frames:
-            fh.write("\n".join(frame[COL_JSON].to_list()))
-            fh.write("\n")
-            written += frame.height
-    return written
 
 
 # --------------------------------------------------------------------------- import
