@@ -15,7 +15,6 @@ S = pl.String()
 #: Umami's export prefixes a text cell starting with one of these with ' (against
 #: spreadsheet formula injection); the quote is not part of the stored value.
 FORMULA_TRIGGERS = "=+-@\t\r"
-_TIME = r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(\.\d{1,9})?\s*(Z|[+-]\d{2}(?::?\d{2})?)?$"
 #: A JSON number as Umami's decimal(19,4) is written (PostgreSQL "49.9900", ClickHouse "49.99").
 _JSON_NUMBER = r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?$"
 #: Umami's DATA_TYPE codes (src/lib/constants.ts).
@@ -33,22 +32,17 @@ def formula_unquoted(expr: pl.Expr) -> pl.Expr:
 def epoch_ms(expr: pl.Expr) -> pl.Expr:
     """Unix milliseconds of a stored time: ISO with T or a space, any fraction, Z, +00,
     +01:00 or no zone (UTC: ClickHouse ``DateTime('UTC')`` is written without one).
-    Null when it is not such a time."""
-    parts = expr.cast(S).str.strip_chars().str.extract_groups(_TIME)
-    zone = parts.struct.field("4")
-    zone = (
-        pl.when(zone.is_null() | (zone == "Z"))
-        .then(pl.lit("+00:00"))
-        .when(zone.str.len_chars() == 3)
-        .then(zone + ":00")
-        .when(zone.str.len_chars() == 5)
-        .then(pl.concat_str(zone.str.slice(0, 3), pl.lit(":"), zone.str.slice(3)))
-        .otherwise(zone)
+    Null when it is not such a time. Two fixed-format parses (a regex is 40x slower)."""
+    text = (
+        expr.cast(S)
+        .str.strip_chars()
+        .str.replace("T", " ", literal=True, n=1)
+        .str.replace(r"Z$", "+00:00")
+        .str.replace(r" ([+-])", "$1")
     )
-    text = pl.concat_str(
-        parts.struct.field("1"), pl.lit("T"), parts.struct.field("2"), parts.struct.field("3").fill_null(".0"), zone
-    )
-    return text.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%:z", strict=False, time_zone="UTC").dt.epoch("ms")
+    zoned = text.str.to_datetime("%Y-%m-%d %H:%M:%S%.f%#z", strict=False, time_unit="us")
+    naive = text.str.to_datetime("%Y-%m-%d %H:%M:%S%.f", strict=False, time_unit="us").dt.replace_time_zone("UTC")
+    return pl.coalesce(zoned.dt.convert_time_zone("UTC"), naive).dt.epoch("ms")
 
 
 def iso_millis(ms: pl.Expr) -> pl.Expr:
@@ -98,14 +92,16 @@ def data_value(data_type: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
     )
     problem = pl.when(value.is_null()).then(
         pl.concat_str(
-            pl.lit("data_key "),
-            json_string(pl.col("data_key")),
+            pl.lit('data_key "'),
+            pl.col("data_key").fill_null(""),
+            pl.lit('"'),
             pl.lit(": data_type "),
             data_type.cast(S),
             pl.lit(" needs "),
             what,
-            pl.lit(", the row has "),
-            json_string(pl.coalesce(string, pl.col("number_value"), pl.col("date_value"), pl.lit(""))),
+            pl.lit(', the row has "'),
+            pl.coalesce(string, pl.col("number_value"), pl.col("date_value"), pl.lit("")),
+            pl.lit('"'),
         )
     )
     return value, problem
