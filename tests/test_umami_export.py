@@ -367,3 +367,32 @@ def test_bad_created_at_and_bad_data_value_name_file_and_row(tmp_path: Path) -> 
     assert len(rejects) == 2, reasons
     assert any("website_event.csv row 3: created_at 2024-13-0" in r for r in reasons), reasons
     assert any(f'event_data.csv row {seats}: data_key "seats"' in r and "needs a number" in r for r in reasons)
+
+
+def test_cloud_zip_without_event_data_is_refused(tmp_path: Path) -> None:
+    tables = _cloud_tables()
+    del tables["event_data.csv"]
+    code, out, _ = _validate(_zip(tmp_path / "x.zip", tables), tmp_path)
+    assert code == 2 and "no event_data.csv" in out
+
+
+def test_postgres_events_without_sessions_are_refused(tmp_path: Path) -> None:
+    """The dump's website_event has no browser, os, ...: without session.csv they would be lost."""
+    (tmp_path / "website_event.csv").write_text((PG / "website_event.csv").read_text())
+    code, out, _ = _validate(tmp_path / "website_event.csv", tmp_path)
+    assert code == 2 and "no session.csv" in out and "website_event.csv" in out
+
+
+def test_one_joined_dump_file_alone(tmp_path: Path) -> None:
+    """A \\copy of website_event joined with session, under any name, without other tables."""
+    (tmp_path / "dump").mkdir()
+    joined = tmp_path / "dump" / "site-events.csv"
+    joined.write_text(_cloud_tables()["website_event.csv"])
+    with FakeUmami() as server:
+        site, report = _import(server, joined, tmp_path, "--format", "umami")
+        stored = stored_tables(server, site)
+    expected = source_tables()
+    assert stored["session"] == expected["session"]
+    assert stored["website_event"] == expected["website_event"]
+    assert stored["event_data"] == stored["session_data"] == []
+    assert report["ledger"]["read"] == EXPECTED["website_event_rows"]

@@ -329,6 +329,13 @@ def _check_columns(table: Table, columns: list[str], export: Export) -> None:
             f"{table.label}: not Umami's {table.name} table: no column {', '.join(map(repr, missing))} "
             f"(the header has {', '.join(map(repr, names[:12]))}{', ...' if len(names) > 12 else ''})"
         )
+    attrs = [c for c in SESSION_ATTRS if c != "distinct_id"]
+    if table.name == "website_event" and "session" not in export.tables and not set(attrs) & set(names):
+        raise SourceError(
+            f"{table.label}: no session columns ({', '.join(attrs)}) and no session.csv next to it: "
+            "the sessions' browser, OS, device and location would be lost. Dump website_event joined "
+            "with session, or the session table as session.csv in the same folder"
+        )
     unknown = [c for c in names if c not in TABLES[table.name] and c not in KNOWN_UNUSED]
     if unknown:
         export.notes.append(f"{table.label}: column(s) {', '.join(unknown)} not used (not part of Umami's export)")
@@ -458,9 +465,25 @@ class _Pass:
     last_row: dict[str, int] = field(default_factory=dict)
 
 
-def _spill(export: Export, options: ReadOptions) -> _Pass:
+def check_tables(export: Export) -> None:
+    """Refuse an export that lacks a table it must have (before any row is read)."""
+    if "website_event" not in export.tables:
+        raise SourceError(
+            f"{export.path}: no website_event table (website_event.csv): the events start there; "
+            f"found {', '.join(sorted(export.tables)) or 'no Umami table'}"
+        )
+    if zipfile.is_zipfile(export.path):
+        missing = [t for t in ("event_data", "session_data") if t not in export.tables]
+        if missing:
+            raise SourceError(
+                f"{export.path}: no {' and no '.join(t + '.csv' for t in missing)}: Umami's export always "
+                "has website_event.csv, event_data.csv and session_data.csv; a truncated or edited export? "
+                "Fetch it again"
+            )
+
+
+def _spill(export: Export, options: ReadOptions, state: _Pass) -> None:
     """First pass: every table into buckets (events and sessions by session, event data by event)."""
-    state = _Pass(Buckets(bucket_count(export)))
     for name in ("website_event", "session", "session_data", "event_data"):
         table = export.tables.get(name)
         if table is None:
@@ -482,7 +505,6 @@ def _spill(export: Export, options: ReadOptions) -> _Pass:
             else:
                 state.buckets.add(name, _data_rows(chunk, name, table.label), "key")
         export.counts[name] = rows
-    return state
 
 
 def _unreadable(state: _Pass, bad: pl.DataFrame, table: str, label: str, export: Export) -> None:
@@ -640,13 +662,10 @@ def _flat(frame: pl.DataFrame) -> pl.DataFrame:
 
 def read_frames(export: Export, options: ReadOptions) -> Iterator[pl.DataFrame]:
     """Every event (and identify row) of the export, in frames of at most ``chunk_rows``."""
-    if "website_event" not in export.tables:
-        raise SourceError(
-            f"{export.path}: no website_event table (website_event.csv): the events start there; "
-            f"found {', '.join(sorted(export.tables)) or 'no Umami table'}"
-        )
-    state = _spill(export, options)
+    check_tables(export)
+    state = _Pass(Buckets(bucket_count(export)))
     try:
+        _spill(export, options, state)
         if len(state.websites) > 1:
             raise SourceError(
                 f"{export.tables['website_event'].label}: events of {len(state.websites)} websites "
@@ -722,8 +741,8 @@ def flat_schema(source: SourceFile, options: ReadOptions) -> dict[str, pl.DataTy
     """The fixed columns; an unreadable ZIP or a missing website_event table fails here, before any row."""
     with contextlib.ExitStack() as stack:
         export = _export_for(source, stack)
-        if export is not None and "website_event" not in export.tables:
-            raise SourceError(f"{source.path}: no website_event table (website_event.csv): the events start there")
+        if export is not None:
+            check_tables(export)
     return {**FLAT_SCHEMA, COL_SOURCE_ERROR: S}
 
 
