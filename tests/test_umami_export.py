@@ -32,7 +32,7 @@ UE = SAMPLES / "umami_export"
 ZIP = UE / "umami-export.zip"
 PG = UE / "postgres"
 EXPECTED: dict[str, Any] = json.loads((UE / "expected.json").read_text())
-LINK_FILTER = "Umami link, pixel or performance event (event_type 3, 4, 5)"
+LINK_FILTER = "Umami link, pixel, performance or other non-page event (event_type not 1 or 2)"
 
 
 def _generator() -> ModuleType:
@@ -396,3 +396,15 @@ def test_one_joined_dump_file_alone(tmp_path: Path) -> None:
     assert stored["website_event"] == expected["website_event"]
     assert stored["event_data"] == stored["session_data"] == []
     assert report["ledger"]["read"] == EXPECTED["website_event_rows"]
+
+
+def test_event_types_of_later_versions_are_skipped_not_sent_as_pageviews(tmp_path: Path) -> None:
+    tables = _cloud_tables()
+    lines = tables["website_event.csv"].splitlines()
+    pageview = next(i for i, line in enumerate(lines) if i and ",1,,," in line)
+    lines[pageview] = lines[pageview].replace(",1,,,", ",6,,,", 1)
+    tables["website_event.csv"] = "\n".join(lines) + "\n"
+    code, out, _ = _validate(_zip(tmp_path / "x.zip", tables), tmp_path)
+    assert code == 0, out
+    ledger = json.loads((tmp_path / "report.json").read_text())["ledger"]
+    assert ledger["skipped_by_filter"] == {LINK_FILTER: EXPECTED["skipped_link_pixel_performance"] + 1}
