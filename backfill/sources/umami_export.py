@@ -60,11 +60,22 @@ from backfill.schema import COL_ROW, COL_SOURCE_ERROR, COL_SOURCE_RAW
 from backfill.sources import FormatPlugin, ReadOptions, SourceFile
 from backfill.sources import csv as csv_reader
 from backfill.sources.compression import temp_dir
+from backfill.sources.umami_join import (
+    DATA_SCHEMA,
+    EV_SCHEMA,
+    FLAT_SCHEMA,
+    LINE,
+    SES_SCHEMA,
+    SESSION_ATTRS,
+    Buckets,
+    identify_rows,
+    with_data,
+    with_sessions,
+)
 from backfill.sources.umami_values import (
     data_members,
     epoch_ms,
     formula_unquoted,
-    join_members,
     rebuilt_referrer,
     rebuilt_url,
 )
@@ -169,31 +180,8 @@ KNOWN_UNUSED = frozenset(
     }
 )
 REQUIRED = {"website_event": ("session_id", "created_at"), "session": ("session_id",)}
-#: Session attributes: on every website_event row of the Cloud export, in ``session`` in PostgreSQL.
-SESSION_ATTRS = ("browser", "os", "device", "screen", "language", "country", "region", "city", "distinct_id")
-
-FLAT_SCHEMA: dict[str, pl.DataType] = {
-    "kind": S,  # event | identify
-    "created_ms": I64,  # unix milliseconds, UTC (null: created_at unreadable, the row is rejected)
-    "visitor": S,  # distinct_id, else session_id: the payload id, one Umami session per source session
-    "session_id": S,
-    "visit_id": S,
-    "event_id": S,
-    "event_type": I64,  # 1 pageview, 2 custom event, 3 link, 4 pixel, 5 performance; null for identify
-    "hostname": S,
-    "url": S,  # url_path + ?url_query (query placed before a #fragment)
-    "referrer": S,  # https:// + referrer_domain + referrer_path + ?referrer_query
-    "title": S,
-    "name": S,  # event_name of custom events
-    "tag": S,
-    **dict.fromkeys(SESSION_ATTRS, S),
-    "data_json": S,  # the event's (or session's) properties as one JSON object, null when none
-}
-
 #: Target size of one bucket of the input's CSV bytes (memory is about a few times this).
 BUCKET_BYTES = 48 << 20
-_BUCKET = "__bucket"
-_LINE = "__line"
 
 
 # --------------------------------------------------------------------------- finding the tables
@@ -349,38 +337,6 @@ def _check_columns(table: Table, columns: list[str], export: Export) -> None:
         export.notes.append(f"{table.label}: no column {', '.join(absent)} (read as empty)")
 
 
-# --------------------------------------------------------------------------- spilling to buckets
-
-
-class Buckets:
-    """Parquet parts per (kind, bucket) in one temp folder, deleted on close."""
-
-    def __init__(self, count: int):
-        self.count = count
-        self.root = tempfile.mkdtemp(prefix="backfill-umami-", dir=temp_dir())
-        self.parts: dict[tuple[str, int], int] = {}
-
-    def add(self, kind: str, frame: pl.DataFrame, key: str) -> None:
-        """Spill a frame's rows, each into the bucket of ``hash(key)``."""
-        if frame.height == 0:
-            return
-        keyed = frame.with_columns((pl.col(key).fill_null("").hash(seed=13) % self.count).alias(_BUCKET))
-        for (bucket,), part in keyed.partition_by(_BUCKET, as_dict=True, include_key=False).items():
-            number = self.parts.get((kind, int(bucket)), 0)
-            self.parts[(kind, int(bucket))] = number + 1
-            part.write_parquet(os.path.join(self.root, f"{kind}-{bucket}-{number}.parquet"))
-
-    def read(self, kind: str, bucket: int, schema: dict[str, pl.DataType]) -> pl.DataFrame:
-        number = self.parts.get((kind, bucket), 0)
-        if not number:
-            return pl.DataFrame(schema=schema)
-        paths = [os.path.join(self.root, f"{kind}-{bucket}-{i}.parquet") for i in range(number)]
-        return pl.concat([pl.read_parquet(p) for p in paths], how="diagonal_relaxed")
-
-    def close(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
 def bucket_count(export: Export) -> int:
     total = sum(t.size for t in export.tables.values())
     return max(1, -(-total // BUCKET_BYTES))
@@ -450,7 +406,7 @@ def _data_rows(chunk: pl.DataFrame, table: str, label: str) -> pl.DataFrame:
         "data_key",
         _problem(label, pl.col("problem")).alias("problem"),
         epoch_ms(pl.col("created_at")).alias("created_ms"),
-        pl.col(COL_ROW).alias(_LINE),
+        pl.col(COL_ROW).alias(LINE),
         *extra,
     )
 
@@ -521,136 +477,6 @@ def _unreadable(state: _Pass, bad: pl.DataFrame, table: str, label: str, export:
     )
 
 
-EV_SCHEMA: dict[str, pl.DataType] = {**FLAT_SCHEMA, "problem": S, COL_ROW: I64}
-SES_SCHEMA: dict[str, pl.DataType] = {"session_id": S, **dict.fromkeys(SESSION_ATTRS, S), COL_ROW: I64}
-DATA_SCHEMA: dict[str, pl.DataType] = {
-    "key": S,
-    "member": S,
-    "data_key": S,
-    "problem": S,
-    "created_ms": I64,
-    _LINE: I64,
-}
-
-
-def _with_sessions(events: pl.DataFrame, sessions: pl.DataFrame, has_table: bool) -> pl.DataFrame:
-    """Events with their session's attributes (from ``session``, where the dump has it) and visitor."""
-    if has_table and sessions.height:
-        sessions = sessions.sort(COL_ROW).unique("session_id", keep="first").drop(COL_ROW)
-        joined = events.join(sessions, on="session_id", how="left", suffix="__s")
-        events = joined.with_columns(pl.coalesce(f"{c}__s", c).alias(c) for c in SESSION_ATTRS).drop(
-            f"{c}__s" for c in SESSION_ATTRS
-        )
-    return events.with_columns(pl.coalesce("distinct_id", "session_id").alias("visitor"))
-
-
-def _identify_rows(data: pl.DataFrame, events: pl.DataFrame, sessions: pl.DataFrame, offset: int) -> pl.DataFrame:
-    """One identify row per session with session data: its properties, sent with the session's attributes."""
-    if data.height == 0:
-        return pl.DataFrame(schema=EV_SCHEMA)
-    data = data.unique(["key", "member"], keep="first")
-    grouped = data.group_by("key").agg(
-        join_members(pl.col("member")).alias("data_json"),
-        pl.col("created_ms").max(),
-        pl.col(_LINE).min(),
-        pl.col("problem").drop_nulls().first(),
-        pl.col("distinct_id").drop_nulls().first(),
-        (pl.col("data_key").n_unique() < pl.len()).alias("clash"),
-    )
-    attrs = pl.concat(
-        [
-            sessions.select("session_id", *SESSION_ATTRS, pl.lit(0, I64).alias("_order"), COL_ROW),
-            events.select("session_id", *SESSION_ATTRS, pl.lit(1, I64).alias("_order"), COL_ROW),
-        ]
-    )
-    attrs = attrs.sort("_order", COL_ROW).unique("session_id", keep="first").drop("_order", COL_ROW)
-    rows = grouped.rename({"key": "session_id", "distinct_id": "sd_distinct_id"}).join(
-        attrs, on="session_id", how="left"
-    )
-    clash = pl.concat_str(
-        pl.lit("session_data.csv row "),
-        pl.col(_LINE).cast(S),
-        pl.lit(": a data_key appears twice with different values for this session"),
-    )
-    return rows.select(
-        pl.lit("identify").alias("kind"),
-        "created_ms",
-        pl.coalesce("distinct_id", "sd_distinct_id", "session_id").alias("visitor"),
-        "session_id",
-        *(pl.lit(None, S).alias(c) for c in ("visit_id", "event_id")),
-        pl.lit(None, I64).alias("event_type"),
-        *(pl.lit(None, S).alias(c) for c in ("hostname", "url", "referrer", "title", "name", "tag")),
-        *(c for c in SESSION_ATTRS if c != "distinct_id"),
-        pl.coalesce("distinct_id", "sd_distinct_id").alias("distinct_id"),
-        "data_json",
-        pl.coalesce("problem", pl.when(pl.col("clash")).then(clash)).alias("problem"),
-        (pl.col(_LINE) + offset).alias(COL_ROW),
-    )
-
-
-def _with_data(events: pl.DataFrame, data: pl.DataFrame, label: str, offset: int) -> pl.DataFrame:
-    """Events with their event data as ``data_json``; duplicates and event data without an event rejected."""
-    first = (
-        events.filter(pl.col("event_id").is_not_null()).group_by("event_id").agg(pl.col(COL_ROW).min().alias("_first"))
-    )
-    events = events.join(first, on="event_id", how="left")
-    repeated = pl.col("_first").is_not_null() & (pl.col("_first") != pl.col(COL_ROW))
-    events = events.with_columns(
-        pl.coalesce(
-            "problem",
-            pl.when(repeated).then(
-                pl.concat_str(
-                    pl.lit(f"{label} row "),
-                    pl.col(COL_ROW).cast(S),
-                    pl.lit(": event_id "),
-                    "event_id",
-                    pl.lit(" again (first at row "),
-                    pl.col("_first").cast(S),
-                    pl.lit("): exports that overlap? It is imported once"),
-                )
-            ),
-        ).alias("problem")
-    ).drop("_first")
-    if data.height == 0:
-        return events
-    data = data.unique(["key", "member"], keep="first")
-    grouped = data.group_by("key").agg(
-        join_members(pl.col("member")).alias("_data"),
-        pl.col(_LINE).min(),
-        pl.len().alias("_n"),
-        pl.col("problem").drop_nulls().first().alias("_problem"),
-        (pl.col("data_key").n_unique() < pl.len()).alias("_clash"),
-    )
-    clash = pl.concat_str(
-        pl.lit("event_data.csv row "),
-        pl.col(_LINE).cast(S),
-        pl.lit(": a data_key appears twice with different values for this event"),
-    )
-    joined = events.join(grouped, left_on="event_id", right_on="key", how="left")
-    joined = joined.with_columns(
-        pl.coalesce("data_json", "_data").alias("data_json"),
-        pl.coalesce("problem", "_problem", pl.when(pl.col("_clash")).then(clash)).alias("problem"),
-    ).select(list(EV_SCHEMA))
-    orphans = grouped.join(events.select("event_id"), left_on="key", right_on="event_id", how="anti")
-    if orphans.height == 0:
-        return joined
-    lost = orphans.select(
-        pl.lit("event").alias("kind"),
-        *(pl.lit(None, FLAT_SCHEMA[c]).alias(c) for c in list(FLAT_SCHEMA)[1:]),
-        pl.concat_str(
-            pl.lit("event_data.csv row "),
-            pl.col(_LINE).cast(S),
-            pl.lit(": event_id "),
-            pl.col("key"),
-            pl.lit(" is in no website_event row (a truncated or partial export?); its "),
-            pl.col("_n").cast(S),
-            pl.lit(" propert(ies) are not imported"),
-        ).alias("problem"),
-        (pl.col(_LINE) + offset).alias(COL_ROW),
-    )
-    return pl.concat([joined, lost])
-
-
 def _flat(frame: pl.DataFrame) -> pl.DataFrame:
     """The output columns: FLAT_SCHEMA, ``_row`` and the problem as ``_source_error``."""
     return frame.select(
@@ -691,16 +517,16 @@ def _joined(export: Export, state: _Pass, options: ReadOptions) -> Iterator[pl.D
         if has_sessions:
             known = sessions.get_column("session_id").unique()
             unmatched += events.filter(pl.col("session_id").is_in(known.implode()).not_()).height
-        events = _with_sessions(events, sessions, has_sessions)
-        identify = _identify_rows(
+        events = with_sessions(events, sessions, has_sessions)
+        identify = identify_rows(
             buckets.read("session_data", k, {**DATA_SCHEMA, "distinct_id": S}), events, sessions, events_end
         )
         yield from _sliced(_flat(identify), options.chunk_rows)
         buckets.add("eve", events, "event_id")
     for k in range(buckets.count):
         events = buckets.read("eve", k, EV_SCHEMA)
-        with_data = _with_data(events, buckets.read("event_data", k, DATA_SCHEMA), label, data_offset)
-        yield from _sliced(_flat(with_data), options.chunk_rows)
+        joined = with_data(events, buckets.read("event_data", k, DATA_SCHEMA), label, data_offset)
+        yield from _sliced(_flat(joined), options.chunk_rows)
     if unmatched:
         export.notes.append(
             f"{export.tables['session'].label}: {unmatched} event(s) whose session_id is not in it: "
