@@ -356,6 +356,8 @@ def test_bad_created_at_and_bad_data_value_name_file_and_row(tmp_path: Path) -> 
     tables = _cloud_tables()
     lines = tables["website_event.csv"].splitlines()
     lines[3] = lines[3].replace("2024-03-0", "2024-13-0", 1)
+    download = next(i for i, line in enumerate(lines) if ",2,download," in line)
+    lines[download] = lines[download].replace(",2,download,", ",2,,", 1)
     tables["website_event.csv"] = "\n".join(lines) + "\n"
     data = tables["event_data.csv"].splitlines()
     seats = next(i for i, line in enumerate(data) if ",seats," in line)
@@ -364,7 +366,8 @@ def test_bad_created_at_and_bad_data_value_name_file_and_row(tmp_path: Path) -> 
     code, out, rejects = _validate(_zip(tmp_path / "bad.zip", tables), tmp_path)
     assert code == 1, out
     reasons = sorted(r["reason"] for r in rejects)
-    assert len(rejects) == 2, reasons
+    assert len(rejects) == 3, reasons
+    assert any(f"row {download}: a custom event (event_type 2) without event_name" in r for r in reasons)
     assert any("website_event.csv row 3: created_at 2024-13-0" in r for r in reasons), reasons
     assert any(f'event_data.csv row {seats}: data_key "seats"' in r and "needs a number" in r for r in reasons)
 

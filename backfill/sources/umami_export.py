@@ -22,7 +22,8 @@ Joining without holding the export in memory: every table is first spilled to
 Parquet buckets (``hash(key) % K``, K from the input size so one bucket stays
 near ``BUCKET_BYTES``). Events are bucketed by ``session_id`` and joined with
 their session's attributes (``session.csv``) and session data (identify rows);
-then re-bucketed by ``event_id`` and joined with their event data. Memory is
+then re-bucketed by ``event_id`` and joined with their event data
+(``backfill.sources.umami_join``). Memory is
 one bucket, whatever the export's size or row order. The output order is by
 bucket, not by time: the pipeline sorts by time anyway (``backfill.ordering``).
 
@@ -369,6 +370,8 @@ def _events(chunk: pl.DataFrame, label: str) -> pl.DataFrame:
         )
         .when(pl.col("event_type").is_not_null() & event_type.is_null())
         .then(_problem(label, pl.concat_str(pl.lit("event_type "), pl.col("event_type"), pl.lit(" is not a number"))))
+        .when((event_type == 2) & named.not_())
+        .then(_problem(label, pl.lit("a custom event (event_type 2) without event_name: Umami would count a pageview")))
     )
     event_type = pl.coalesce(event_type, pl.when(named).then(2).otherwise(1))
     return chunk.select(
