@@ -411,3 +411,30 @@ def test_event_types_of_later_versions_are_skipped_not_sent_as_pageviews(tmp_pat
     assert code == 0, out
     ledger = json.loads((tmp_path / "report.json").read_text())["ledger"]
     assert ledger["skipped_by_filter"] == {LINK_FILTER: EXPECTED["skipped_link_pixel_performance"] + 1}
+
+
+@pytest.mark.parametrize(
+    ("props", "revenue", "data"),
+    [
+        ('{"a.b":1.5000,"flag":true,"when":"2024-03-01T08:00:00.000Z","list":[1,2],"n":null}', None,
+         {"a.b": 1.5, "flag": True, "when": "2024-03-01T08:00:00.000Z", "list": [1, 2], "n": None}),
+        ('{"plan":"pro"}', 9.5, {"revenue": 9.5, "plan": "pro"}),
+        (None, 9.5, {"revenue": 9.5}),
+        ("{}", None, None),
+        (None, None, None),
+    ],
+)  # fmt: skip
+def test_data_object_column_is_spliced_into_data(props: str | None, revenue: float | None, data: Any) -> None:
+    """``data.*`` (a JSON object per row) and ``data.<key>`` columns make one ``data``; nulls
+    inside the object stay (Umami stores them), an empty or absent one sends no ``data``."""
+    from backfill.payload import build_elements
+
+    frame = pl.DataFrame(
+        {"type": ["event"], "_visitor": ["v"], "_ts": [1709280000], "url": ["/"], "data.*": [props],
+         "data.revenue": [revenue]},
+        schema={"type": pl.String, "_visitor": pl.String, "_ts": pl.Int64, "url": pl.String, "data.*": pl.String,
+                "data.revenue": pl.Float64},
+    )  # fmt: skip
+    element = json.loads(build_elements(frame, "site")[0])
+    assert element["payload"].get("data") == data
+    assert element["payload"]["url"] == "/" and element["payload"]["id"] == "v"
