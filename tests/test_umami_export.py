@@ -26,7 +26,7 @@ import pytest
 from backfill.sources import PLUGINS, ReadOptions, expand_sources, iter_chunks
 from backfill.sources.umami_export import describe, sniff
 from tests.conftest import SAMPLES, import_into, run_cli, stored_figures
-from tests.fake_umami import FakeUmami
+from tests.fake_umami import DEFAULT_PASSWORD, DEFAULT_USERNAME, FakeUmami
 
 UE = SAMPLES / "umami_export"
 ZIP = UE / "umami-export.zip"
@@ -218,6 +218,11 @@ def test_round_trip_a_to_b_is_equal_table_by_table(tmp_path: Path) -> None:
         exported = export_zip(server, site_a, tmp_path / "export-a.zip")
         site_b, report = _import(server, exported, tmp_path / "b")
         a, b = stored_tables(server, site_a), stored_tables(server, site_b)
+        login = {"UMAMI_USERNAME": DEFAULT_USERNAME, "UMAMI_PASSWORD": DEFAULT_PASSWORD}
+        checked = run_cli(
+            "verify", exported, "-m", "umami-export", "--host", server.url, "--website", site_b, env=login
+        )
+    assert checked.code == 0 and "verdict: MATCH" in checked.stdout, checked.stdout + checked.stderr
     assert report["ledger"]["rejected"] == 0
     for table in a:
         assert a[table], table
