@@ -83,7 +83,7 @@ PLACES = [
     ("DE", "DE-BE", "Berlin"),
     ("FR", "FR-IDF", "Paris"),
     ("US", "US-CA", "San Francisco"),
-    ("GB", "GB-ENG", "London"),
+    ("BR", "BR-SP", "São Paulo"),
     (None, None, None),
 ]
 PAGES = [
