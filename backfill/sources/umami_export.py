@@ -392,6 +392,7 @@ def _events(chunk: pl.DataFrame, label: str) -> pl.DataFrame:
         "tag",
         *SESSION_ATTRS,
         pl.lit(None, S).alias("data_json"),
+        pl.lit(None, I64).alias("repeat_of"),
         "website_id",
         problem.alias("problem"),
         COL_ROW,
@@ -512,7 +513,6 @@ def _joined(export: Export, state: _Pass, options: ReadOptions) -> Iterator[pl.D
     has_sessions = "session" in export.tables
     events_end = state.last_row.get("website_event", 0)
     data_offset = events_end + state.last_row.get("session_data", 0)
-    label = export.tables["website_event"].label
     unmatched = 0
     for k in range(buckets.count):
         events = buckets.read("ev", k, EV_SCHEMA)
@@ -528,7 +528,7 @@ def _joined(export: Export, state: _Pass, options: ReadOptions) -> Iterator[pl.D
         buckets.add("eve", events, "event_id")
     for k in range(buckets.count):
         events = buckets.read("eve", k, EV_SCHEMA)
-        joined = with_data(events, buckets.read("event_data", k, DATA_SCHEMA), label, data_offset)
+        joined = with_data(events, buckets.read("event_data", k, DATA_SCHEMA), data_offset)
         yield from _sliced(_flat(joined), options.chunk_rows)
     if unmatched:
         export.notes.append(

@@ -43,6 +43,7 @@ FLAT_SCHEMA: dict[str, pl.DataType] = {
     "tag": S,
     **dict.fromkeys(SESSION_ATTRS, S),
     "data_json": S,  # the event's (or session's) properties as one JSON object, null when none
+    "repeat_of": I64,  # the row of the first copy of this event_id (exports that overlap), else null
 }
 
 
@@ -140,34 +141,21 @@ def identify_rows(data: pl.DataFrame, events: pl.DataFrame, sessions: pl.DataFra
         *(c for c in SESSION_ATTRS if c != "distinct_id"),
         pl.coalesce("distinct_id", "sd_distinct_id").alias("distinct_id"),
         "data_json",
+        pl.lit(None, I64).alias("repeat_of"),
         pl.coalesce("problem", pl.when(pl.col("clash")).then(clash)).alias("problem"),
         (pl.col(LINE) + offset).alias(COL_ROW),
     )
 
 
-def with_data(events: pl.DataFrame, data: pl.DataFrame, label: str, offset: int) -> pl.DataFrame:
-    """Events with their event data as ``data_json``; duplicates and event data without an event rejected."""
+def with_data(events: pl.DataFrame, data: pl.DataFrame, offset: int) -> pl.DataFrame:
+    """Events with their event data as ``data_json``, a repeated event_id marked ``repeat_of``
+    (the preset skips it by a named filter), and event data without an event rejected."""
     first = (
         events.filter(pl.col("event_id").is_not_null()).group_by("event_id").agg(pl.col(COL_ROW).min().alias("_first"))
     )
     events = events.join(first, on="event_id", how="left")
     repeated = pl.col("_first").is_not_null() & (pl.col("_first") != pl.col(COL_ROW))
-    events = events.with_columns(
-        pl.coalesce(
-            "problem",
-            pl.when(repeated).then(
-                pl.concat_str(
-                    pl.lit(f"{label} row "),
-                    pl.col(COL_ROW).cast(S),
-                    pl.lit(": event_id "),
-                    "event_id",
-                    pl.lit(" again (first at row "),
-                    pl.col("_first").cast(S),
-                    pl.lit("): exports that overlap? It is imported once"),
-                )
-            ),
-        ).alias("problem")
-    ).drop("_first")
+    events = events.with_columns(pl.when(repeated).then(pl.col("_first")).alias("repeat_of")).drop("_first")
     if data.height == 0:
         return events
     data = data.unique(["key", "member"], keep="first")
