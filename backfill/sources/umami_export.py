@@ -420,7 +420,6 @@ class _Pass:
     """What the first pass over the tables found."""
 
     buckets: Buckets
-    unreadable: list[pl.DataFrame] = field(default_factory=list)
     websites: set[str] = field(default_factory=set)
     last_row: dict[str, int] = field(default_factory=dict)
 
@@ -472,7 +471,7 @@ def _unreadable(state: _Pass, bad: pl.DataFrame, table: str, label: str, export:
     if bad.height == 0:
         return
     if table == "website_event":
-        state.unreadable.append(bad.select(COL_ROW, COL_SOURCE_ERROR, COL_SOURCE_RAW))
+        state.buckets.put("unreadable", bad.select(COL_ROW, COL_SOURCE_ERROR, COL_SOURCE_RAW))
         return
     first = bad.get_column(COL_ROW).head(5).to_list()
     export.notes.append(
@@ -501,7 +500,7 @@ def read_frames(export: Export, options: ReadOptions) -> Iterator[pl.DataFrame]:
                 f"{export.tables['website_event'].label}: events of {len(state.websites)} websites "
                 f"({', '.join(sorted(state.websites)[:3])}): a mixed export; split it by website_id first"
             )
-        for bad in state.unreadable:
+        for bad in state.buckets.iter_parts("unreadable"):
             yield bad.with_columns(pl.lit("event").alias("kind"))
         yield from _joined(export, state, options)
     finally:

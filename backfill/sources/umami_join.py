@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 
 import polars as pl
 
@@ -64,6 +65,17 @@ class Buckets:
             number = self.parts.get((kind, int(bucket)), 0)
             self.parts[(kind, int(bucket))] = number + 1
             part.write_parquet(os.path.join(self.root, f"{kind}-{bucket}-{number}.parquet"))
+
+    def put(self, kind: str, frame: pl.DataFrame) -> None:
+        """Spill a frame as it is (into bucket 0), to be read back part by part."""
+        if frame.height:
+            number = self.parts.get((kind, 0), 0)
+            self.parts[(kind, 0)] = number + 1
+            frame.write_parquet(os.path.join(self.root, f"{kind}-0-{number}.parquet"))
+
+    def iter_parts(self, kind: str) -> Iterator[pl.DataFrame]:
+        for i in range(self.parts.get((kind, 0), 0)):
+            yield pl.read_parquet(os.path.join(self.root, f"{kind}-0-{i}.parquet"))
 
     def read(self, kind: str, bucket: int, schema: dict[str, pl.DataType]) -> pl.DataFrame:
         number = self.parts.get((kind, bucket), 0)
