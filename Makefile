@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean postgres
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,15 @@ demo: $(STAMP)
 	if [ $$status -eq 1 ]; then echo "(exit 1: the sample's bad rows were rejected on purpose; see .demo/rejects.ndjson)"; fi; \
 	[ $$status -le 1 ]
 
-test: $(STAMP)
+# The database sink's tests start a throwaway PostgreSQL server (initdb + pg_ctl, no service):
+# install the server binaries when they are missing and we may (root on Debian).
+postgres:
+	@if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	else echo "note: PostgreSQL server binaries not found; the database sink's tests will be skipped"; fi
+
+test: $(STAMP) postgres
 	$(BIN)/python -m pytest -n 2
 
 lint: $(STAMP)

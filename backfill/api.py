@@ -48,6 +48,7 @@ from .schema import (
 )
 from .sources import ReadOptions, SourceFile, estimate_rows, expand_sources, iter_chunks, read_schema
 from .transform import DEFAULT_LANES, TimeWindow, apply_mapping, file_tag, lanes_for, shard_of
+from .umami_api import RunRefusedError
 from .validate import validate
 from .visits import CrossingVisits, VisitSpans, visit_key_expr
 
@@ -195,6 +196,17 @@ def prepare(
             prepared.visits_path = spill_dir / "crossing-visits.parquet"
             prepared.visits.save(prepared.visits_path)
     return prepared
+
+
+@dataclass
+class ImportSummary(Summary):
+    """A run summary that also says whether running the same command again can help."""
+
+    #: False after a refusal that only a changed command can get past (wrong website,
+    #: User-Agent or host): then no "to resume" line is printed, only what to change.
+    resumable: bool = True
+    #: Umami refused the run as a whole before storing anything of it (exit 2).
+    refused: bool = False
 
 
 def _estimated_rows(files: list[SourceFile], limit: int | None) -> int | None:
@@ -493,41 +505,20 @@ def run_import(
 ) -> Summary:
     """Send to Umami, resuming from the checkpoint of an earlier run of the same import."""
     from .checkpoint import Checkpoint, compare_fingerprint, fingerprint_files
-    from .sender import SendOutcome, SendProgress, SendSettings, preflight, send_stream
+    from .sinks import Delivery, SendOutcome, SendProgress
 
     started = time.monotonic()
     stop = stop or threading.Event()
     say = say or (lambda _m: None)
     plan_ = plan(config)
-    settings = SendSettings(
-        host=str(config.host),
-        website=str(config.website),
-        user_agent=config.user_agent,
-        batch_size=config.batch_size,
-        max_body_bytes=config.max_body_bytes,
-        concurrency=config.concurrency,
-        rate=config.rate,
-        max_attempts=config.max_attempts,
-        timeout=config.timeout,
-        insecure=config.insecure,
-        on_error=config.on_error,
-        resend_in_doubt=config.resend_in_doubt,
-        lanes=DEFAULT_LANES,
-    )
-    preflight(settings)
-    if config.check_website:
-        from .sender import make_client
-        from .umami_api import check_website
-
-        with make_client(settings) as client:
-            say(f"website {config.website}: {check_website(client, settings.base_url, str(config.website))}")
+    sink = choose_sink(config, plan_.mapping)
+    sink.preflight(say)
     state_dir = config.resolved_state_dir
     checkpoint_path = state_dir / "checkpoint.json"
     fingerprint = {
         "files": fingerprint_files([f.path for f in plan_.files]),
         "mapping": plan_.mapping.digest,
-        "host": config.host,
-        "website": config.website,
+        **sink.destination(),
         "lanes": DEFAULT_LANES,
         "selection": {"since": config.since, "until": config.until, "limit": config.limit},
         "user_agent": config.user_agent,
@@ -540,9 +531,17 @@ def run_import(
     rejects = RecordFile(config.rejects, config.rejects_format)
     in_doubt = RecordFile(config.in_doubt_path)
     checkpoint = None if config.restart else Checkpoint.load(checkpoint_path)
+    carried: tuple[int, int] | None = None  # record-file offsets of a checkpoint that sent nothing
     if checkpoint is not None:
         changes = compare_fingerprint(checkpoint.fingerprint, fingerprint)
-        if changes:
+        if changes and _sent_nothing(checkpoint):
+            say(
+                f"the import in {state_dir} never reached Umami ({'; '.join(changes)}):"
+                " preparing it again with the new settings"
+            )
+            carried = (checkpoint.rejects_offset, checkpoint.in_doubt_offset)
+            checkpoint = None
+        elif changes:
             raise ConfigError(
                 f"the checkpoint in {state_dir} belongs to a different import: "
                 + "; ".join(changes)
@@ -574,8 +573,7 @@ def run_import(
     else:
         if checkpoint is None:
             checkpoint = Checkpoint.new(fingerprint, DEFAULT_LANES)
-            checkpoint.rejects_offset = rejects.offset()
-            checkpoint.in_doubt_offset = in_doubt.offset()
+            checkpoint.rejects_offset, checkpoint.in_doubt_offset = carried or (rejects.offset(), in_doubt.offset())
             checkpoint.save(checkpoint_path)
         # A prepare cut short by a crash is redone from scratch: drop what it wrote.
         rejects.truncate(checkpoint.rejects_offset)
@@ -601,20 +599,11 @@ def run_import(
             progress("send", _sent_so_far(checkpoint), sendable, extra)
 
     stopped: str | None = None
+    refused = False
     outcome: SendOutcome | None = None
     try:
-        outcome = send_stream(
-            emit(prepared.runs),
-            prepared.files,
-            settings,
-            checkpoint,
-            checkpoint_path,
-            rejects,
-            in_doubt,
-            run_ledger,
-            send_progress,
-            stop,
-            crossing=prepared.visits,
+        outcome = sink.deliver(
+            Delivery(prepared, checkpoint, checkpoint_path, rejects, in_doubt, run_ledger, send_progress, stop)
         )
         if outcome.interrupted:
             stopped = "interrupted: the checkpoint is saved"
@@ -622,6 +611,7 @@ def run_import(
             stopped = outcome.error
     except SendError as exc:
         stopped = str(exc)
+        refused = isinstance(exc, RunRefusedError)
         outcome = getattr(exc, "outcome", None)
     finally:
         rejects.close()
@@ -634,11 +624,62 @@ def run_import(
     summary = _import_summary(config, plan_, prepared, checkpoint.send_ledger, run_ledger, pending)
     summary.elapsed_s = time.monotonic() - started
     summary.stopped = stopped
+    if refused:
+        summary.refused, summary.resumable = True, False
+        summary.stopped = f"Umami refused the run: {stopped}"
+        if run_ledger.accepted == 0 and not run_ledger.in_doubt:
+            summary.notes.append(
+                "nothing of this run was stored and Umami rejected no row: correct the value named"
+                " below and run the corrected command (it continues this import; the rows are not sent yet)"
+            )
     summary.notes.extend(_visit_notes(prepared, sending=True))
     if outcome is not None:
         summary.notes.extend(outcome.notes)
     summary.timings = _send_timings(prepare_s, outcome)
     return summary
+
+
+def choose_sink(config: RunConfig, mapping: Mapping) -> Any:
+    """The import's destination: Umami's database with --database-url, else its HTTP API."""
+    if config.database_url:
+        from .sinks.postgres import PostgresSettings, PostgresSink
+
+        if sends_ip(config.geo) and "ip" in mapping.fields and config.geoip_db is None:
+            raise ConfigError(
+                "the mapping sends an ip, which Umami looks up in its GeoLite2 database; writing into the "
+                "database needs the same file: pass --geoip-db PATH (GeoLite2-City.mmdb), or --geo headers "
+                "(location from mapped country/region/city) or --geo off"
+            )
+        return PostgresSink(
+            PostgresSettings(
+                url=config.database_url,
+                website=str(config.website),
+                user_agent=config.user_agent,
+                app_secret=config.app_secret,
+                geoip_db=config.geoip_db,
+                exact_visits=visits_mode(config, mapping) == "exact",
+                transaction_rows=config.transaction_rows,
+            )
+        )
+    from .sender import SendSettings
+    from .sinks.http import HttpSink
+
+    settings = SendSettings(
+        host=str(config.host),
+        website=str(config.website),
+        user_agent=config.user_agent,
+        batch_size=config.batch_size,
+        max_body_bytes=config.max_body_bytes,
+        concurrency=config.concurrency,
+        rate=config.rate,
+        max_attempts=config.max_attempts,
+        timeout=config.timeout,
+        insecure=config.insecure,
+        on_error=config.on_error,
+        resend_in_doubt=config.resend_in_doubt,
+        lanes=DEFAULT_LANES,
+    )
+    return HttpSink(settings, check_website=config.check_website)
 
 
 def _send_timings(prepare_s: float | None, outcome: Any) -> dict[str, float]:
@@ -671,6 +712,17 @@ def _start_over(state_dir: Path, record_files: list[Path], say: Callable[[str], 
             say(f"--restart: the earlier {path.name} is kept as {kept}")
 
 
+def _sent_nothing(checkpoint: Any) -> bool:
+    """Whether no request of this import ever reached Umami (or may have): then a
+    changed website, host, User-Agent or mapping mixes nothing, and the import can
+    be prepared again instead of refused as "a different import"."""
+    return (
+        _sent_so_far(checkpoint) == 0
+        and not checkpoint.in_doubt_ranges
+        and not any(entry is not None for entry in checkpoint.lane_inflight)
+    )
+
+
 def _sent_so_far(checkpoint: Any) -> int:
     led = checkpoint.send_ledger
     return int(led.accepted + led.rejected_total + led.in_doubt)
@@ -683,7 +735,7 @@ def _import_summary(
     send_ledger: Ledger,
     run_ledger: Ledger,
     pending: int,
-) -> Summary:
+) -> ImportSummary:
     """Cumulative ledger: prepare's rejects and skips, plus what Umami answered so far."""
     total = Ledger(read=prepared.ledger.read)
     total.skipped.update(prepared.ledger.skipped)
@@ -693,7 +745,7 @@ def _import_summary(
     total.in_doubt = send_ledger.in_doubt
     for reason, count in send_ledger.rejected.items():
         total.reject(reason, count, send_ledger.examples.get(reason))
-    return Summary(
+    return ImportSummary(
         mode="import",
         ledger=total,
         stats=prepared.stats,

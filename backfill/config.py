@@ -51,6 +51,10 @@ class RunConfig:
     geo: str = "auto"  # auto | ip | headers | off, see geo.py
     visits: str | None = None  # exact | hourly; None: exact when the mapping names a visit column
     shard: tuple[int, int] | None = None  # (K, N): only the visitors of shard K of N
+    database_url: str | None = None  # --database-url: write Umami's tables instead of calling its API
+    app_secret: str | None = None  # --app-secret: the server's APP_SECRET, for Umami's own session ids
+    geoip_db: Path | None = None  # --geoip-db: the GeoLite2 City file Umami uses, for payload ips
+    transaction_rows: int = 5_000  # --transaction-rows: rows per database transaction
     extra: dict[str, str] = field(default_factory=dict)
 
     @property

@@ -213,16 +213,56 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _preset(name: str) -> Path | None:
+    """The shipped preset a bare name stands for (``plausible_events`` finds plausible-events.yaml)."""
+    for stem in dict.fromkeys((name, name.replace("_", "-"), name.replace("-", "_"))):
+        for suffix in (".yaml", ".yml"):
+            candidate = MAPPINGS_DIR / f"{stem}{suffix}"
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in MAPPINGS_DIR.glob("*.yaml"))
+
+
+def _is_path_like(name: str) -> bool:
+    """Written as a path (``./ga4``, ``maps/x``, ``x.yaml``, ``~/m``): never a preset name."""
+    return name.lower().endswith((".yaml", ".yml")) or "/" in name or "\\" in name or name.startswith(("~", "."))
+
+
+def resolve_mapping(name: str) -> tuple[Path, str | None]:
+    """(the mapping file ``-m NAME`` means, a note to show the user or None).
+
+    The rule, so that an export folder named like a preset (``./ga4/``) never hides it:
+    a name written as a path (with a ``/``, or ending in ``.yaml``/``.yml``, or
+    starting with ``.`` or ``~``) is a file; a bare name is the preset of that name
+    when there is one, else a file of that name. When a bare name is both a preset
+    and a file here, the preset is used and the note says how to name the file.
+    """
+    path = Path(name).expanduser()
+    preset = None if _is_path_like(name) else _preset(name)
+    if preset is not None:
+        note = None
+        if path.is_file():
+            note = f"-m {name}: using the preset {preset}; to use the file {name} here, write -m ./{name}"
+        return preset, note
+    if path.is_file():
+        return path, None
+    presets = ", ".join(preset_names()) or "none"
+    if path.is_dir():
+        raise MappingError(
+            f"mapping {name!r} is a directory, not a mapping file; -m takes a mapping YAML file"
+            f" or a preset name (presets: {presets})"
+        )
+    hint = _suggest(name, preset_names()) if not _is_path_like(name) else ""
+    raise MappingError(f"mapping file {name!r} not found{hint} (presets: {presets})")
+
+
 def resolve_mapping_path(name: str) -> Path:
     """A path, or the name of a preset shipped in ``mappings/`` (``ga4`` -> mappings/ga4.yaml)."""
-    path = Path(name)
-    if path.exists():
-        return path
-    for candidate in (MAPPINGS_DIR / name, MAPPINGS_DIR / f"{name}.yaml"):
-        if candidate.exists():
-            return candidate
-    presets = sorted(p.stem for p in MAPPINGS_DIR.glob("*.yaml"))
-    raise MappingError(f"mapping file {name!r} not found (presets: {', '.join(presets) or 'none'})")
+    return resolve_mapping(name)[0]
 
 
 def load_mapping(name: str) -> Mapping:

@@ -29,7 +29,6 @@ import io
 import json
 import os
 import random
-import re
 import threading
 import time
 from collections import OrderedDict, deque
@@ -47,7 +46,9 @@ from .errors import ConfigError, TerminalSendError, TransientSendError
 from .geo import request_headers
 from .ledger import Ledger
 from .rejects import RecordFile
+from .sinks.outcome import ProgressCallback, SendOutcome, SendProgress
 from .throttle import DEFAULT_MAX_CONCURRENCY, AdaptiveConcurrency, RateLimiter
+from .umami_api import RunRefusedError, website_id_problem
 from .visits import CrossingVisits
 
 __all__ = [
@@ -93,7 +94,6 @@ PROGRESS_WINDOW_SECONDS = 10.0
 IN_DOUBT_KILLED = (
     "in doubt: the process stopped while this batch was on the wire; Umami may have stored all, some or none of it"
 )
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _DB_PARTIAL_NOTE = "Umami may have stored part of it: the session, or the event without its data"
 
 # Where a queued row comes from (column ``_origin``).
@@ -153,69 +153,6 @@ class SendSettings:
         return self.concurrency if self.concurrency is not None else DEFAULT_MAX_CONCURRENCY
 
 
-@dataclass(frozen=True)
-class SendProgress:
-    """A snapshot for the progress display, taken after each finished batch."""
-
-    rows_done: int  # rows whose fate was decided in this run
-    accepted: int
-    rejected: int
-    in_doubt: int
-    rows_skipped: int  # rows already finished by an earlier run
-    events_per_second: float
-    concurrency: int
-    last_latency: float | None
-
-
-@dataclass
-class SendOutcome:
-    """What the send phase did; ``ledger`` is this run's, ``cumulative`` the checkpoint's."""
-
-    completed: bool
-    interrupted: bool
-    error: str | None
-    ledger: Ledger
-    cumulative: Ledger
-    rows_seen: int = 0
-    rows_skipped: int = 0
-    in_doubt_recorded_on_resume: int = 0
-    in_doubt_resent: int = 0
-    requests: int = 0
-    elapsed_s: float = 0.0
-    checkpoint_saves: int = 0
-    checkpoint_save_s: float = 0.0
-    visit_first_requests: int = 0  # lone requests that opened a visit crossing a clock hour
-    #: Worker time spent waiting for the checkpoint before a request, and on requests:
-    #: the checkpoint's cost on the critical path is wait / (wait + request).
-    checkpoint_wait_s: float = 0.0
-    request_s: float = 0.0
-    notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "completed": self.completed,
-            "interrupted": self.interrupted,
-            "error": self.error,
-            "ledger": self.ledger.to_dict(),
-            "cumulative": self.cumulative.to_dict(),
-            "rows_seen": self.rows_seen,
-            "rows_skipped": self.rows_skipped,
-            "in_doubt_recorded_on_resume": self.in_doubt_recorded_on_resume,
-            "in_doubt_resent": self.in_doubt_resent,
-            "requests": self.requests,
-            "elapsed_s": round(self.elapsed_s, 3),
-            "checkpoint_saves": self.checkpoint_saves,
-            "checkpoint_save_s": round(self.checkpoint_save_s, 3),
-            "visit_first_requests": self.visit_first_requests,
-            "checkpoint_wait_s": round(self.checkpoint_wait_s, 3),
-            "request_s": round(self.request_s, 3),
-            "notes": self.notes,
-        }
-
-
-ProgressCallback = Callable[[SendProgress], None]
-
-
 # --------------------------------------------------------------------------- client, preflight
 
 
@@ -238,14 +175,13 @@ def preflight(settings: SendSettings, client: httpx.Client | None = None) -> Non
     Without ``client``, one is made from ``settings`` (and closed) for the check.
 
     Raises:
-        ConfigError: the website id is not a UUID, or Umami would drop the User-Agent as a bot.
+        ConfigError: the website id is not one Umami accepts (checked exactly as Umami
+            checks it), or Umami would drop the User-Agent as a bot.
         TerminalSendError: ``/api/heartbeat`` does not answer 2xx (wrong host, server down).
     """
-    if not _UUID.match(settings.website):
-        raise ConfigError(
-            f"website id {settings.website!r} is not a UUID: copy it from Umami's website"
-            " settings (--website / UMAMI_WEBSITE_ID)"
-        )
+    problem = website_id_problem(settings.website)
+    if problem:
+        raise ConfigError(problem)
     from .botcheck import is_bot  # imported here: only a real send needs the pattern list
 
     if is_bot(settings.user_agent):
@@ -513,6 +449,57 @@ def _refuses_the_run(attempt: _Attempt, sent: int) -> bool:
 
 def _website_missing(settings: SendSettings) -> str:
     return f"website {settings.website} does not exist on {settings.host}: check --website / UMAMI_WEBSITE_ID"
+
+
+# --------------------------------------------------------------------------- refusals of the run
+
+#: Payload fields whose value every element of a run shares (not taken from a row).
+RUN_WIDE_FIELDS = frozenset({"website"})
+
+
+def run_wide_refusal(
+    verdict: BatchVerdict, sent: int, settings: SendSettings, *, first: bool, rows_carry_user_agent: bool
+) -> str | None:
+    """What to fix when a batch answer refuses the run rather than its rows; else None.
+
+    Umami refused every element of the batch for one reason that a value shared by
+    the whole run causes: the website (unknown, in any batch; an id Umami does not
+    accept, in the first batch), or the run's User-Agent dropped as a bot (first
+    batch, no row carrying its own ``userAgent``). Nothing was stored then, and
+    every later batch would fare the same: the caller stops after this request,
+    rejects nothing and leaves the rows unsent for a corrected run.
+    """
+    if verdict.website_not_found and len(verdict.rejected) == sent:
+        return _website_missing(settings)
+    if not first:
+        return None
+    if verdict.bot_dropped and len(verdict.bot_dropped) == sent and not rows_carry_user_agent:
+        return (
+            f"Umami dropped every row of the first request as a bot (HTTP 200, nothing stored):"
+            f" the User-Agent {settings.user_agent!r} matches its bot filter; pass another --user-agent"
+        )
+    if len(verdict.rejected) != sent:
+        return None
+    causes = {(error.field, error.reason) for error in verdict.rejected.values()}
+    if len(causes) != 1:
+        return None
+    field_name, reason = causes.pop()
+    if field_name not in RUN_WIDE_FIELDS:
+        return None
+    return (
+        f"Umami refused every row of the first request ({reason}): the website id"
+        f" {settings.website} is wrong; copy it from Umami's website settings (--website / UMAMI_WEBSITE_ID)"
+    )
+
+
+def http_refusal(attempt: _Attempt) -> TerminalSendError:
+    """The error for a request refused as a whole. A wrong address (404, a redirect) or an
+    unknown website is the run's own value: a corrected command is needed. A proxy or
+    firewall (401, 403) may be fixed outside, after which the same command resumes."""
+    needs_change = attempt.status == 404 or (attempt.status is not None and 300 <= attempt.status < 400)
+    if needs_change or "does not exist on" in attempt.detail:
+        return RunRefusedError(attempt.detail)
+    return TerminalSendError(attempt.detail)
 
 
 def _retry_after_seconds(value: str | None) -> float | None:
@@ -1373,7 +1360,7 @@ class _SendRun:
             self._clear_in_flight(batch)  # nothing was processed
             if attempt.kind == "refused":
                 self._put_back(batch)
-                self._abort(TerminalSendError(attempt.detail))
+                self._abort(http_refusal(attempt))
                 return
             if attempt.kind == "too_large":
                 self.body_limit.note_refused(len(body))
@@ -1482,10 +1469,17 @@ class _SendRun:
                 )
             )
             return
-        if verdict.website_not_found and len(verdict.rejected) == batch.size:
-            self._clear_in_flight(batch)  # refused as a whole: nothing stored
+        refusal = run_wide_refusal(
+            verdict,
+            batch.size,
+            self.settings,
+            first=not self.probe_done.is_set(),  # the first batch goes alone; the rest wait for it
+            rows_carry_user_agent=bool(batch.rows["_json"].str.contains('"userAgent":', literal=True).any()),
+        )
+        if refusal is not None:
+            self._clear_in_flight(batch)  # refused as a whole: nothing stored, nothing rejected
             self._put_back(batch)
-            self._abort(TerminalSendError(_website_missing(self.settings)))
+            self._abort(RunRefusedError(refusal))
             return
         refused: dict[int, tuple[str | None, str]] = {i: (e.field, e.reason) for i, e in verdict.rejected.items()}
         if verdict.bot_dropped:
@@ -1507,7 +1501,7 @@ class _SendRun:
                 )
             )
         elif verdict.website_not_found:
-            self._abort(TerminalSendError(_website_missing(self.settings)))
+            self._abort(RunRefusedError(_website_missing(self.settings)))
 
     def _open_visit(self, visit: str, answer: Any) -> None:
         """Keep the token Umami gave the visit's first event, for the rest of that visit."""

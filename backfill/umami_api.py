@@ -8,6 +8,7 @@ they are never printed, logged, or written to reports and checkpoints.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 
 import httpx
@@ -17,6 +18,36 @@ from .errors import ConfigError, TerminalSendError
 ENV_API_KEY = "UMAMI_API_KEY"
 ENV_USERNAME = "UMAMI_USERNAME"
 ENV_PASSWORD = "UMAMI_PASSWORD"
+
+#: Umami's own check of a website id (zod's ``uuid()``): RFC 4122 layout, version
+#: nibble 1-8, variant 8-b, or the nil / max UUID. Any other 8-4-4-4-12 hex string
+#: is answered ``400 website: Invalid UUID`` for every element sent.
+_UMAMI_UUID = re.compile(
+    r"(?:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[1-8][0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}"
+    r"|00000000-0000-0000-0000-000000000000|ffffffff-ffff-ffff-ffff-ffffffffffff)\Z"
+)
+_HEX_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
+
+
+class RunRefusedError(TerminalSendError):
+    """Umami refused the run because of a value every row shares (website, User-Agent,
+    host): nothing was stored and no row is rejected; the same command cannot succeed,
+    a corrected one can (the rows stay "not sent yet")."""
+
+
+def website_id_problem(website: str) -> str | None:
+    """Why Umami would refuse ``website`` as an id, or None when it passes Umami's check."""
+    if _UMAMI_UUID.match(website):
+        return None
+    where = "(--website / UMAMI_WEBSITE_ID)"
+    if not _HEX_UUID.match(website):
+        return f"website id {website!r} is not a UUID: copy it from Umami's website settings {where}"
+    return (
+        f"website id {website!r} is not an id Umami accepts: Umami checks ids as RFC 4122 UUIDs"
+        f" (the first digit of the third group 1-8, of the fourth group 8, 9, a or b) and would"
+        f" refuse every row with 'website: Invalid UUID'; a digit is probably mistyped: copy the"
+        f" id from Umami's website settings {where}"
+    )
 
 
 def have_credentials(env: Mapping[str, str] | None = None) -> bool:

@@ -48,7 +48,7 @@ import polars as pl
 
 from backfill.errors import SourceError
 from backfill.schema import COL_ROW
-from backfill.sources import FormatPlugin, ReadOptions, SourceFile
+from backfill.sources import FormatPlugin, ReadOptions, SourceFile, sniffing
 from backfill.sources import ndjson as ndjson_reader
 from backfill.sources import parquet as parquet_reader
 from backfill.sources.compression import GZIP_MAGIC, ZSTD_MAGIC, local_file
@@ -202,12 +202,34 @@ def iter_frames(source: SourceFile, options: ReadOptions) -> Iterator[pl.DataFra
         yield flatten(raw, params)
 
 
+#: Top-level fields every GA4 export row has; together they are GA4's and nobody else's.
+SIGNATURE = ("event_timestamp", "event_name", "event_params")
+#: A JSON export leaves out empty and null fields: one of these beside the first two will do.
+_JSON_MARKERS = ("event_params", "user_pseudo_id", "event_bundle_sequence_id", "stream_id")
+
+
+def sniff(path: str) -> bool:
+    """A GA4 export file: a JSON line, Parquet footer or Avro schema with GA4's row fields."""
+    head = sniffing.raw_head(path, 4)
+    if head.startswith(AVRO_MAGIC):  # the writer's schema is JSON text in the file header
+        schema = sniffing.raw_head(path, sniffing.SNIFF_BYTES)
+        return all(f'"{name}"'.encode() in schema for name in SIGNATURE)
+    if head.startswith(parquet_reader.PARQUET_MAGIC):
+        return sniffing.has_columns(sniffing.parquet_columns(path), SIGNATURE)
+    row = sniffing.first_json_object(path)
+    return (
+        row is not None and sniffing.has_columns(row, SIGNATURE[:2]) and any(marker in row for marker in _JSON_MARKERS)
+    )
+
+
 PLUGIN = FormatPlugin(
     name="ga4",
     description="Google Analytics 4 BigQuery export, event level (events_*.json[.gz], .parquet, .avro)",
     iter_frames=iter_frames,
     schema=flat_schema,
     extensions=EXTENSIONS,
+    sniff=sniff,
+    preset="ga4",
 )
 
 

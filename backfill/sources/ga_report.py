@@ -50,7 +50,7 @@ import polars as pl
 
 from backfill.errors import SourceError
 from backfill.schema import COL_ROW
-from backfill.sources import FormatPlugin, ReadOptions, SourceFile  # defined before plugins load
+from backfill.sources import FormatPlugin, ReadOptions, SourceFile, sniffing  # defined before plugins load
 from backfill.sources.compression import UTF8_BOM, iter_decompressed, iter_utf8
 from backfill.synthesize import (
     OTHER_PAGE,
@@ -819,11 +819,27 @@ def _schema(source: SourceFile, options: ReadOptions) -> dict[str, pl.DataType]:
     return dict(OUTPUT_SCHEMA)
 
 
+def sniff(path: str) -> bool:
+    """A GA report download: "#" comment lines first, then a table whose header names a
+    date dimension and a metric this reader knows (in English or German)."""
+    text = sniffing.text_head(path)
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    if not first.startswith("#"):
+        return False
+    for table in split_tables(text):
+        names = {canonical_column(name) for name in table.header}
+        if names & set(DATE_DIMS) and names & {*COUNT_METRICS, "revenue"}:
+            return True
+    return False
+
+
 PLUGIN = FormatPlugin(
     name="ga_report",
     description="Google Analytics (UA / GA4) report CSV: per-day totals turned into synthetic events",
     iter_frames=_iter_frames,
     schema=_schema,
+    sniff=sniff,
+    preset="ga_report",
 )
 
 

@@ -422,12 +422,30 @@ def _schema(source: SourceFile, options: ReadOptions) -> dict[str, pl.DataType]:
     return dict(OUTPUT_SCHEMA)
 
 
+def sniff(path: str) -> bool:
+    """A Plausible export: a ZIP (only its directory is read) or a folder holding a visitors
+    table, or one of the export's tables itself (``imported_<table>_<dates>.csv``)."""
+    if os.path.isdir(path):
+        with contextlib.suppress(OSError):
+            return any(table_of(name)[0] == "visitors" for name in os.listdir(path))
+        return False
+    if table_of(path)[0] is not None:
+        return True
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(table_of(name)[0] == "visitors" for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 PLUGIN = FormatPlugin(
     name="plausible_csv",
     description="Plausible CSV export (ZIP or folder of imported_*.csv): per-day tables turned into synthetic events",
     iter_frames=_iter_frames,
     schema=_schema,
     extensions=(".zip",),
+    sniff=sniff,
+    preset="plausible-csv",
 )
 
 

@@ -51,7 +51,7 @@ import polars as pl
 from backfill.errors import SourceError
 from backfill.geo import city_names
 from backfill.schema import COL_ROW
-from backfill.sources import FormatPlugin, ReadOptions, SourceFile
+from backfill.sources import FormatPlugin, ReadOptions, SourceFile, sniffing
 from backfill.sources import csv as csv_reader
 from backfill.sources import ndjson as ndjson_reader
 from backfill.sources.compression import UTF8_BOM, iter_decompressed, local_file, take_head
@@ -153,11 +153,27 @@ def iter_frames(source: SourceFile, options: ReadOptions) -> Iterator[pl.DataFra
         yield flatten(raw, container)
 
 
+#: Columns of ``events_v2`` that together say "Plausible": its site id, its path and
+#: session columns, and the custom-property arrays.
+SIGNATURE = ("timestamp", "name", "site_id", "pathname", "session_id")
+
+
+def sniff(path: str) -> bool:
+    """An ``events_v2`` export: a first JSON line or a CSV header with Plausible's columns."""
+    row = sniffing.first_json_object(path)
+    if row is not None:
+        return sniffing.has_columns(row, SIGNATURE)
+    header = sniffing.csv_header(path)
+    return sniffing.has_columns(header, SIGNATURE) and META_KEY in header
+
+
 PLUGIN = FormatPlugin(
     name="plausible_events",
     description="Plausible self-hosted events_v2 rows (ClickHouse JSONEachRow/NDJSON or CSVWithNames; .gz/.zst)",
     iter_frames=iter_frames,
     schema=flat_schema,
+    sniff=sniff,
+    preset="plausible-events",
 )
 
 

@@ -1,0 +1,107 @@
+"""Row ids: Umami's own derivations where later traffic must join our rows, ours elsewhere.
+
+Umami 3 (``src/lib/crypto.ts``): ``hash(...parts)`` is the SHA-512 hex digest of
+the parts joined with nothing; ``secret()`` is ``hash(APP_SECRET or
+DATABASE_URL)``; ``uuid(...parts)`` is the UUIDv5 (DNS namespace) of
+``hash(...parts, secret())``. A session id is ``uuid(websiteId, distinctId)`` and
+a visit id ``uuid(sessionId, hash(startOfHour(createdAt).toUTCString()))``. With
+the server's secret, sessions we write are the sessions live traffic and later
+API imports with the same distinct id land in.
+
+Every other row (events, event data, revenue, session data) gets an id of ours,
+derived from the website and the source row, so writing the same row twice
+(a replayed chunk after a crash, a second run of the same import) hits the
+primary key instead of adding a copy. These ids are UUIDv8 (RFC 9562): the
+first 48 bits are the event time in milliseconds (so new rows go to the right
+end of the primary key index, as UUIDv7 would), then the version nibble ``8``
+and a fixed 12-bit mark ``b4c``, then 62 bits of a BLAKE2b digest. Umami itself
+writes v4 (or v7) ids, so ``event_id::text LIKE '________-____-8b4c-%'`` finds
+exactly the rows an import wrote (README: removing an import).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+import polars as pl
+
+#: The 12 bits after the version nibble in every id we mint: ``xxxxxxxx-xxxx-8b4c-...``.
+ID_MARK = 0xB4C
+ID_MARK_TEXT = "8b4c"
+#: The secret our session ids are salted with when the server's is not given: a
+#: documented constant, so the ids are deterministic (a re-run writes the same
+#: sessions) but cannot be mistaken for ids Umami derived with its own secret.
+NO_SECRET = "umami-backfill: no APP_SECRET given"
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def umami_hash(*parts: str) -> str:
+    return hashlib.sha512("".join(parts).encode()).hexdigest()
+
+
+def umami_secret(app_secret: str | None) -> str:
+    """``secret()`` of a server whose APP_SECRET (or, without one, DATABASE_URL) is ``app_secret``."""
+    return umami_hash(app_secret if app_secret else NO_SECRET)
+
+
+def umami_uuid(secret: str, *parts: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_DNS, umami_hash(*parts, secret)))
+
+
+def civil_from_days(days: int) -> tuple[int, int, int]:
+    """(year, month, day) of a day count since 1970-01-01, for any year (H. Hinnant's algorithm):
+    JavaScript dates reach year 275760, Python's datetime stops at 9999."""
+    days += 719468
+    era = (days if days >= 0 else days - 146096) // 146097
+    doe = days - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = mp + 3 if mp < 10 else mp - 9
+    return yoe + era * 400 + (month <= 2), month, day
+
+
+def utc_string(seconds: int) -> str:
+    """``new Date(seconds * 1000).toUTCString()``: ``Fri, 01 Mar 2024 08:00:00 GMT``."""
+    days, rest = divmod(seconds, 86400)
+    year, month, day = civil_from_days(days)
+    weekday = (days + 3) % 7  # 1970-01-01 was a Thursday (index 3 from Monday)
+    year_text = f"{year:04d}" if year >= 0 else f"-{-year:06d}"
+    return (
+        f"{_DAYS[weekday]}, {day:02d} {_MONTHS[month - 1]} {year_text} "
+        f"{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d} GMT"
+    )
+
+
+def hour_salt(seconds: int) -> str:
+    """``hash(startOfHour(createdAt).toUTCString())`` for a server running in UTC."""
+    return umami_hash(utc_string(seconds - seconds % 3600))
+
+
+def month_salt(seconds: int) -> str:
+    """``getSalt('month', createdAt)``: the session salt of rows without a distinct id."""
+    _, _, day = civil_from_days(seconds // 86400)
+    start_days = seconds // 86400 - (day - 1)
+    return umami_hash(utc_string(start_days * 86400))
+
+
+def marked_id(millis: int, digest: bytes) -> str:
+    """A UUIDv8 of ours: 48-bit time, version 8, mark ``b4c``, variant, 62 digest bits."""
+    low = int.from_bytes(digest[:8], "big") & ((1 << 62) - 1)
+    value = ((millis & ((1 << 48) - 1)) << 80) | (0x8 << 76) | (ID_MARK << 64) | (0b10 << 62) | low
+    return str(uuid.UUID(int=value))
+
+
+def row_digest(*parts: str) -> bytes:
+    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
+
+
+def marked_ids(millis: pl.Series, keys: pl.Series) -> pl.Series:
+    """:func:`marked_id` of each (time, key) pair; ``keys`` already identify the row uniquely."""
+    return pl.Series(
+        [marked_id(ms, row_digest(key)) for ms, key in zip(millis.to_list(), keys.to_list(), strict=True)],
+        dtype=pl.String,
+    )
