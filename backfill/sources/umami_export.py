@@ -595,7 +595,7 @@ def sniff(path: str) -> bool:
 
 PLUGIN = FormatPlugin(
     name="umami",
-    description="Umami's own export: the Cloud 'Export data' ZIP, its CSVs, or a PostgreSQL dump of the tables",
+    description="Umami export (the Cloud 'Export data' ZIP, its CSVs, or a PostgreSQL dump of its tables)",
     iter_frames=iter_frames,
     schema=flat_schema,
     extensions=(".zip",),
