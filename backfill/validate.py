@@ -18,7 +18,7 @@ import polars as pl
 
 from .botcheck import bot_mask
 from .mapping import Mapping
-from .payload import build_elements
+from .payload import DATA_OBJECT, build_elements
 from .schema import (
     COL_REJECT_FIELD,
     COL_REJECT_REASON,
@@ -129,6 +129,8 @@ def apply_truncation(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
         if mapping.overflow_policy(name) != "truncate" or frame.schema[name] != pl.String:
             continue
         limit = FIELD_LIMITS.get(name)
+        if name == DATA_OBJECT:
+            continue  # a whole JSON object: cutting it would break it
         if name.startswith("data."):
             limit = DATA_STRING_LIMIT
         if name in ("title", "url", "referrer"):
@@ -330,6 +332,18 @@ def _data_rules(frame: pl.DataFrame, mapping: Mapping) -> list[Rule]:
             continue
         dtype = frame.schema[name]
         raw = RAW_PREFIX + name
+        if name == DATA_OBJECT:
+            # the reader's JSON object of properties (see backfill.payload): its values were
+            # stored by Umami once, so only its shape is checked here
+            text = pl.col(name).str.strip_chars()
+            rules.append(
+                Rule(
+                    name,
+                    text.str.starts_with("{").not_() | text.str.ends_with("}").not_(),
+                    f"{name}: not a JSON object of properties",
+                )
+            )
+            continue
         if dtype == pl.String:
             rules.extend(_impossible_date_rules(frame, name))
             if mapping.overflow_policy(name) == "reject":

@@ -88,7 +88,15 @@ class FormatPlugin:
 
 PLUGINS: dict[str, FormatPlugin] = {}
 #: Modules of this package that define a ``PLUGIN``; each is one file (see FormatPlugin).
-PLUGIN_MODULES = ("ga4", "ga_report", "plausible_events", "plausible_csv", "matomo_logs", "matomo_live")
+PLUGIN_MODULES = (
+    "ga4",
+    "ga_report",
+    "plausible_events",
+    "plausible_csv",
+    "matomo_logs",
+    "matomo_live",
+    "umami_export",
+)
 
 
 def register_format(plugin: FormatPlugin) -> FormatPlugin:
