@@ -279,7 +279,7 @@ class _Run:
         tables = tables if tables is not None else derive(block, self.how)
         began = time.monotonic()
         try:
-            database.write_tables(conn, tables)
+            added = database.write_tables(conn, tables)
         except (psycopg.DataError, psycopg.IntegrityError) as exc:
             if block.height == 1:
                 self._record(block, tables, refused_by_db=database._first_line(exc))
@@ -290,6 +290,8 @@ class _Run:
             return
         self.commit_s += time.monotonic() - began
         self.commits += 1
+        for table, count in added.items():
+            self.written[table] = self.written.get(table, 0) + count
         self._record(block, tables)
 
     def _record(self, block: pl.DataFrame, tables: Tables, refused_by_db: str | None = None) -> None:
@@ -298,9 +300,6 @@ class _Run:
         if refused_by_db is not None:
             file_index, row = block[COL_FILE][0], block[COL_ROW][0]
             refused = [(file_index, row, "(database)", f"the database refused the row: {refused_by_db}")]
-        else:
-            for table, count in tables.counts.items():
-                self.written[table] = self.written.get(table, 0) + count
         self.ledger.read += block.height
         self.cp.send_ledger.read += block.height
         accepted = block.height - len(refused)
@@ -350,7 +349,7 @@ class _Run:
         if not self.written:
             return []
         rows = ", ".join(f"{table} {count:,}" for table, count in self.written.items() if count)
-        return [f"written to the database this run: {rows}"]
+        return [f"new rows in the database this run: {rows}"]
 
 
 def _prefetch(

@@ -196,7 +196,7 @@ def check_website(conn: Any, website: str) -> str:
 _FAST = ("website_event", "event_data", "revenue")
 
 
-def write_tables(conn: Any, tables: Tables) -> None:
+def write_tables(conn: Any, tables: Tables) -> dict[str, int]:
     """Write one block's rows in one transaction; a replayed block adds nothing.
 
     Sessions may exist already (an earlier block, live traffic) and session data is an
@@ -207,6 +207,7 @@ def write_tables(conn: Any, tables: Tables) -> None:
     """
     import psycopg
 
+    added: dict[str, int] = {}
     with conn.transaction():
         for table, key, columns in TABLES:
             frame: pl.DataFrame = getattr(tables, table)
@@ -218,6 +219,7 @@ def write_tables(conn: Any, tables: Tables) -> None:
                 try:
                     with conn.transaction():  # a savepoint
                         _copy(conn, f'"{table}"', columns, frame)
+                    added[table] = frame.height
                     continue
                 except psycopg.errors.UniqueViolation:
                     pass
@@ -226,11 +228,13 @@ def write_tables(conn: Any, tables: Tables) -> None:
             _copy(conn, staging, columns, frame)
             names = ", ".join(f'"{c}"' for c in columns)
             if table == "session_data":
-                _upsert_session_data(conn, staging, columns)
+                added[table] = _upsert_session_data(conn, staging, columns)
             else:
-                conn.execute(
+                cursor = conn.execute(
                     f'INSERT INTO "{table}" ({names}) SELECT {names} FROM {staging} ON CONFLICT ("{key}") DO NOTHING'
                 )
+                added[table] = max(cursor.rowcount, 0)
+    return added
 
 
 def _new_sessions(conn: Any, sessions: pl.DataFrame) -> pl.DataFrame:
@@ -244,8 +248,9 @@ def _new_sessions(conn: Any, sessions: pl.DataFrame) -> pl.DataFrame:
     return sessions.filter(~pl.col("session_id").is_in([row[0] for row in found]))
 
 
-def _upsert_session_data(conn: Any, staging: str, columns: Iterable[str]) -> None:
-    """Umami updates the (session, key) row in place, else inserts it: the last value wins."""
+def _upsert_session_data(conn: Any, staging: str, columns: Iterable[str]) -> int:
+    """Umami updates the (session, key) row in place, else inserts it: the last value wins.
+    Returns the rows inserted (updates are not new rows)."""
     settable = [c for c in columns if c not in ("session_id", "data_key", "session_data_id")]
     assignments = ", ".join(f'"{c}" = s."{c}"' for c in settable)
     names = ", ".join(f'"{c}"' for c in columns)
@@ -253,11 +258,12 @@ def _upsert_session_data(conn: Any, staging: str, columns: Iterable[str]) -> Non
         f"UPDATE session_data d SET {assignments} FROM {staging} s "
         "WHERE d.session_id = s.session_id AND d.data_key = s.data_key"
     )
-    conn.execute(
+    cursor = conn.execute(
         f"INSERT INTO session_data ({names}) SELECT {names} FROM {staging} s WHERE NOT EXISTS "
         "(SELECT 1 FROM session_data d WHERE d.session_id = s.session_id AND d.data_key = s.data_key) "
         "ON CONFLICT (session_data_id) DO NOTHING"
     )
+    return max(cursor.rowcount, 0)
 
 
 def _copy(conn: Any, table: str, columns: tuple[str, ...], frame: pl.DataFrame) -> None:
