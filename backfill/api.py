@@ -27,7 +27,7 @@ from .config import RunConfig
 from .errors import ConfigError, SendError
 from .geo import geo_key_expr, sends_ip
 from .ledger import Ledger
-from .mapping import Mapping, check_against_schema, load_mapping
+from .mapping import PLUGIN_READER_KEYS, Mapping, check_against_schema, load_mapping
 from .ordering import RunSet, emit
 from .payload import build_elements
 from .rejects import RecordFile
@@ -117,6 +117,10 @@ def read_options_for(config: RunConfig, mapping: Mapping) -> ReadOptions:
         kwargs["quote_char"] = reader["quote_char"]
     if "has_header" in reader:
         kwargs["has_header"] = bool(reader["has_header"])
+    flags = {"log_format": config.log_format, "hostname": config.hostname, "search_params": config.search_params}
+    plugin = {key: flags.get(key) or reader.get(key) for key in PLUGIN_READER_KEYS}
+    plugin["send_ip"] = "true" if config.geo == "ip" else None  # access_log fills geo_ip only then
+    kwargs["plugin_options"] = tuple((k, str(v)) for k, v in plugin.items() if v)
     return ReadOptions(**kwargs)
 
 

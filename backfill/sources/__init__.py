@@ -20,6 +20,7 @@ import re
 import stat
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 
@@ -77,11 +78,13 @@ class FormatPlugin:
     sniff: Callable[[str], bool] | None = None
     #: The preset in ``mappings/`` made for this format (``-m NAME``), if any.
     preset: str | None = None
+    #: The order its files are read in (default: by path), e.g. rotated logs oldest first.
+    sort_key: Callable[[str], Any] | None = None
 
 
 PLUGINS: dict[str, FormatPlugin] = {}
 #: Modules of this package that define a ``PLUGIN``; each is one file (see FormatPlugin).
-PLUGIN_MODULES = ("ga4", "ga_report", "plausible_events", "plausible_csv")
+PLUGIN_MODULES = ("ga4", "ga_report", "plausible_events", "plausible_csv", "access_log")
 
 
 def register_format(plugin: FormatPlugin) -> FormatPlugin:
@@ -119,6 +122,7 @@ class ReadOptions:
     has_header: bool = True  # CSV; without one, columns are column_1, column_2, ...
     chunk_rows: int = 100_000
     columns: tuple[str, ...] | None = None  # read only these; None = all
+    plugin_options: tuple[tuple[str, str], ...] = ()  # format plugin settings, e.g. (("log_format", "..."),)
 
     def __post_init__(self) -> None:
         if self.format is not None and self.format not in known_formats():
@@ -199,7 +203,9 @@ def expand_sources(patterns: Sequence[str], options: ReadOptions) -> tuple[list[
         if not produced:
             detail = f" (skipped: {'; '.join(pattern_skipped)})" if pattern_skipped else ""
             raise ConfigError(f"{pattern!r}: no data files found{detail}")
-    return sorted(found.values(), key=lambda source: source.path), skipped
+    plugin = PLUGINS.get(options.format or "")
+    order = plugin.sort_key if plugin is not None and plugin.sort_key is not None else (lambda path: path)
+    return sorted(found.values(), key=lambda source: order(source.path)), skipped
 
 
 def _candidates(pattern: str, skipped: list[str]) -> Iterator[tuple[str, str]]:
