@@ -175,11 +175,8 @@ def _w3c_lines(lines: pl.DataFrame, fmt: LineFormat, name: str) -> pl.DataFrame:
     directive = pl.col("line").str.starts_with("#")
     fields = lines.filter(directive & pl.col("line").str.starts_with(detection.W3C_FIELDS_PREFIX))
     for number, text in fields.select(COL_ROW, "line").iter_rows():
-        try:
-            changed = detection.w3c_of(name, [(number, text)]).pattern != fmt.pattern
-        except SourceError:
-            changed = True
-        if changed:
+        names = tuple(f.lower() for f in text[len(detection.W3C_FIELDS_PREFIX) :].split())
+        if names != fmt.fields:
             raise SourceError(
                 f"{name}: line {number}: the #Fields header changes the columns ({text[:200]!r}); "
                 "split the file at this line and import the parts separately"

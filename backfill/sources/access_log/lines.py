@@ -77,13 +77,15 @@ def _frame(data: bytes, base: int) -> tuple[pl.DataFrame, int]:
     """Numbered non-blank lines of ``data`` (no final newline); and how many lines it held."""
     if base == 1:
         data = data.removeprefix(UTF8_BOM)
-    text = data.decode("utf-8", "replace")
-    lines = pl.Series("line", [text]).str.split("\n").explode()
+    lines = pl.Series("line", [data.decode("utf-8", "replace")]).str.split("\n").explode()
     count = lines.len()
-    frame = pl.DataFrame(
-        {COL_ROW: pl.int_range(base, base + count, dtype=pl.UInt64, eager=True), "line": lines}
-    ).with_columns(pl.col("line").str.strip_chars_end("\r"))
-    return frame.filter(pl.col("line").str.strip_chars() != ""), count
+    frame = pl.DataFrame({COL_ROW: pl.int_range(base, base + count, dtype=pl.UInt64, eager=True), "line": lines})
+    if b"\r" in data:
+        frame = frame.with_columns(pl.col("line").str.strip_chars_end("\r"))
+    blank = pl.col("line").str.len_bytes() == 0
+    if b"\n\n" in data or data[:1] in (b"", b" ", b"\t") or b"\n " in data or b"\n\t" in data:
+        blank = blank | pl.col("line").str.contains(r"^\s+$")
+    return frame.filter(~blank), count
 
 
 def head_lines(path: str, compression: str | None) -> list[tuple[int, str]]:

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import re
 import urllib.parse
+from collections.abc import Callable
 
 import polars as pl
 
+from backfill.botcheck import bot_mask
 from backfill.sources.access_log.formats import PARTS, LineFormat
 from backfill.transform import map_unique
 
@@ -35,9 +37,10 @@ SCHEMA: dict[str, pl.DataType] = {
     "bytes": pl.Int64(),
     "referrer": S,  # null for "-" and empty
     "user_agent": S,
+    "visitor_ua": S,  # user_agent, or "-" when the log has none (common): the visitor is then ip + day
     "content_type": S,  # response media type where logged (text/html), else null
     "kind": S,  # page | asset | site file | health check | api | admin | feed
-    "agent": S,  # uptime monitor | feed reader | prefetch, else null
+    "agent": S,  # uptime monitor | feed reader | prefetch | bot (Umami's isbot list), else null
     "search": S,  # the site-search query (from the --search-param query keys), else null
     "visit": S,  # visit id: 30 minutes without a page view start a new one (sessions.py)
 }
@@ -79,43 +82,60 @@ _ABSOLUTE = r"^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)(.*)$"
 def normalize(
     parts: pl.DataFrame, fmt: LineFormat, hostname: str | None, search_params: tuple[str, ...]
 ) -> pl.DataFrame:
-    """A frame of a format's text parts (+ ``_row``) -> SCHEMA columns (without ``visit``)."""
+    """A frame of a format's text parts (+ ``_row``) -> SCHEMA columns (without ``visit``).
+
+    Built in stages of plain columns: an expression used twice in one stage
+    would be evaluated twice (and nested ones multiply).
+    """
     cols = {c: pl.col(c) if c in parts.columns else pl.lit(None, S) for c in PARTS}
     text = {c: _dash_null(e) for c, e in cols.items()}
     request = cols["request"]
-    method = pl.coalesce(text["method"], request.str.extract(r"^([A-Za-z]+) ", 1)).str.to_uppercase()
-    target = pl.coalesce(text["path"], request.str.extract(r"^[^ ]+ ([^ ]+)", 1), _stem_and_query(text))
-    url_host = target.str.extract(_ABSOLUTE, 1)
-    target = pl.when(url_host.is_not_null()).then(target.str.extract(_ABSOLUTE, 2)).otherwise(target)
-    target = pl.when(target == "").then(pl.lit("/")).otherwise(target)
-    target = _strip_bucket(target, text["bucket"])
-    host = _host(text, url_host, hostname)
     frame = parts.select(
         _time(cols, fmt).alias("time"),
-        host.alias("host"),
-        _client_ip(text).alias("ip"),
-        method.alias("method"),
-        target.alias("path"),
+        text["host"].alias("_host"),
+        text["bucket"].alias("_bucket"),
+        _client_ip(text, set(parts.columns)).alias("ip"),
+        pl.coalesce(text["method"], request.str.extract(r"^([A-Za-z]+) ", 1)).str.to_uppercase().alias("method"),
+        pl.coalesce(text["path"], request.str.extract(r"^[^ ]+ ([^ ]+)", 1), _stem_and_query(text)).alias("_target"),
         cols["status"].cast(pl.Int32, strict=False).alias("status"),
         cols["bytes"].cast(pl.Int64, strict=False).alias("bytes"),
         _unescape(text["referrer"]).alias("referrer"),
         _unescape(text["user_agent"]).alias("user_agent"),
         text["content_type"].str.extract(r"^\s*([^;\s]+)", 1).str.to_lowercase().alias("content_type"),
         text["purpose"].alias("purpose"),
-        text["query"].alias("_query"),
         pl.col("_row"),
+    )
+    if frame["ip"].str.contains(":", literal=True).any():
+        frame = frame.with_columns(_without_port(pl.col("ip")).alias("ip"))
+    frame = frame.with_columns(pl.col("_target").str.extract(_ABSOLUTE, 1).alias("_url_host"))
+    relative = pl.when(pl.col("_url_host").is_not_null()).then(pl.col("_target").str.extract(_ABSOLUTE, 2))
+    frame = frame.with_columns(relative.otherwise(pl.col("_target")).alias("_target"))
+    frame = frame.with_columns(
+        pl.when(pl.col("_target") == "").then(pl.lit("/")).otherwise(pl.col("_target")).alias("_target")
+    )
+    frame = frame.with_columns(
+        _strip_bucket(pl.col("_target"), pl.col("_bucket")).alias("path"), _host(hostname).alias("host")
     )
     if fmt.decode:
         frame = frame.with_columns(_decoded(frame["user_agent"], fmt.decode).alias("user_agent"))
-    url_path = pl.col("path").str.replace(r"[?#].*$", "")
+    frame = frame.with_columns(pl.col("path").str.replace(r"[?#].*$", "").alias("url_path"))
     frame = frame.with_columns(
-        url_path.alias("url_path"),
-        url_path.str.extract(r"\.([A-Za-z0-9]{1,10})$", 1).str.to_lowercase().alias("ext"),
+        pl.col("user_agent").fill_null("-").alias("visitor_ua"),
+        pl.col("url_path").str.extract(r"\.([A-Za-z0-9]{1,10})$", 1).str.to_lowercase().alias("ext"),
     )
-    frame = frame.with_columns(_kind().alias("kind"), _agent().alias("agent"), _search(search_params).alias("search"))
+    frame = _by_unique(frame, ["url_path", "ext", "content_type"], lambda t: t.with_columns(_kind().alias("kind")))
+    frame = _by_unique(frame, ["user_agent", "purpose"], _agents)
+    frame = frame.with_columns(_search(search_params).alias("search"))
     if search_params:
         frame = frame.with_columns(_url_decoded(frame["search"]).alias("search"))
-    return frame.drop("purpose", "_query")
+    return frame.drop("purpose", "_target", "_url_host", "_host", "_bucket")
+
+
+def _by_unique(frame: pl.DataFrame, keys: list[str], derive: Callable[[pl.DataFrame], pl.DataFrame]) -> pl.DataFrame:
+    """Columns derived from ``keys`` once per distinct combination (a chunk has few
+    distinct paths and user agents; the regexes are the expensive part)."""
+    table = derive(frame.select(keys).unique())
+    return frame.join(table, on=keys, how="left", nulls_equal=True, maintain_order="left")
 
 
 def _dash_null(expr: pl.Expr) -> pl.Expr:
@@ -140,20 +160,29 @@ def _strip_bucket(target: pl.Expr, bucket: pl.Expr) -> pl.Expr:
     return pl.when(bucket.is_not_null() & starts.fill_null(False)).then(stripped).otherwise(target)
 
 
-def _host(text: dict[str, pl.Expr], url_host: pl.Expr, hostname: str | None) -> pl.Expr:
+def _host(hostname: str | None) -> pl.Expr:
+    """--hostname, else the line's host (a domain-named S3 bucket is the site), else the URL's."""
     if hostname:
         return pl.lit(hostname.lower(), S)
-    bucket_site = pl.when(text["bucket"].str.contains(".", literal=True)).then(text["bucket"])
-    host = pl.coalesce(bucket_site, text["host"], url_host)
+    bucket_site = pl.when(pl.col("_bucket").str.contains(".", literal=True)).then(pl.col("_bucket"))
+    host = pl.coalesce(bucket_site, pl.col("_host"), pl.col("_url_host"))
     return host.str.to_lowercase().str.replace(r":\d+$", "")
 
 
-def _client_ip(text: dict[str, pl.Expr]) -> pl.Expr:
+def _client_ip(text: dict[str, pl.Expr], given: set[str]) -> pl.Expr:
     """The visitor's address: a CDN's client-ip field, else the first X-Forwarded-For entry
     (the client as the first proxy saw it), else the connecting address; without a port."""
-    first_forwarded = _dash_null(text["xff"].str.split(",").list.first())
-    first_forwarded = pl.when(first_forwarded.str.to_lowercase() == "unknown").then(None).otherwise(first_forwarded)
-    ip = pl.coalesce(text["client_ip"], first_forwarded, text["ip"])
+    ip = text["ip"]
+    if "xff" in given:
+        first = text["xff"].str.split(",").list.first().str.strip_chars()
+        ip = pl.coalesce(pl.when(~first.str.to_lowercase().is_in(["-", "", "unknown"])).then(first), ip)
+    if "client_ip" in given:
+        ip = pl.coalesce(text["client_ip"], ip)
+    return ip
+
+
+def _without_port(ip: pl.Expr) -> pl.Expr:
+    """ALB and Traefik log ``ip:port`` (``[v6]:port``)."""
     v4_port = ip.str.extract(r"^(\d+\.\d+\.\d+\.\d+):\d+$", 1)
     v6_port = ip.str.extract(r"^\[([0-9A-Fa-f:.]+)\](?::\d+)?$", 1)
     return pl.coalesce(v4_port, v6_port, ip)
@@ -228,8 +257,18 @@ def _kind() -> pl.Expr:
     )
 
 
+def _agents(table: pl.DataFrame) -> pl.DataFrame:
+    """``agent`` of distinct (user agent, purpose): log-specific traffic first, then
+    Umami's own bot list (the isbot patterns), so crawlers are a named skip, not sent."""
+    table = table.with_columns(_agent().alias("agent"))
+    bots = bot_mask(table["user_agent"])
+    return table.with_columns(
+        pl.when(pl.col("agent").is_null() & bots).then(pl.lit("bot")).otherwise("agent").alias("agent")
+    )
+
+
 def _agent() -> pl.Expr:
-    """Traffic that is no person reading a page, beyond Umami's bot list."""
+    """Traffic that is no person reading a page and that Umami's bot list misses."""
     ua = pl.col("user_agent")
     return (
         pl.when(pl.col("purpose").str.contains(PREFETCH))
