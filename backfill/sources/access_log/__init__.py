@@ -44,8 +44,8 @@ from backfill.sources.access_log.rotation import log_group, sort_key
 from backfill.sources.access_log.sessions import VisitState
 from backfill.sources.records import refuse_mostly_bad
 
-#: File endings read as logs inside a directory: .log, .txt, none, and rotation numbers (.1, .2, ...).
-ROTATED_EXTENSIONS = (".log", ".txt", "", *(f".{n}" for n in range(1, 1000)))
+#: File endings read as logs inside a directory: .log, none, and rotation numbers (.1, .2, ...).
+ROTATED_EXTENSIONS = (".log", "", *(f".{n}" for n in range(1, 1000)))
 
 __all__ = ["PLUGIN", "SCHEMA", "iter_frames", "log_schema", "sniff", "sort_key"]
 
