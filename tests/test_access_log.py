@@ -197,7 +197,7 @@ def test_columns_of_a_combined_line(tmp_path: Path) -> None:
     assert first["referrer"] is None and first["kind"] == "page" and first["search"] == "rye bread"
     assert first["status"] == 200 and first["method"] == "GET"
     assert second["ext"] == "png" and second["kind"] == "asset" and second["visit"] is None
-    assert first["visit"] == str(int(first["time"].timestamp()))
+    assert first["visit"] == f"v{int(first['time'].timestamp())}"
 
 
 def test_a_file_that_is_no_log_is_refused_naming_the_formats_tried(tmp_path: Path) -> None:
@@ -288,3 +288,25 @@ def test_dry_run_throughput_of_a_gzipped_combined_log(tmp_path: Path) -> None:
     ledger = json.loads(report.read_text())["ledger"]
     assert ledger["read"] == lines and ledger["balances"] is True
     print(f"\naccess_log dry run: {lines:,} gzipped combined lines in {elapsed:.2f} s = {lines / elapsed:,.0f} lines/s")
+
+
+def test_an_empty_log_just_rotated_is_listed_not_refused(tmp_path: Path) -> None:
+    (tmp_path / "access.log").write_text("")
+    (tmp_path / "access.log.1").write_text((LOGS / "vhost_combined" / "other_vhosts_access.log").read_text())
+    code, report, payloads = dry_run(tmp_path, tmp_path / "access.log*", "--hostname", HOST)
+    assert code == 0 and payloads
+    assert any("empty file" in note for note in report["skipped_files"])
+
+
+def test_several_sites_in_one_run_keep_their_hostnames(tmp_path: Path) -> None:
+    lines = (LOGS / "vhost_combined" / "other_vhosts_access.log").read_text().splitlines()[:300]
+    (tmp_path / "shop.log").write_text("\n".join(line.replace(HOST, "shop.example.org") for line in lines) + "\n")
+    (tmp_path / "blog.log").write_text("\n".join(lines) + "\n")
+    _, _, payloads = dry_run(tmp_path, tmp_path / "*.log")
+    hosts = Counter(p["hostname"] for p in payloads)
+    assert set(hosts) == {"shop.example.org", HOST} and hosts["shop.example.org"] == hosts[HOST]
+
+
+def test_geo_ip_sends_the_client_ip(tmp_path: Path) -> None:
+    _, _, payloads = dry_run(tmp_path, LOGS / "caddy", "--geo", "ip")
+    assert all(p["ip"].startswith(("203.0.113.", "2001:db8::")) for p in payloads)

@@ -56,7 +56,10 @@ def plugin_option(options: ReadOptions, key: str) -> str | None:
 
 def log_schema(source: SourceFile, options: ReadOptions) -> dict[str, pl.DataType]:
     """The fixed columns; detects the format first, so a file that is no log fails before the run."""
-    fmt = _format(source, options)
+    head = head_lines(source.path, source.compression)
+    if not head:
+        return {}  # an empty log (just rotated): no rows, listed as not read
+    fmt = detection.detect(source.path, head, plugin_option(options, "log_format"))
     if not plugin_option(options, "hostname") and not {"host", "bucket"} & set(fmt.parts()):
         raise ConfigError(
             f"{source.path}: this log ({fmt.description}) has no virtual host field: pass the site's "
@@ -65,15 +68,12 @@ def log_schema(source: SourceFile, options: ReadOptions) -> dict[str, pl.DataTyp
     return dict(SCHEMA)
 
 
-def _format(source: SourceFile, options: ReadOptions) -> LineFormat:
-    return detection.detect(
-        source.path, head_lines(source.path, source.compression), plugin_option(options, "log_format")
-    )
-
-
 def iter_frames(source: SourceFile, options: ReadOptions) -> Iterator[pl.DataFrame]:
     """Frames of ``parse.SCHEMA`` (+ ``_row``), at most ``chunk_rows`` lines each."""
-    fmt = _format(source, options)
+    head = head_lines(source.path, source.compression)
+    if not head:
+        return
+    fmt = detection.detect(source.path, head, plugin_option(options, "log_format"))
     hostname = plugin_option(options, "hostname")
     params = tuple(p.strip() for p in (plugin_option(options, "search_params") or "").split(",") if p.strip())
     send_ip = plugin_option(options, "send_ip") == "true"

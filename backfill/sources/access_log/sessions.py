@@ -2,7 +2,7 @@
 
 A log has no visit id, so the reader makes one: the page views of one client
 (ip + user agent) belong to one visit until the client is silent for more than
-``VISIT_GAP_S``; the visit id is the unix second of its first page view. Only
+``VISIT_GAP_S``; the visit id is ``v`` + the unix second of its first page view. Only
 rows that the preset counts as page views take part (see :func:`is_page_view`):
 an image fetched 40 minutes later does not keep a visit alive. Other rows get
 no visit (they follow Umami's hours if a user keeps them).
@@ -68,7 +68,8 @@ class VisitState:
         visit = pl.when(starts).then(pl.col(_TS)).otherwise(None).forward_fill().over(_KEY)
         page = page.with_columns(pl.coalesce(visit, pl.col(_START)).alias("__visit"))
         self._advance(page)
-        visits = page.select("__i", pl.col("__visit").cast(pl.String).alias("visit"))
+        visit_id = pl.concat_str(pl.lit("v"), pl.col("__visit").cast(pl.String))  # text, never read as a number
+        visits = page.select("__i", visit_id.alias("visit"))
         indexed = chunk.with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).alias("__i"))
         return indexed.join(visits, on="__i", how="left", maintain_order="left").drop("__i")
 
