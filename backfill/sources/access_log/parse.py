@@ -99,14 +99,17 @@ def normalize(
         pl.coalesce(text["path"], request.str.extract(r"^[^ ]+ ([^ ]+)", 1), _stem_and_query(text)).alias("_target"),
         cols["status"].cast(pl.Int32, strict=False).alias("status"),
         cols["bytes"].cast(pl.Int64, strict=False).alias("bytes"),
-        _unescape(text["referrer"]).alias("referrer"),
-        _unescape(text["user_agent"]).alias("user_agent"),
+        text["referrer"].alias("referrer"),
+        text["user_agent"].alias("user_agent"),
         text["content_type"].str.extract(r"^\s*([^;\s]+)", 1).str.to_lowercase().alias("content_type"),
         text["purpose"].alias("purpose"),
         pl.col("_row"),
     )
     if frame["ip"].str.contains(":", literal=True).any():
         frame = frame.with_columns(_without_port(pl.col("ip")).alias("ip"))
+    escaped = [c for c in ("referrer", "user_agent") if frame[c].str.contains("\\", literal=True).any()]
+    if escaped:
+        frame = frame.with_columns(_unescape(pl.col(c)).alias(c) for c in escaped)
     frame = frame.with_columns(pl.col("_target").str.extract(_ABSOLUTE, 1).alias("_url_host"))
     relative = pl.when(pl.col("_url_host").is_not_null()).then(pl.col("_target").str.extract(_ABSOLUTE, 2))
     frame = frame.with_columns(relative.otherwise(pl.col("_target")).alias("_target"))
@@ -140,7 +143,7 @@ def _by_unique(frame: pl.DataFrame, keys: list[str], derive: Callable[[pl.DataFr
 
 def _dash_null(expr: pl.Expr) -> pl.Expr:
     """Log writers put "-" (or nothing) for a missing value."""
-    text = expr.cast(S).str.strip_chars()
+    text = expr.cast(S)
     return pl.when(text.is_in(["-", "", '""'])).then(None).otherwise(text)
 
 
