@@ -310,3 +310,20 @@ def test_several_sites_in_one_run_keep_their_hostnames(tmp_path: Path) -> None:
 def test_geo_ip_sends_the_client_ip(tmp_path: Path) -> None:
     _, _, payloads = dry_run(tmp_path, LOGS / "caddy", "--geo", "ip")
     assert all(p["ip"].startswith(("203.0.113.", "2001:db8::")) for p in payloads)
+
+
+def test_older_caddy_logs_name_the_client_remote_addr_with_a_port(tmp_path: Path) -> None:
+    line = {
+        "level": "info",
+        "ts": 1709641330.52,
+        "logger": "http.log.access",
+        "msg": "handled request",
+        "request": {"remote_addr": "203.0.113.5:41342", "method": "GET", "host": "example.com", "uri": "/a?b=1"},
+        "status": 200,
+        "size": 10,
+    }
+    log = tmp_path / "caddy.log"
+    log.write_text(json.dumps(line) + "\n")
+    (row,) = read_all(log).to_dicts()
+    assert (row["ip"], row["host"], row["path"], row["kind"]) == ("203.0.113.5", "example.com", "/a?b=1", "page")
+    assert str(row["time"]) == "2024-03-05 12:22:10.520000+00:00"

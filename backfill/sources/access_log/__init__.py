@@ -37,7 +37,7 @@ from backfill.errors import ConfigError, SourceError
 from backfill.schema import COL_ROW, COL_SOURCE_ERROR, COL_SOURCE_RAW, SOURCE_RAW_MAX
 from backfill.sources import FormatPlugin, ReadOptions, SourceFile
 from backfill.sources.access_log import detect as detection
-from backfill.sources.access_log.formats import LineFormat
+from backfill.sources.access_log.formats import FALLBACK, LineFormat
 from backfill.sources.access_log.lines import head_lines, iter_line_frames
 from backfill.sources.access_log.parse import SCHEMA, normalize
 from backfill.sources.access_log.rotation import log_group, sort_key
@@ -131,7 +131,12 @@ def _json_parts(lines: pl.DataFrame, fmt: LineFormat) -> tuple[pl.DataFrame, pl.
         decoded = pl.Series("j", text.zip_with(valid, pl.Series([None] * len(text), dtype=pl.String)), dtype=pl.String)
         decoded = decoded.str.json_decode(dtype)
     frame = pl.DataFrame({"j": decoded, COL_ROW: lines[COL_ROW]})
-    parts = frame.select(*(_json_field(path).alias(part) for part, path in fmt.json_paths.items()), COL_ROW)
+    fields = {part: _json_field(path) for part, path in fmt.json_paths.items() if not part.endswith(FALLBACK)}
+    for part, path in fmt.json_paths.items():
+        if part.endswith(FALLBACK):
+            main = part.removesuffix(FALLBACK)
+            fields[main] = pl.coalesce(fields[main], _json_field(path))
+    parts = frame.select(*(expr.alias(part) for part, expr in fields.items()), COL_ROW)
     return parts, valid & parts["time"].is_not_null()
 
 

@@ -53,6 +53,8 @@ TOKEN = r"[^ ]+"
 TAIL = ""
 
 TIME_KINDS = ("clf", "iso", "epoch", "w3c", "any")
+#: A JSON key path used when the part's first path is missing (``"ip" + FALLBACK``).
+FALLBACK = "#fallback"
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ class LineFormat:
 
     def parts(self) -> tuple[str, ...]:
         if self.kind == "json":
-            return tuple(self.json_paths)
+            return tuple(p for p in self.json_paths if not p.endswith(FALLBACK))
         return tuple(self.regex.groupindex)
 
 
@@ -146,6 +148,7 @@ CADDY = LineFormat(
     json_paths={
         "time": ("ts",),
         "ip": ("request", "remote_ip"),
+        "ip" + FALLBACK: ("request", "remote_addr"),  # Caddy before 2.5: "1.2.3.4:5678"
         "client_ip": ("request", "client_ip"),
         "method": ("request", "method"),
         "path": ("request", "uri"),
@@ -167,6 +170,7 @@ TRAEFIK = LineFormat(
     time_kind="any",
     json_paths={
         "time": ("StartUTC",),
+        "time" + FALLBACK: ("time",),
         "ip": ("ClientHost",),
         "method": ("RequestMethod",),
         "path": ("RequestPath",),
