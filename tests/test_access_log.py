@@ -327,3 +327,15 @@ def test_older_caddy_logs_name_the_client_remote_addr_with_a_port(tmp_path: Path
     (row,) = read_all(log).to_dicts()
     assert (row["ip"], row["host"], row["path"], row["kind"]) == ("203.0.113.5", "example.com", "/a?b=1", "page")
     assert str(row["time"]) == "2024-03-05 12:22:10.520000+00:00"
+
+
+def test_a_broken_json_line_is_a_reject_and_the_rest_is_read(tmp_path: Path) -> None:
+    lines = gzip.decompress((LOGS / "caddy" / "access.log.gz").read_bytes()).decode().splitlines()[:40]
+    broken = lines[5][: len(lines[5]) // 2]
+    log = tmp_path / "caddy.log"
+    log.write_text("\n".join([*lines[:5], broken, "[1, 2]", *lines[6:]]) + "\n")
+    frame = read_all(log)
+    assert frame.height == 41
+    bad = frame.filter(pl.col("_source_error").is_not_null())
+    assert bad["_row"].to_list() == [6, 7] and bad["_source_raw"].to_list() == [broken, "[1, 2]"]
+    assert frame.filter(pl.col("_source_error").is_null())["time"].null_count() == 0

@@ -121,15 +121,19 @@ def _parts(lines: pl.DataFrame, fmt: LineFormat) -> tuple[pl.DataFrame, pl.Serie
 
 
 def _json_parts(lines: pl.DataFrame, fmt: LineFormat) -> tuple[pl.DataFrame, pl.Series]:
+    """Each line decoded with the format's key paths as one struct type, in polars.
+
+    polars refuses a whole chunk for one line that is not a JSON object; only then
+    are the lines checked one by one in Python, and the bad ones decoded as null.
+    """
     dtype = _struct(fmt)
-    text = lines["line"]
+    text = lines["line"].alias("j")
     valid = text.str.starts_with("{")
     try:
-        decoded = pl.Series("j", text, dtype=pl.String).str.json_decode(dtype)
+        decoded = text.str.json_decode(dtype)
     except pl.exceptions.PolarsError:
         valid = pl.Series([_is_object(v) for v in text.to_list()], dtype=pl.Boolean)
-        decoded = pl.Series("j", text.zip_with(valid, pl.Series([None] * len(text), dtype=pl.String)), dtype=pl.String)
-        decoded = decoded.str.json_decode(dtype)
+        decoded = text.zip_with(valid, pl.Series([None] * len(text), dtype=pl.String)).str.json_decode(dtype)
     frame = pl.DataFrame({"j": decoded, COL_ROW: lines[COL_ROW]})
     fields = {part: _json_field(path) for part, path in fmt.json_paths.items() if not part.endswith(FALLBACK)}
     for part, path in fmt.json_paths.items():
