@@ -26,7 +26,7 @@ from backfill.errors import ConfigError, SourceError
 from backfill.sources import ReadOptions, expand_sources, iter_chunks, read_schema
 from backfill.sources.access_log import detect as detection
 from backfill.sources.access_log.formats import custom_format
-from backfill.sources.access_log.rotation import sort_key
+from backfill.sources.access_log.rotation import log_group, sort_key
 from tests.conftest import SAMPLES, import_into, run_cli, stored_day, stored_figures
 from tests.fake_umami import FakeUmami
 
@@ -162,6 +162,9 @@ def test_rotated_files_are_read_oldest_first() -> None:
         "x/access.log.1",
         "x/access.log",
     ]
+    cdn = ["cf/E2AB.2024-03-04-15.a1.gz", "cf/E2AB.2024-03-04-09.ff.gz", "cf/E2AB.2024-03-04-14.b2.gz"]
+    assert sorted(cdn, key=sort_key) == [cdn[1], cdn[2], cdn[0]]
+    assert len({log_group(p) for p in cdn}) == 1  # one log: one visit state across its files
 
 
 def test_visits_do_not_depend_on_chunk_boundaries() -> None:

@@ -15,7 +15,7 @@ import polars as pl
 
 from backfill.errors import SourceError
 from backfill.schema import COL_ROW
-from backfill.sources.compression import UTF8_BOM, iter_decompressed, take_head
+from backfill.sources.compression import GZIP_MAGIC, UTF8_BOM, ZSTD_MAGIC, iter_decompressed, take_head
 
 #: Text split into lines at once (about 16,000 combined lines).
 SPLIT_BYTES = 4 << 20
@@ -25,8 +25,22 @@ HEAD_BYTES = 64 << 10
 HEAD_LINES = 50
 
 
+def actual_compression(path: str, declared: str | None) -> str | None:
+    """The compression by the name, else by the first bytes: a rotated ``access.log.2``
+    may be gzip data whose ``.gz`` was lost when the logs were copied."""
+    if declared is not None:
+        return declared
+    try:
+        with open(path, "rb") as raw:
+            magic = raw.read(4)
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read the file ({exc.strerror})") from exc
+    return "gzip" if magic.startswith(GZIP_MAGIC) else "zstd" if magic.startswith(ZSTD_MAGIC) else None
+
+
 def iter_line_frames(path: str, compression: str | None, chunk_rows: int) -> Iterator[pl.DataFrame]:
     """Frames of at most ``chunk_rows`` non-blank lines: ``_row`` (UInt64) and ``line`` (String)."""
+    compression = actual_compression(path, compression)
     pending: list[pl.DataFrame] = []
     pending_rows = 0
     for frame in _split_blocks(path, compression):
@@ -93,7 +107,7 @@ def _frame(data: bytes, base: int) -> tuple[pl.DataFrame, int]:
 def head_lines(path: str, compression: str | None) -> list[tuple[int, str]]:
     """The first ``HEAD_LINES`` non-blank (line number, text) pairs, decompressing only the start."""
     try:
-        head, at_eof = take_head(iter_decompressed(path, compression), HEAD_BYTES)
+        head, at_eof = take_head(iter_decompressed(path, actual_compression(path, compression)), HEAD_BYTES)
     except OSError as exc:
         raise SourceError(f"{path}: cannot read the file ({exc.strerror})") from exc
     text = head.removeprefix(UTF8_BOM).decode("utf-8", "replace")
