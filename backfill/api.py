@@ -541,6 +541,8 @@ def run_import(
     }
     if config.decimal_comma:  # --decimal-comma reads numbers differently: like a mapping edit
         fingerprint["decimal_comma"] = True
+    if plan_.read_options.plugin_options:  # --log-format, --hostname, ...: they change what is read
+        fingerprint["reader"] = dict(plan_.read_options.plugin_options)
     rejects = RecordFile(config.rejects, config.rejects_format)
     in_doubt = RecordFile(config.in_doubt_path)
     checkpoint = None if config.restart else Checkpoint.load(checkpoint_path)

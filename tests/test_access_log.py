@@ -342,3 +342,16 @@ def test_a_broken_json_line_is_a_reject_and_the_rest_is_read(tmp_path: Path) -> 
     bad = frame.filter(pl.col("_source_error").is_not_null())
     assert bad["_row"].to_list() == [6, 7] and bad["_source_raw"].to_list() == [broken, "[1, 2]"]
     assert frame.filter(pl.col("_source_error").is_null())["time"].null_count() == 0
+
+
+def test_a_resumed_import_refuses_other_reader_options(tmp_path: Path) -> None:
+    with FakeUmami() as server:
+        site = server.add_website()
+        state = ("--state", tmp_path / "s")
+        first = import_into(server.url, site, LOGS / "alb", "access-log", tmp_path, *state)
+        assert first.code == 0, first.stdout + first.stderr
+        again = import_into(server.url, site, LOGS / "alb", "access-log", tmp_path, *state)
+        assert again.code == 0, again.stdout + again.stderr
+        other = import_into(server.url, site, LOGS / "alb", "access-log", tmp_path, *state, "--hostname", "x.example")
+        assert other.code == 2 and "different import" in other.stderr and "reader" in other.stderr
+        assert len(stored_figures(server.events(site), []).pageviews) == EXPECTED["pageviews"]
