@@ -355,3 +355,14 @@ def test_a_resumed_import_refuses_other_reader_options(tmp_path: Path) -> None:
         other = import_into(server.url, site, LOGS / "alb", "access-log", tmp_path, *state, "--hostname", "x.example")
         assert other.code == 2 and "different import" in other.stderr and "reader" in other.stderr
         assert len(stored_figures(server.events(site), []).pageviews) == EXPECTED["pageviews"]
+
+
+def test_reading_the_same_log_twice_with_one_options_object_gives_the_same_visits() -> None:
+    options = ReadOptions(format="access_log", plugin_options=(("hostname", HOST),))
+    files, _ = expand_sources([str(LOGS / "combined")], options)
+
+    def visits() -> list[str | None]:
+        frames = [frame for i, source in enumerate(files) for frame in iter_chunks(source, i, options)]
+        return pl.concat(frames, how="diagonal")["visit"].to_list()
+
+    assert visits() == visits()

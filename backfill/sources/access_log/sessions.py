@@ -60,6 +60,10 @@ class VisitState:
         if page.height == 0:
             return chunk.with_columns(pl.lit(None, pl.String).alias("visit"))
         page = page.sort(_KEY, _TS).join(self.frame, on=_KEY, how="left")
+        # a client whose lines go back further than any disorder (the same log read again,
+        # or files given out of order) starts afresh instead of joining a later visit
+        stale = pl.col(_TS).min().over(_KEY) < pl.col(_LAST) - KEEP_S
+        page = page.with_columns(pl.when(stale).then(None).otherwise(pl.col(c)).alias(c) for c in (_LAST, _START))
         previous = pl.col(_TS).shift(1).over(_KEY)
         carried = pl.col(_LAST)  # the client's last page view in earlier chunks (same on all its rows)
         previous = pl.coalesce(pl.max_horizontal(previous, carried), carried)
