@@ -366,3 +366,17 @@ def test_reading_the_same_log_twice_with_one_options_object_gives_the_same_visit
         return pl.concat(frames, how="diagonal")["visit"].to_list()
 
     assert visits() == visits()
+
+
+def test_combined_variants_a_forwarded_list_as_client_and_iso_times(tmp_path: Path) -> None:
+    ua = "Mozilla/5.0 (X11; Linux x86_64) Firefox/123.0"
+    log = tmp_path / "access.log"
+    log.write_text(
+        f'203.0.113.9, 10.0.0.1 - - [05/Mar/2024:14:22:10 +0100] "GET /a HTTP/1.1" 200 512 "-" "{ua}"\n'
+        f'203.0.113.10 - - [2024-03-05T14:22:11+01:00] "GET /b HTTP/1.1" 200 512 "-" "{ua}"\n'
+    )
+    rows = read_all(log, hostname=HOST).select("time", "ip", "path").rows()
+    assert [(str(t), ip, p) for t, ip, p in rows] == [
+        ("2024-03-05 13:22:10+00:00", "203.0.113.9", "/a"),
+        ("2024-03-05 13:22:11+00:00", "203.0.113.10", "/b"),
+    ]

@@ -97,8 +97,11 @@ def _q(name: str) -> str:
     return f'"(?P<{name}>{QUOTED})"'
 
 
+#: The client field may be an X-Forwarded-For list (Apache ``%{X-Forwarded-For}i`` in place
+#: of ``%h`` behind a proxy): ``203.0.113.9, 10.0.0.1``.
+_CLIENT = r"(?P<ip>[^ ,]+(?:, [^ ,]+)*)"
 _CLF = (
-    rf"(?P<ip>{TOKEN}) {TOKEN} (?P<user>{TOKEN}) \[(?P<time>[^\]]+)\] {_q('request')} "
+    rf"{_CLIENT} {TOKEN} (?P<user>{TOKEN}) \[(?P<time>[^\]]+)\] {_q('request')} "
     rf"(?P<status>\d{{3}}|-) (?P<bytes>\d+|-)"
 )
 #: nginx often appends "$http_x_forwarded_for" to combined: read it when it looks like one.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import urllib.parse
 from collections.abc import Callable
+from dataclasses import replace
 
 import polars as pl
 
@@ -105,6 +106,11 @@ def normalize(
         text["purpose"].alias("purpose"),
         pl.col("_row"),
     )
+    if frame["ip"].str.contains(",", literal=True).any():  # a forwarded-for list in the client field
+        frame = frame.with_columns(pl.col("ip").str.split(",").list.first().str.strip_chars())
+    if fmt.time_kind == "clf" and frame["time"].null_count() > parts["time"].null_count():
+        # e.g. nginx with $time_iso8601 in place of $time_local: read the chunk's times as any shape
+        frame = frame.with_columns(parts.select(_time(cols, replace(fmt, time_kind="any"))).to_series().alias("time"))
     if frame["ip"].str.contains(":", literal=True).any():
         frame = frame.with_columns(_without_port(pl.col("ip")).alias("ip"))
     escaped = [c for c in ("referrer", "user_agent") if frame[c].str.contains("\\", literal=True).any()]
