@@ -541,8 +541,9 @@ def run_import(
     }
     if config.decimal_comma:  # --decimal-comma reads numbers differently: like a mapping edit
         fingerprint["decimal_comma"] = True
-    if plan_.read_options.plugin_options:  # --log-format, --hostname, ...: they change what is read
-        fingerprint["reader"] = dict(plan_.read_options.plugin_options)
+    reader = {k: v for k, v in plan_.read_options.plugin_options if k != "send_ip"}  # (--geo is there)
+    if reader:  # --log-format, --hostname, ...: they change what is read
+        fingerprint["reader"] = reader
     rejects = RecordFile(config.rejects, config.rejects_format)
     in_doubt = RecordFile(config.in_doubt_path)
     checkpoint = None if config.restart else Checkpoint.load(checkpoint_path)
