@@ -27,7 +27,7 @@ from .config import DEFAULT_MAX_BODY_BYTES, RunConfig
 from .errors import ConfigError, SendError
 from .geo import geo_key_expr, sends_ip
 from .ledger import Ledger
-from .mapping import Mapping, check_against_schema, check_schemas_agree, load_mapping
+from .mapping import PLUGIN_READER_KEYS, Mapping, check_against_schema, check_schemas_agree, load_mapping
 from .ordering import RunSet
 from .payload import build_elements
 from .rejects import RecordFile
@@ -125,6 +125,10 @@ def read_options_for(config: RunConfig, mapping: Mapping) -> ReadOptions:
         kwargs["quote_char"] = reader["quote_char"]
     if "has_header" in reader:
         kwargs["has_header"] = bool(reader["has_header"])
+    flags = {"log_format": config.log_format, "hostname": config.hostname, "search_params": config.search_params}
+    plugin = {key: flags.get(key) or reader.get(key) for key in PLUGIN_READER_KEYS}
+    plugin["send_ip"] = "true" if config.geo == "ip" else None  # access_log fills geo_ip only then
+    kwargs["plugin_options"] = tuple((k, str(v)) for k, v in plugin.items() if v)
     return ReadOptions(**kwargs)
 
 
@@ -540,6 +544,9 @@ def run_import(
     }
     if config.decimal_comma:  # --decimal-comma reads numbers differently: like a mapping edit
         fingerprint["decimal_comma"] = True
+    reader = {k: v for k, v in plan_.read_options.plugin_options if k != "send_ip"}  # (--geo is there)
+    if reader:  # --log-format, --hostname, ...: they change what is read
+        fingerprint["reader"] = reader
     rejects = RecordFile(config.rejects, config.rejects_format)
     in_doubt = RecordFile(config.in_doubt_path)
     checkpoint = None if config.restart else Checkpoint.load(checkpoint_path)

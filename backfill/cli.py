@@ -107,6 +107,14 @@ def _add_read_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="numbers in text columns are written 1.234,5 (European exports); as `decimal_comma: true` under reader",
     )
+    logs = parser.add_argument_group("access logs (--format access_log)")
+    logs.add_argument(
+        "--log-format",
+        help="the log's format: a name (combined, common, vhost_combined, caddy, ...) or the server's own "
+        "nginx log_format / Apache LogFormat string (default: detected from the first lines)",
+    )
+    logs.add_argument("--hostname", help="the site's hostname, for logs without a virtual host field")
+    logs.add_argument("--search-param", help="query keys of the site search, comma-separated (e.g. q,s)")
 
 
 def _add_run_options(parser: argparse.ArgumentParser, *, rejects_default: str) -> None:
@@ -391,6 +399,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         delimiter=args.delimiter,
         encoding=args.encoding,
         decimal_comma=getattr(args, "decimal_comma", False),
+        log_format=getattr(args, "log_format", None),
+        hostname=getattr(args, "hostname", None),
+        search_params=getattr(args, "search_param", None),
         since=args.since,
         until=args.until,
         limit=args.limit,

@@ -27,6 +27,9 @@ class RunConfig:
     delimiter: str | None = None
     encoding: str | None = None
     decimal_comma: bool = False  # --decimal-comma: as `decimal_comma: true` in the mapping's reader section
+    log_format: str | None = None  # --log-format (access_log): a format name or the server's format string
+    hostname: str | None = None  # --hostname (access_log): the site, for logs without a virtual host field
+    search_params: str | None = None  # --search-param (access_log): query keys of the site search, "q,s"
     since: int | None = None
     until: int | None = None
     limit: int | None = None

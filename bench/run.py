@@ -10,6 +10,8 @@ Cases (``--only``, comma-separated; default all):
 - ``dry``: ``backfill validate`` of generated CSV, Parquet and NDJSON.gz files
   (``--sizes``, ``--formats``); rows/s by the child's wall clock, peak RSS;
 - ``ga4``: ``backfill validate -m ga4`` of a generated GA4 export (NDJSON.gz, nested params);
+- ``access_log``: ``backfill validate -m access-log`` of a gzipped combined access log
+  from ``sample_data/make_access_log_samples.py --bench`` (``--access-log-lines``);
 - ``send``: ``backfill import`` into ``bench/receiver.py`` answering at once: the send
   phase's rows/s (from the report's timings) and the checkpoint saves' share of it;
 - ``latency``: the same with ``--latency-ms`` (300) per request: adaptive concurrency
@@ -50,13 +52,15 @@ BENCH = ROOT / "bench"
 PY = sys.executable
 WEBSITE = "5f0c6c7e-4f0e-4e2a-9f59-1b1d7c5e2a11"
 MAPPING = BENCH / "events.yaml"
-CASES = ("dry", "ga4", "send", "latency", "baseline")
+CASES = ("dry", "ga4", "access_log", "send", "latency", "baseline")
 FORMATS = ("csv", "parquet", "ndjson.gz")
 SUFFIX = {"csv": "csv", "parquet": "parquet", "ndjson.gz": "ndjson.gz"}
 
 # Targets (printed as PASS/MISS next to the measured figure).
 DRY_TARGET = {"csv": 500_000, "parquet": 500_000}
 GA4_TARGET = 150_000
+ACCESS_LOG_TARGET = 200_000
+ACCESS_LOG_HOST = "www.bakery-demo.example"
 RSS_GROWTH_MAX = 1.3
 SEND_TARGET = 20_000
 CHECKPOINT_MAX_SHARE = 0.05
@@ -165,6 +169,16 @@ class Bench:
             )
         return path
 
+    def access_log_file(self, lines: int) -> Path:
+        path = self.out / f"access-{human(lines)}.log.gz"
+        if not path.exists():
+            tmp = path.with_name(path.name + ".part.gz")
+            self.say(f"  generating a combined access log of {lines:,} lines -> {path.name} (cached for later runs)")
+            generator = ROOT / "sample_data" / "make_access_log_samples.py"
+            subprocess.run([PY, str(generator), "--bench", str(tmp), "--lines", str(lines)], check=True, cwd=ROOT)
+            os.replace(tmp, path)
+        return path
+
     def _generate(self, path: Path, command: list[Any], what: str) -> None:
         """Write to a temporary name, then rename: an interrupted generation is never reused."""
         tmp = path.with_name(path.name + ".part" + "".join(path.suffixes[-1:]))
@@ -177,7 +191,9 @@ class Bench:
 
     # ----------------------------------------------------------------------- dry runs
 
-    def validate(self, path: Path, rows: int, label: str, mapping: str, kind: str) -> dict[str, Any]:
+    def validate(
+        self, path: Path, rows: int, label: str, mapping: str, kind: str, extra: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
         report = self.out / "validate-report.json"
         result = self.measure(
             [
@@ -193,6 +209,7 @@ class Bench:
                 "--report",
                 str(report),
                 "-q",
+                *extra,
             ]
         )
         data = json.loads(report.read_text())
@@ -258,6 +275,20 @@ class Bench:
             f">= {GA4_TARGET:,} events/s",
             rec["rows_per_s"] >= GA4_TARGET,
             "events/s",
+        )
+
+    def run_access_log(self) -> None:
+        self.say("== dry run, gzipped combined access log (backfill validate -m access-log) ==")
+        lines = self.args.access_log_lines
+        path = self.access_log_file(lines)
+        extra = ("--hostname", ACCESS_LOG_HOST)
+        rec = self.validate(path, lines, f"validate access log .gz {human(lines)}", "access-log", "access_log", extra)
+        self.target(
+            f"dry run access log .gz {human(lines)}",
+            rec["rows_per_s"],
+            f">= {ACCESS_LOG_TARGET:,} lines/s",
+            rec["rows_per_s"] >= ACCESS_LOG_TARGET,
+            "lines/s",
         )
 
     # ----------------------------------------------------------------------- sending
@@ -533,6 +564,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=count_list, help="dry-run sizes (default 1m,5m,20m; --quick: 100k)")
     parser.add_argument("--formats", default=",".join(FORMATS), help="dry-run formats")
     parser.add_argument("--ga4-events", type=parse_count, help="GA4 export size (default 1m; --quick: 100k)")
+    parser.add_argument("--access-log-lines", type=parse_count, help="access log size (default 1m; --quick: 100k)")
     parser.add_argument("--send-rows", type=parse_count, help="rows imported into the instant receiver (default 1m)")
     parser.add_argument("--latency-rows", type=parse_count, help="rows of the adaptive run at --latency-ms (200k)")
     parser.add_argument("--latency-ms", type=float, default=300.0, help="receiver latency per request")
@@ -557,6 +589,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown formats: {', '.join(sorted(unknown))}")
     args.ga4_events = args.ga4_events or (100_000 if quick else 1_000_000)
+    args.access_log_lines = args.access_log_lines or (100_000 if quick else 1_000_000)
     args.send_rows = args.send_rows or (100_000 if quick else 1_000_000)
     args.latency_rows = min(args.send_rows, args.latency_rows or (20_000 if quick else 200_000))
     args.baseline_events = min(args.send_rows, args.baseline_events or (2_000 if quick else 20_000))

@@ -21,6 +21,7 @@ import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import polars as pl
 
@@ -84,6 +85,8 @@ class FormatPlugin:
     sniff: Callable[[str], bool] | None = None
     #: The preset in ``mappings/`` made for this format (``-m NAME``), if any.
     preset: str | None = None
+    #: The order its files are read in (default: by path), e.g. rotated logs oldest first.
+    sort_key: Callable[[str], Any] | None = None
 
 
 PLUGINS: dict[str, FormatPlugin] = {}
@@ -96,6 +99,7 @@ PLUGIN_MODULES = (
     "matomo_logs",
     "matomo_live",
     "umami_export",
+    "access_log",
 )
 
 
@@ -164,6 +168,7 @@ class ReadOptions:
     has_header: bool = True  # CSV; without one, columns are column_1, column_2, ...
     chunk_rows: int = 100_000
     columns: tuple[str, ...] | None = None  # read only these; None = all
+    plugin_options: tuple[tuple[str, str], ...] = ()  # format plugin settings, e.g. (("log_format", "..."),)
     #: Where readers put their notes (see ``FormatPlugin``); not part of how files are read.
     notes: ReadNotes = field(default_factory=ReadNotes, compare=False, repr=False)
 
@@ -250,7 +255,9 @@ def expand_sources(patterns: Sequence[str], options: ReadOptions) -> tuple[list[
         if not produced:
             detail = f" (skipped: {'; '.join(pattern_skipped)})" if pattern_skipped else ""
             raise ConfigError(f"{pattern!r}: no data files found{detail}")
-    return sorted(found.values(), key=lambda source: source.path), skipped
+    plugin = PLUGINS.get(options.format or "")
+    order = plugin.sort_key if plugin is not None and plugin.sort_key is not None else (lambda path: path)
+    return sorted(found.values(), key=lambda source: order(source.path)), skipped
 
 
 def _candidates(pattern: str, skipped: list[str]) -> Iterator[tuple[str, str]]:
