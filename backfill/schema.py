@@ -75,6 +75,23 @@ TITLE_LIMIT = 500
 #: url_path, url_query, referrer path/query/domain: Umami cuts each at 500 itself.
 URL_PART_LIMIT = 500
 
+#: Umami's ``session`` table columns (PostgreSQL), in its own order: what the database
+#: sink writes and what an export of Umami's tables carries.
+SESSION_TABLE_COLUMNS: tuple[str, ...] = (
+    "session_id",
+    "website_id",
+    "browser",
+    "os",
+    "device",
+    "screen",
+    "language",
+    "country",
+    "region",
+    "city",
+    "distinct_id",
+    "created_at",
+)
+
 #: event_data string values and keys are varchar(500).
 DATA_STRING_LIMIT = 500
 DATA_KEY_LIMIT = 500

@@ -57,7 +57,7 @@ from typing import BinaryIO
 import polars as pl
 
 from backfill.errors import SourceError
-from backfill.schema import COL_ROW, COL_SOURCE_ERROR, COL_SOURCE_RAW
+from backfill.schema import COL_ROW, COL_SOURCE_ERROR, COL_SOURCE_RAW, QUERY_PARAMS_LIMITED, SESSION_TABLE_COLUMNS
 from backfill.sources import FormatPlugin, ReadOptions, SourceFile
 from backfill.sources import csv as csv_reader
 from backfill.sources.compression import temp_dir
@@ -112,20 +112,7 @@ TABLES: dict[str, tuple[str, ...]] = {
         "distinct_id",
         "created_at",
     ),
-    "session": (
-        "session_id",
-        "website_id",
-        "browser",
-        "os",
-        "device",
-        "screen",
-        "language",
-        "country",
-        "region",
-        "city",
-        "distinct_id",
-        "created_at",
-    ),
+    "session": SESSION_TABLE_COLUMNS,
     "event_data": (
         "website_id",
         "session_id",
@@ -153,17 +140,7 @@ TABLES: dict[str, tuple[str, ...]] = {
 #: Columns Umami derives from others, or that the API cannot send: read without a note.
 KNOWN_UNUSED = frozenset(
     {
-        "utm_source",
-        "utm_medium",
-        "utm_campaign",
-        "utm_content",
-        "utm_term",
-        "gclid",
-        "fbclid",
-        "msclkid",
-        "ttclid",
-        "li_fat_id",
-        "twclid",
+        *QUERY_PARAMS_LIMITED,
         "lcp",
         "inp",
         "cls",

@@ -22,61 +22,31 @@ from typing import Any
 import polars as pl
 
 from ...geo import LOCATED_CLIENT_IP, SEPARATOR, UNLOCATED_CLIENT_IP
-from ...schema import COL_FILE, COL_GEO, COL_JSON, COL_ROW, COL_TS, COL_VKEY
+from ...schema import (
+    COL_FILE,
+    COL_GEO,
+    COL_JSON,
+    COL_ROW,
+    COL_TS,
+    COL_VKEY,
+    PAYLOAD_STRING_FIELDS,
+    QUERY_PARAMS_LIMITED,
+    SESSION_TABLE_COLUMNS,
+)
 from ...transform import map_unique
 from . import eventdata, ids
 from .js import js_substring, parse_url, safe_decode_uri, safe_decode_uri_component, search_param
 
 URL_LENGTH = 500  # Umami's URL_LENGTH and PAGE_TITLE_LENGTH
 EVENT_NAME_LENGTH = 50
-QUERY_COLUMNS = {
-    "utm_source": "utm_source",
-    "utm_medium": "utm_medium",
-    "utm_campaign": "utm_campaign",
-    "utm_content": "utm_content",
-    "utm_term": "utm_term",
-    "gclid": "gclid",
-    "fbclid": "fbclid",
-    "msclkid": "msclkid",
-    "ttclid": "ttclid",
-    "li_fat_id": "li_fat_id",
-    "twclid": "twclid",
-}
-_PAYLOAD_FIELDS = (
-    "website",
-    "hostname",
-    "url",
-    "referrer",
-    "title",
-    "name",
-    "tag",
-    "language",
-    "screen",
-    "browser",
-    "os",
-    "device",
-    "ip",
-    "userAgent",
-    "id",
-)
+#: website_event columns Umami fills from the url's query string (the parameter of the same name).
+QUERY_COLUMNS = QUERY_PARAMS_LIMITED
+_PAYLOAD_FIELDS = ("website", *PAYLOAD_STRING_FIELDS)
 ELEMENT_DTYPE = pl.Struct({"type": pl.String(), "payload": pl.Struct({name: pl.String() for name in _PAYLOAD_FIELDS})})
 _WWW_ANY = re.compile(r"^www.")  # Umami's urlDomain regex: the dot is any character
 _WWW = re.compile(r"^www\.")
 
-SESSION_COLUMNS = (
-    "session_id",
-    "website_id",
-    "browser",
-    "os",
-    "device",
-    "screen",
-    "language",
-    "country",
-    "region",
-    "city",
-    "distinct_id",
-    "created_at",
-)
+SESSION_COLUMNS = SESSION_TABLE_COLUMNS
 EVENT_COLUMNS = (
     "event_id",
     "website_id",
@@ -407,8 +377,8 @@ def _parsed_url(url: str | None, hostname: str | None) -> dict[str, Any] | None:
         "url_query": js_substring(search[1:], URL_LENGTH),
         "url_domain": _WWW_ANY.sub("", parsed.hostname),
     }
-    for column, param in QUERY_COLUMNS.items():
-        out[column] = search_param(search, param)
+    for column in QUERY_COLUMNS:
+        out[column] = search_param(search, column)
     return out
 
 
