@@ -467,7 +467,7 @@ def dry_run(
         timings["prepare_s"] = time.monotonic() - began
         if config.out is not None:
             began = time.monotonic()
-            from .sender import regrouped  # here: a dry run without --out needs no HTTP client
+            from .sinks.http.grouping import regrouped  # here: a dry run without --out needs no HTTP client
 
             write_payloads(regrouped(emit(prepared.runs), prepared.visits), config.out)
             timings["write_s"] = time.monotonic() - began
@@ -686,8 +686,7 @@ def choose_sink(config: RunConfig, mapping: Mapping) -> Any:
                 transaction_rows=config.transaction_rows,
             )
         )
-    from .sender import SendSettings
-    from .sinks.http import HttpSink
+    from .sinks.http import HttpSink, SendSettings
 
     settings = SendSettings(
         host=str(config.host),
