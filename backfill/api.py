@@ -685,8 +685,7 @@ def choose_sink(config: RunConfig, mapping: Mapping) -> Any:
                 transaction_rows=config.transaction_rows,
             )
         )
-    from .sender import SendSettings
-    from .sinks.http import HttpSink
+    from .sinks.http import HttpSink, SendSettings
 
     settings = SendSettings(
         host=str(config.host),

@@ -62,7 +62,7 @@ def test_receiver_answers_batch_send_and_heartbeat(receiver: str) -> None:
 
 
 def test_the_importer_accepts_the_receivers_answers(receiver: str, tmp_path: Path) -> None:
-    from backfill.sender import read_batch_answer
+    from backfill.sinks.http import read_batch_answer
 
     body = [{"type": "event", "payload": {"website": "w"}}] * 5
     answer = httpx.post(receiver + "/api/batch", json=body).json()

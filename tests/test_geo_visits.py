@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 
 from backfill.geo import geo_key_expr, request_headers
-from backfill.sender import regroup
+from backfill.sinks.http import regroup
 from backfill.sources import ReadOptions, expand_sources, iter_chunks
 from backfill.visits import CrossingVisits, VisitSpans
 from tests.conftest import MAPPINGS, SAMPLES, import_into, run_cli

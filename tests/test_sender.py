@@ -25,19 +25,18 @@ from backfill.checkpoint import Checkpoint
 from backfill.errors import ConfigError, TerminalSendError, TransientSendError
 from backfill.ledger import Ledger
 from backfill.rejects import RecordFile
-from backfill.sender import (
+from backfill.sinks.http import (
     IN_DOUBT_KILLED,
     SendOutcome,
     SendProgress,
     SendSettings,
-    _DoubtRange,
-    _filter_records,
     describe_element_error,
     make_client,
     preflight,
     read_batch_answer,
     send_stream,
 )
+from backfill.sinks.http.doubt import DoubtRange, filter_records
 
 WEBSITE = "5d8a2b1e-3c4f-4a6b-9e7d-1f2a3b4c5d6e"
 UA = "Mozilla/5.0 umami-backfill/0.1"
@@ -647,7 +646,7 @@ def test_resend_in_doubt_resends_earlier_ranges_and_clears_the_list(tmp_path: Pa
 
 
 def test_doubt_range_pieces_follow_resolved_rows() -> None:
-    r = _DoubtRange(lane=2, first=10, last=90, count=5, seen=[10, 30, 50])
+    r = DoubtRange(lane=2, first=10, last=90, count=5, seen=[10, 30, 50])
     assert r.pieces() == [[2, 10, 90, 5]]
     r.resolved = {10}
     assert r.pieces() == [[2, 30, 90, 4]]
@@ -761,10 +760,10 @@ def test_record_files_are_filtered_by_row_in_both_formats() -> None:
     ndjson = (
         b'{"file":"a.csv","row":1,"values":{}}\n{"file":"a.csv","row":2}\n{"file":"a.csv","row":1,"reason":"again"}\n'
     )
-    kept = _filter_records(ndjson, "ndjson", lambda f, r: int(r) == 1)
+    kept = filter_records(ndjson, "ndjson", lambda f, r: int(r) == 1)
     assert kept == b'{"file":"a.csv","row":1,"reason":"again"}\n'
     csv_text = b'file,row,field,reason,values\na.csv,1,,"x, y","{""a"":1}"\na.csv,2,,z,\n'
-    kept = _filter_records(csv_text, "csv", lambda f, r: r == "1")
+    kept = filter_records(csv_text, "csv", lambda f, r: r == "1")
     assert kept == b'file,row,field,reason,values\na.csv,1,,"x, y","{""a"":1}"\n'
 
 

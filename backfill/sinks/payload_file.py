@@ -19,7 +19,7 @@ from ..schema import COL_JSON
 
 def write_payload_file(prepared: Any, out: Path) -> int:
     """Write every prepared row's element to ``out`` in send order; returns the count."""
-    from ..sender import regrouped  # the HTTP sink's request grouping decides the send order
+    from .http.grouping import regrouped  # the HTTP sink's request grouping decides the send order
 
     return write_payloads(regrouped(emit(prepared.runs), prepared.visits), out)
 
