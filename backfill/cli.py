@@ -193,7 +193,7 @@ def _add_send_options(parser: argparse.ArgumentParser) -> None:
     )
     database.add_argument(
         "--database-url",
-        default=os.environ.get("UMAMI_DATABASE_URL"),
+        default=None,
         help="Umami's PostgreSQL URL (its DATABASE_URL; env UMAMI_DATABASE_URL): write its tables directly, "
         "about 50x faster than the API, exactly once; never printed or stored",
     )
@@ -375,17 +375,30 @@ def _add_verify_options(parser: argparse.ArgumentParser) -> None:
     verbosity.add_argument("--verbose", "-v", action="store_true", help="print every day, not only the differing ones")
 
 
+def _destination(args: argparse.Namespace, host: str | None) -> tuple[str | None, str | None]:
+    """--host or --database-url: a flag given on the command line wins over the other's
+    environment variable (UMAMI_HOST is often set for verify); both given is an error."""
+    if args.command != "import":
+        return host, None
+    database_url = getattr(args, "database_url", None)
+    host_flag = any(a == "--host" or a.startswith("--host=") for a in getattr(args, "argv", sys.argv[1:]))
+    if database_url is None and not host_flag:
+        database_url = os.environ.get("UMAMI_DATABASE_URL")
+    if database_url and host and not host_flag:
+        host = None  # UMAMI_HOST from the environment gives way to a database URL
+    if host and database_url:
+        raise ConfigError(
+            "pass either --host (send through Umami's API) or --database-url (write its database), not both"
+        )
+    return host, database_url
+
+
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     host = getattr(args, "host", None)
     website = getattr(args, "website", None)
     if getattr(args, "batch_size", DEFAULT_BATCH_SIZE) > MAX_BATCH_SIZE:
         raise ConfigError(f"--batch-size is at most {MAX_BATCH_SIZE} (newer Umami refuses larger batches)")
-    database_url = getattr(args, "database_url", None)
-    if host and database_url and args.command == "import":
-        raise ConfigError(
-            "pass either --host (send through Umami's API) or --database-url (write its database), not both; "
-            "UMAMI_HOST and UMAMI_DATABASE_URL count as passing them"
-        )
+    host, database_url = _destination(args, host)
     dry = args.command == "validate" or not (host or database_url)
     if not dry and not website:
         raise ConfigError("--website (or UMAMI_WEBSITE_ID) is required to import into " + str(host or "the database"))
@@ -628,6 +641,7 @@ def _run_verify(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return run_command(args)
     except SendError as exc:

@@ -411,3 +411,41 @@ def test_sigkill_three_times_then_resume_stores_every_row_once(pg: Cluster, tmp_
     distinct = rows_of(url, "SELECT count(DISTINCT (created_at, url_path, session_id)) FROM website_event")[0][0]
     assert distinct == 20_000
     assert count(url, "revenue") == sum(1 for i in range(20_000) if i % 7 == 0)
+
+
+def test_an_explicit_flag_wins_over_the_other_destinations_environment(pg: Cluster, tmp_path: Path) -> None:
+    """UMAMI_HOST is often exported for verify: --database-url on the command line still writes the database,
+    and both flags on the command line are refused."""
+    url, website = pg.new_umami_database()
+    source, mapping = SAMPLES / "events.csv", MAPPINGS / "sample_events.yaml"
+    both = run_cli(
+        "import",
+        source,
+        "-m",
+        mapping,
+        "--host",
+        "http://127.0.0.1:9",
+        "--database-url",
+        url,
+        "--website",
+        website,
+        "--rejects",
+        tmp_path / "r.ndjson",
+    )
+    assert both.code == 2 and "not both" in both.stderr
+    assert count(url, "session") == 0
+    result = run_cli(
+        "import",
+        source,
+        "-m",
+        mapping,
+        "--database-url",
+        url,
+        "--website",
+        website,
+        "--rejects",
+        tmp_path / "r.ndjson",
+        env={"UMAMI_HOST": "http://127.0.0.1:9"},
+    )
+    assert result.code == 1, result.stderr
+    assert count(url, "website_event") > 0
