@@ -52,8 +52,8 @@ class VisitSpans:
 
     def finish(self) -> CrossingVisits:
         spans = self._spans.result({COL_VKEY: pl.UInt64, "first": pl.Int64, "last": pl.Int64})
-        crossing = spans.filter(pl.col("first") != pl.col("last"))[COL_VKEY].sort()
-        return CrossingVisits(keys=crossing, visits=spans.height)
+        crossing = spans.filter(pl.col("first") != pl.col("last")).sort(COL_VKEY)
+        return CrossingVisits(keys=crossing[COL_VKEY], visits=spans.height, first=crossing["first"])
 
 
 def _widest(spans: pl.DataFrame) -> pl.DataFrame:
@@ -66,6 +66,9 @@ class CrossingVisits:
 
     keys: pl.Series  # UInt64, sorted
     visits: int = 0  # distinct source visits seen
+    #: The clock hour (unix seconds // 3600) of each crossing visit's first event, beside ``keys``:
+    #: the database sink names the visit after it, as Umami's cache token does.
+    first: pl.Series | None = None
 
     @property
     def count(self) -> int:
@@ -80,8 +83,18 @@ class CrossingVisits:
         pos = self.keys.search_sorted(values).clip(upper_bound=self.keys.len() - 1)
         return (self.keys.gather(pos) == values) & keys.is_not_null()
 
+    def first_hours(self, keys: pl.Series) -> pl.Series:
+        """The first hour of each key's crossing visit; null for keys of no crossing visit."""
+        if self.keys.len() == 0 or self.first is None:
+            return pl.Series(values=[None] * keys.len(), dtype=pl.Int64)
+        values = keys.fill_null(0).cast(pl.UInt64)
+        pos = self.keys.search_sorted(values).clip(upper_bound=self.keys.len() - 1)
+        found = (self.keys.gather(pos) == values) & keys.is_not_null()
+        return pl.select(pl.when(found).then(self.first.gather(pos))).to_series()
+
     def save(self, path: Path) -> None:
-        pl.DataFrame({COL_VKEY: self.keys}).write_parquet(path)
+        columns = {COL_VKEY: self.keys} | ({"first": self.first} if self.first is not None else {})
+        pl.DataFrame(columns).write_parquet(path)
 
     def to_dict(self, path: Path | None) -> dict[str, Any]:
         return {"visits": self.visits, "crossing": self.count, "path": str(path) if path else None}
@@ -90,8 +103,9 @@ class CrossingVisits:
     def from_dict(cls, data: dict[str, Any] | None) -> CrossingVisits:
         if not data or not data.get("path"):
             return cls(keys=_no_keys(), visits=int((data or {}).get("visits", 0)))
-        keys = pl.read_parquet(data["path"])[COL_VKEY]
-        return cls(keys=keys, visits=int(data.get("visits", 0)))
+        saved = pl.read_parquet(data["path"])
+        first = saved["first"] if "first" in saved.columns else None
+        return cls(keys=saved[COL_VKEY], visits=int(data.get("visits", 0)), first=first)
 
     @classmethod
     def empty(cls) -> CrossingVisits:

@@ -1,6 +1,6 @@
 """``make bench`` for the database sink: end-to-end import speed, against a plain COPY.
 
-    python bench/database.py                 # 1M rows (countries, revenue), 200k for the memory comparison
+    python bench/database.py                 # 3M rows (countries, revenue), 1M for the memory comparison
     python bench/database.py --rows 200k     # smaller
     make bench-db BENCH_DB_ARGS="--rows 200k"
 
@@ -139,8 +139,8 @@ def plain_copy(cluster: Cluster, source_url: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=parse_count, default=1_000_000, help="rows of the main run (default 1m)")
-    parser.add_argument("--small", type=parse_count, default=200_000, help="rows of the memory comparison run")
+    parser.add_argument("--rows", type=parse_count, default=3_000_000, help="rows of the main run (default 3m)")
+    parser.add_argument("--small", type=parse_count, default=1_000_000, help="rows of the memory comparison run (1m)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out-dir", type=Path, default=ROOT / "bench" / "out")
     args = parser.parse_args(argv)

@@ -154,11 +154,36 @@ IMPORTS = [
 ]
 
 
-@pytest.mark.parametrize(("label", "source", "mapping"), IMPORTS, ids=[i[0] for i in IMPORTS])
+EDGE_CSV = """ts,user,url,referrer,title
+2024-03-01T08:00:00Z,e1,/landing?utm_source=news&utm_term=%E2%9C,,Caf%C3%A9 100%
+2024-03-01T08:05:00Z,e1,https://Shop.Example:8443/a%20b/../c?x=1+2#top,https://www.google.com/search?q=a,
+2024-03-01T08:10:00Z,e2,/caf\u00e9/\U0001f600,/internal/page?from=1,Title
+2024-03-01T08:11:00Z,e2,https://www.shop.example/,//cdn.example/x,
+"""
+EDGE_MAPPING = """timestamp: {column: ts}
+visitor: {columns: [user]}
+fields:
+  url: url
+  referrer: referrer
+  title: title
+"""
+COMPARED = [
+    *[(*entry, "hourly") for entry in IMPORTS],
+    ("GA4 export, whole visits", SAMPLES / "ga4/events_20240301.json.gz", "ga4", "exact"),
+    ("Plausible events, whole visits", SAMPLES / "plausible_events/events_v2.ndjson.gz", "plausible-events", "exact"),
+    ("urls without a hostname, bad escapes", None, None, "hourly"),
+]
+
+
+@pytest.mark.parametrize(("label", "source", "mapping", "visits"), COMPARED, ids=[c[0] for c in COMPARED])
 def test_database_import_equals_the_api_import(
-    pg: Cluster, tmp_path: Path, label: str, source: Path, mapping: str
+    pg: Cluster, tmp_path: Path, label: str, source: Path | None, mapping: str | None, visits: str
 ) -> None:
     """The same file through /api/batch (fake Umami) and through --database-url: the same rows."""
+    if source is None:
+        source, mapping = tmp_path / "edge.csv", tmp_path / "edge.yaml"
+        source.write_text(EDGE_CSV, encoding="utf-8")
+        mapping.write_text(EDGE_MAPPING)
     url, website = pg.new_umami_database()
     (tmp_path / "api").mkdir()
     (tmp_path / "db").mkdir()
@@ -174,7 +199,7 @@ def test_database_import_equals_the_api_import(
             "--website",
             site,
             "--visits",
-            "hourly",
+            visits,
             "--rejects",
             tmp_path / "api/rejects.ndjson",
             "--report",
@@ -182,7 +207,7 @@ def test_database_import_equals_the_api_import(
         )
         assert api.code in (0, 1), api.stderr
         expected = pg_cases.canonical_from_fake(fake, site)
-    db = db_import(url, website, source, mapping, tmp_path / "db", "--visits", "hourly")
+    db = db_import(url, website, source, mapping, tmp_path / "db", "--visits", visits)
     assert db.code == api.code, db.stderr
     api_report = json.loads((tmp_path / "api/report.json").read_text())
     db_report = json.loads((tmp_path / "db/report.json").read_text())

@@ -169,6 +169,7 @@ class PostgresSink:
         run = _Run(
             self,
             prepared.files,
+            prepared.visits,
             delivery.checkpoint,
             delivery.checkpoint_path,
             delivery.rejects,
@@ -186,6 +187,7 @@ class _Run:
         self,
         sink: PostgresSink,
         files: list[str],
+        crossing: Any,
         checkpoint: Checkpoint,
         checkpoint_path: Path,
         rejects: RecordFile,
@@ -211,6 +213,7 @@ class _Run:
             detect=_detector(),
             geoip=sink._lookup,
             exact_visits=settings.exact_visits,
+            crossing=crossing,
         )
         self.written: dict[str, int] = {}
         self.started = time.monotonic()

@@ -16,6 +16,7 @@ import json
 import math
 import re
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import ada_url
 
@@ -96,11 +97,27 @@ def parse_url(url: str, base: str) -> ada_url.URL | None:
 
 
 def search_param(search: str, key: str) -> str | None:
-    """``new URL(...).searchParams.get(key)``: the first value, decoded, or None."""
+    """``new URL(...).searchParams.get(key)``: the first value, form-decoded, or None.
+
+    WHATWG form decoding: ``+`` is a space, percent-escapes are bytes, and bytes that
+    are not UTF-8 become U+FFFD (Node never throws here, so neither may we).
+    """
     if not search or key not in search:
         return None
-    params = ada_url.URLSearchParams(search[1:] if search.startswith("?") else search)
-    return params.get(key) if params.has(key) else None
+    for pair in (search[1:] if search.startswith("?") else search).split("&"):
+        if not pair:
+            continue
+        name, _, value = pair.partition("=")
+        if _form_decode(name) == key:
+            return _form_decode(value)
+    return None
+
+
+def _form_decode(text: str) -> str:
+    text = text.replace("+", " ")
+    if "%" not in text:
+        return text
+    return unquote_to_bytes(text).decode("utf-8", "replace")
 
 
 def js_number_text(value: float | int) -> str:

@@ -34,6 +34,7 @@ from ...schema import (
     SESSION_TABLE_COLUMNS,
 )
 from ...transform import map_unique
+from ...visits import CrossingVisits
 from . import eventdata, ids
 from .js import js_substring, parse_url, safe_decode_uri, safe_decode_uri_component, search_param
 
@@ -109,6 +110,7 @@ class Derivation:
     detect: DetectFn
     geoip: LookupFn | None = None
     exact_visits: bool = False
+    crossing: CrossingVisits | None = None  # source visits crossing hh:00, with their first hour
 
 
 @dataclass
@@ -294,30 +296,28 @@ def _session_ids(frame: pl.DataFrame, how: Derivation) -> pl.Series:
 
 
 def _visit_ids(frame: pl.DataFrame, how: Derivation) -> pl.Series:
-    """Umami's hourly visit, or one visit per source visit (``--visits exact``)."""
+    """Umami's visit: ``uuid(session, hash(startOfHour(createdAt).toUTCString()))``.
+
+    With ``--visits exact`` the HTTP sink keeps a source visit that crosses hh:00 in the
+    visit of its first event (Umami's cache token); here that is the same id, taken from
+    the hour of the visit's first event (``crossing``), so both paths store the same
+    visits: whole across hours, and two source visits in one clock hour share one, as
+    Umami's own rule makes them.
+    """
     secret = how.secret
+    hour = pl.col(COL_TS) // 3600
+    if how.exact_visits and how.crossing is not None and how.crossing.count:
+        first = how.crossing.first_hours(frame[COL_VKEY])
+        hour = pl.coalesce(pl.lit(first), hour)
     hourly_key = frame.select(
-        pl.concat_str([pl.col("session_id"), (pl.col(COL_TS) - pl.col(COL_TS) % 3600).cast(pl.String)], separator=" ")
+        pl.concat_str([pl.col("session_id"), (hour * 3600).cast(pl.String)], separator=" ")
     ).to_series()
 
     def hourly(key: str) -> str:
-        session, hour = key.split(" ")
-        return ids.umami_uuid(secret, session, ids.hour_salt(int(hour)))
+        session, start = key.split(" ")
+        return ids.umami_uuid(secret, session, ids.hour_salt(int(start)))
 
-    visits = map_unique(hourly_key, hourly, pl.String())
-    if how.exact_visits and frame[COL_VKEY].null_count() < frame.height:
-        source_key = frame.select(
-            pl.when(pl.col(COL_VKEY).is_not_null()).then(
-                pl.concat_str([pl.col("session_id"), pl.col(COL_VKEY).cast(pl.String)], separator=" ")
-            )
-        ).to_series()
-
-        def source_visit(key: str) -> str:
-            session, visit = key.split(" ")
-            return ids.umami_uuid(secret, session, "source visit " + visit)
-
-        visits = map_unique(source_key, source_visit, pl.String()).fill_null(visits)
-    return visits.alias("visit_id")
+    return map_unique(hourly_key, hourly, pl.String()).alias("visit_id")
 
 
 def _session_rows(frame: pl.DataFrame, how: Derivation) -> pl.DataFrame:
@@ -406,12 +406,14 @@ _REFERRER_DTYPE = pl.Struct({name: pl.String() for name in ("referrer_path", "re
 def _event_rows(events: pl.DataFrame, how: Derivation) -> pl.DataFrame:
     """One ``website_event`` row per event, with ``_field``/``_refusal`` set where Node's URL parser throws."""
     hostname = pl.when(_truthy("hostname")).then(pl.col("hostname"))
-    url_key = events.select(pl.concat_list([pl.col("url"), hostname]).alias("k"))["k"]
-    urls = map_unique(
-        url_key.list.join("\x00", ignore_nulls=False).fill_null("\x01"),
-        lambda k: _parsed_url(*_split_pair(k, url_key_events=True)),
-        _URL_DTYPE,
-    )
+    # One key per distinct (url, hostname); "\x01" stands for an absent url.
+    url_key = events.select(
+        pl.when(pl.col("url").is_null())
+        .then(pl.lit("\x01"))
+        .otherwise(pl.concat_str([pl.col("url"), hostname.fill_null("")], separator="\x00"))
+        .alias("k")
+    )["k"]
+    urls = map_unique(url_key, lambda k: _parsed_url(*_split_pair(k, url_key_events=True)), _URL_DTYPE)
     referrer_key = events.select(
         pl.concat_str([pl.col("referrer").fill_null("\x02"), hostname.fill_null("\x02")], separator="\x00")
     ).to_series()
@@ -443,7 +445,7 @@ def _split_pair(key: str, *, url_key_events: bool = False) -> tuple[str | None, 
         if key == "\x01":
             return None, None
         first, _, second = key.partition("\x00")
-        return first or None, second or None
+        return first, second or None
     first, _, second = key.partition("\x00")
     return (None if first == "\x02" else first), (None if second == "\x02" else second)
 
