@@ -576,10 +576,12 @@ def run_import(
     ):
         prepared = Prepared.from_dict(checkpoint.prepared)
         summary = _import_summary(config, plan_, prepared, checkpoint.send_ledger, Ledger(), 0)
-        summary.notes.append(
-            f"nothing to do: this import already completed (checkpoint {checkpoint_path}); "
-            "--restart imports again and duplicates what was sent"
+        again = (
+            "--restart writes it again and adds nothing (every row's id is already there)"
+            if sink.kind == "postgres"
+            else "--restart imports again and duplicates what was sent"
         )
+        summary.notes.append(f"nothing to do: this import already completed (checkpoint {checkpoint_path}); {again}")
         return summary
     prepared_now = False
     prepare_s: float | None = None
