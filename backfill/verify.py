@@ -231,7 +231,8 @@ def _referrer_domain(referrer: str, stored_host: str) -> str | None:
     except ValueError:
         return None
     domain = (host or "").removeprefix("www.")
-    if not domain or domain == stored_host:
+    # Umami 3's referrer list: `referrer_domain != regexp_replace(hostname, '^www.', '')`
+    if not domain or not stored_host or domain == re.sub(r"^www.", "", stored_host):
         return None
     return domain
 
@@ -458,8 +459,9 @@ class ExpectedCollector:
             unknown = sessions.filter(~pl.col(f"{column}_known")).height
             if unknown:
                 out.top[name] = TopExpected(unpredictable=f"{unknown:,} sessions: {why}")
-            else:
-                out.top[name] = TopExpected(Counter(dict(sessions.group_by(column).len().iter_rows())))
+            else:  # Umami's session metrics leave out empty values (`and column != ''`)
+                listed = sessions.filter(pl.col(column).is_not_null() & (pl.col(column) != ""))
+                out.top[name] = TopExpected(Counter(dict(listed.group_by(column).len().iter_rows())))
         if sessions.height:
             out.user_agents = Counter(dict(sessions.group_by("ua").len().iter_rows()))
         return out
@@ -1117,7 +1119,10 @@ def _location_missing(expected: Expected, result: VerifyResult) -> Diagnosis | N
     """Expected countries, and none found."""
     exp = expected.top["countries"]
     top = _top(result, "countries")
-    if top is None or exp.unpredictable is not None or top.found_total == 0:
+    # Umami lists no session without a country, so "none found" is an empty list; it means
+    # "location missing" only when the pageviews themselves are there.
+    found_pageviews = sum(r.found["pageviews"] for r in result.days)
+    if top is None or exp.unpredictable is not None or found_pageviews == 0:
         return None
     known = sum(c for v, c in exp.counts.items() if v)
     found_known = sum(r.found for r in top.rows if r.value)

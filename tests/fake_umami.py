@@ -963,6 +963,9 @@ def _data_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- faults
 
 
+_WWW_ANY = re.compile(r"^www.")  # Umami's SQL regexp: the dot is any character
+
+
 @dataclass
 class FaultRule:
     """One scripted misbehaviour, fired on requests that match it.
@@ -2387,8 +2390,10 @@ class FakeUmami:
                     if e["event_type"] != 1:
                         continue
                     x = e[event_cols[mtype]]
-                    if mtype == "referrer" and (not x or x == e["hostname"]):
-                        continue  # Umami leaves out empty and self referrers
+                    if x is None or x == "":
+                        continue  # getPageviewMetrics: `and column != ''` (null fails it too)
+                    if mtype == "referrer" and (e["hostname"] is None or x == _WWW_ANY.sub("", e["hostname"])):
+                        continue  # `referrer_domain != regexp_replace(hostname, '^www.', '')`
                     # getPageviewMetrics (Umami 3): count(distinct session_id), not views
                     counts.setdefault(x, set()).add(e["session_id"])
                 elif mtype in session_cols:
@@ -2396,6 +2401,10 @@ class FakeUmami:
                         continue
                     s = self._t.sessions.get(e["session_id"])
                     x = s[mtype] if s else None
+                    if x is None or x == "":
+                        continue  # getSessionMetrics: `and column != ''` (null fails it too)
+                    if mtype == "language":
+                        x = x[:2].lower()  # `lower(left(language, 2))`
                     counts.setdefault(x, set()).add(e["session_id"])
                 else:
                     return _bad_request({"errors": [], "properties": {"type": {"errors": ["Invalid option"]}}})
