@@ -41,7 +41,7 @@ lint: $(STAMP)
 # The full benchmark takes a while (20M-row inputs are generated once, then cached in bench/out/).
 # Options through BENCH_ARGS, e.g. make bench BENCH_ARGS="--quick" or BENCH_ARGS="--sizes 1m --only dry,send".
 # The database sink's benchmark (bench/database.py) runs after it: a throwaway PostgreSQL,
-# 1M generated events with countries and revenue, and a plain COPY of the same rows.
+# 3M generated events with countries and revenue (1M for the memory comparison), and a plain COPY.
 BENCH_ARGS ?=
 BENCH_DB_ARGS ?=
 bench: $(STAMP) postgres

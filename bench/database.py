@@ -92,6 +92,7 @@ def run_import(cluster: Cluster, source: Path, work: Path) -> dict[str, Any]:
             "--report",
             str(report),
             "--quiet",
+            "--restart",
         ],
         cwd=ROOT,
         capture_output=True,
