@@ -26,7 +26,6 @@ import argparse
 import io
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -70,38 +69,42 @@ def generate(rows: int, out_dir: Path, seed: int) -> Path:
 def run_import(cluster: Cluster, source: Path, work: Path) -> dict[str, Any]:
     url, website = cluster.new_umami_database()
     report = work / f"report-{source.stem}.json"
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "backfill",
-            "import",
-            str(source),
-            "-m",
-            str(MAPPING),
-            "--database-url",
-            url,
-            "--website",
-            website,
-            "--rejects",
-            str(work / "rejects.ndjson"),
-            "--state",
-            str(work / f"state-{source.stem}"),
-            "--report",
-            str(report),
-            "--quiet",
-            "--restart",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    with open(work / "stderr.txt", "wb") as errors:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "backfill",
+                "import",
+                str(source),
+                "-m",
+                str(MAPPING),
+                "--database-url",
+                url,
+                "--website",
+                website,
+                "--rejects",
+                str(work / "rejects.ndjson"),
+                "--state",
+                str(work / f"state-{source.stem}"),
+                "--report",
+                str(report),
+                "--quiet",
+                "--restart",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,  # a file, not a pipe: wait4 must not wait on a full pipe
+        )
+        # This child's own rusage (wait4), not RUSAGE_CHILDREN: the generator ran as a child too.
+        _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - began
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode not in (0, 1):
-        raise SystemExit(f"import failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    code = os.waitstatus_to_exitcode(status)
+    proc.returncode = code
+    stderr = (work / "stderr.txt").read_text(errors="replace")
+    if code not in (0, 1):
+        raise SystemExit(f"import failed ({code}): {stderr[-2000:]}")
     data = json.loads(report.read_text())
     accepted = data["ledger"]["accepted"]
     return {
@@ -112,8 +115,8 @@ def run_import(cluster: Cluster, source: Path, work: Path) -> dict[str, Any]:
         "wall_s": round(wall, 2),
         "events_per_s": round(accepted / wall),
         "write_phase_s": data.get("timings", {}).get("send_s"),
-        "peak_rss_mb": round(after.ru_maxrss / 1024),
-        "cpu_s": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 1),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
     }
 
 
