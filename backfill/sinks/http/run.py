@@ -231,7 +231,7 @@ class SendRun(StreamReading, Delivering, Bookkeeping):
         if self.visits_opened:
             self.notes.append(
                 f"{self.visits_opened:,} source visits crossed a clock hour: each was kept one Umami"
-                " visit with one extra request (its first event alone, the rest with its cache token)"
+                " visit: its first event led a request, the rest went with its cache token in one of its own"
             )
         if self.resent:
             self.notes.append(

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import polars as pl
 
 from .doubt import EARLIER_IN_DOUBT, FRESH, IN_DOUBT_KILLED, KILLED_IN_FLIGHT
-from .grouping import regrouped
+from .grouping import windows
 from .state import RunState
 
 
@@ -18,13 +18,20 @@ class StreamReading(RunState):
     def _read(self, frames: Iterator[pl.DataFrame]) -> bool:
         """Classify each frame's rows and queue the ones to send; True when the stream ended."""
         expected_seq: int | None = None
-        for frame in regrouped(frames, self.crossing):
+        window, last_key = -1, None
+        for key, frame in windows(frames, self.crossing, lanes=self.settings.lanes):
             if self._halted():
                 return False
+            if key is None or key != last_key:  # a new window: the lanes may differ from here on
+                self.queues.seal(window)
+                window += 1
+            last_key = key
             rows = self._tag(frame, expected_seq)
             expected_seq = int(rows["_seq"][-1]) + 1
             self.rows_seen += rows.height
-            self._route(rows)
+            self._route(rows, window)
+            if key is None:  # regrouped: the window is whole
+                self.queues.seal(window)
             self.queues.wait_below_bound(self._halted)
         return not self._halted()
 
@@ -38,6 +45,7 @@ class StreamReading(RunState):
             pl.col("_json"),
             pl.col("_geo"),
             pl.col("_seg"),
+            pl.col("_open"),
         )
         _check_stream(rows, expected_seq, self.settings.lanes)
         acked = self.start_acked.gather(rows["_lane"])
@@ -79,7 +87,7 @@ class StreamReading(RunState):
         )
         return joined.select(pl.when(pl.col("_seq") <= pl.col("_last")).then(pl.col("_id"))).to_series()
 
-    def _route(self, rows: pl.DataFrame) -> None:
+    def _route(self, rows: pl.DataFrame, window: int) -> None:
         """Skip finished rows, record killed-in-flight rows, queue the rest by lane."""
         resend = self.settings.resend_in_doubt
         earlier = rows.filter(pl.col("_origin") == EARLIER_IN_DOUBT)
@@ -99,10 +107,10 @@ class StreamReading(RunState):
         sendable = rows.filter("_send")
         self.rows_skipped += rows.height - sendable.height - (0 if resend else _count_killed(rows))
         sendable = sendable.select(
-            "_seq", "_lane", "_file", "_row", "_json", "_nbytes", "_origin", "_rid", "_geo", "_seg"
+            "_seq", "_lane", "_file", "_row", "_json", "_nbytes", "_origin", "_rid", "_geo", "_seg", "_open"
         )
         for (lane,), part in sendable.partition_by("_lane", as_dict=True, include_key=False).items():
-            self.queues.put(int(lane), part)
+            self.queues.put(int(lane), part, window)
 
     def _finalize_killed(self, upto: int | None) -> None:
         """Record in doubt the rows of interrupted batches the stream has fully passed.
