@@ -67,6 +67,7 @@ def send_stream(
     transport: httpx.BaseTransport | None = None,
     concurrency: AdaptiveConcurrency | None = None,
     crossing: CrossingVisits | None = None,
+    settle: dict[tuple[int, int], bool] | None = None,
 ) -> SendOutcome:
     """Send the prepared rows; resume from ``checkpoint``; return (or raise) when done.
 
@@ -103,6 +104,7 @@ def send_stream(
         progress,
         stop,
         crossing or CrossingVisits.empty(),
+        settle,
     )
     return run.execute(iter(frames), transport, concurrency)
 
@@ -233,7 +235,12 @@ class SendRun(StreamReading, Delivering, Bookkeeping):
                 f"{self.visits_opened:,} source visits crossed a clock hour: each was kept one Umami"
                 " visit: its first event led a request, the rest went with its cache token in one of its own"
             )
-        if self.resent:
+        if self.settle:
+            self.notes.append(
+                f"rows in doubt read back from Umami: {self.found_stored:,} found stored (accepted),"
+                f" {self.resent:,} not found and sent again"
+            )
+        if self.resent and not self.settle:
             self.notes.append(
                 f"{self.resent} rows whose fate was unknown were sent again (--resend-in-doubt):"
                 " those Umami had already stored are now stored twice"
