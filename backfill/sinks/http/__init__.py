@@ -29,6 +29,9 @@ from .readback import in_doubt_records, read_back
 from .run import send_stream
 from .settings import SendSettings, make_client, preflight
 
+#: Seconds (at most ``--timeout``) to wait before reading back rows put in doubt by this run.
+READBACK_QUIET_S = 10.0
+
 __all__ = [
     "IN_DOUBT_KILLED",
     "BatchVerdict",
@@ -103,6 +106,10 @@ class HttpSink:
         from ...errors import BackfillError
         from ...umami_api import auth_headers
 
+        # A request cut off in this run may still be running on Umami (it stores a batch's
+        # elements one after another): give it time to finish before looking.
+        if first.ledger.in_doubt and delivery.stop.wait(min(self.settings.timeout, READBACK_QUIET_S)):
+            return first
         delivery.in_doubt.close()
         records = in_doubt_records(delivery.in_doubt.path)
         try:
@@ -113,8 +120,8 @@ class HttpSink:
             first.notes.append(f"the rows in doubt could not be read back from Umami: {exc}")
             return first
         note = (
-            f"read back from Umami: {len(verdicts.found):,} rows in doubt were stored, {len(verdicts.absent):,}"
-            f" were not, {verdicts.unknown:,} cannot be told"
+            f"rows in doubt read back from Umami: {len(verdicts.found):,} were stored (accepted),"
+            f" {len(verdicts.absent):,} were not (sent again), {verdicts.unknown:,} cannot be told (still in doubt)"
         )
         if verdicts.problems:
             note += f" ({'; '.join(verdicts.problems)})"
@@ -135,8 +142,9 @@ def _merged(first: SendOutcome, second: SendOutcome, ledger: Ledger, settled: Le
     ledger.merge(settled)
     ledger.read = read  # the settling pass read no new rows
     ledger.in_doubt = max(0, in_doubt - (settled.read - settled.in_doubt))
-    stale = "rows are in doubt (listed in"
-    notes = [n for n in first.notes if stale not in n] + [note] + second.notes
+    stale = "rows are in doubt (listed in"  # said by the first pass, before settling
+    again = "source visits crossed a clock hour"  # said by the first pass for the whole import
+    notes = [n for n in first.notes if stale not in n] + [note] + [n for n in second.notes if again not in n]
     return replace(
         second,
         ledger=ledger,

@@ -235,12 +235,7 @@ class SendRun(StreamReading, Delivering, Bookkeeping):
                 f"{self.visits_opened:,} source visits crossed a clock hour: each was kept one Umami"
                 " visit: its first event led a request, the rest went with its cache token in one of its own"
             )
-        if self.settle:
-            self.notes.append(
-                f"rows in doubt read back from Umami: {self.found_stored:,} found stored (accepted),"
-                f" {self.resent:,} not found and sent again"
-            )
-        if self.resent and not self.settle:
+        if self.resent and not self.settle:  # a settling pass's own note is the sink's (see HttpSink)
             self.notes.append(
                 f"{self.resent} rows whose fate was unknown were sent again (--resend-in-doubt):"
                 " those Umami had already stored are now stored twice"

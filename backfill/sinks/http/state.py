@@ -74,7 +74,6 @@ class RunState:
         #: (file, row) of rows in doubt -> whether reading Umami back found them stored
         #: (see :mod:`.readback`): found ones are settled as accepted, the others sent again.
         self.settle = settle or {}
-        self.found_stored = 0
         self.visits_opened = 0  # lone first events of visits that cross a clock hour
         self.started = time.monotonic()
         self.notes: list[str] = []

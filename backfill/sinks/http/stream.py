@@ -148,7 +148,6 @@ class StreamReading(RunState):
             self.ledger.read += rows.height
             self.ledger.accepted += rows.height
             self.total.accepted += rows.height
-            self.found_stored += rows.height
             self._resolve_earlier(rows)
             version = self._changed()
         self._durable(version)
