@@ -58,6 +58,17 @@ def test_read_back_tells_stored_from_missing_and_leaves_what_it_cannot_tell(tmp_
     assert verdicts.unknown == 4  # bob's three identical rows (two stored), and one without an id
 
 
+def test_read_back_calls_nothing_missing_when_it_finds_no_session_at_all(tmp_path: Path) -> None:
+    """Absence of every visitor may mean a read API that does not answer as expected."""
+    with FakeUmami() as server:
+        site = server.add_website()
+        with httpx.Client(headers={"User-Agent": UA}) as client:
+            records = [{"file": "f.csv", "row": i, "values": _element(site, f"v{i}", T0 + i, "/a")} for i in range(3)]
+            verdicts = read_back(client, server.url, site, auth_headers(client, server.url, LOGIN), records)
+    assert not verdicts.found and not verdicts.absent and verdicts.unknown == 3
+    assert verdicts.problems
+
+
 def test_a_killed_import_resumed_with_credentials_ends_with_nothing_in_doubt(tmp_path: Path) -> None:
     from tests.test_e2e_import import Paths, Processes, batch_requests, import_args, kill9, wait_until
 

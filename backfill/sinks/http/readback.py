@@ -16,7 +16,9 @@ and name. For each visitor (``payload.id``) with rows in doubt:
    holds no event with the key, none of the rows with it was stored: **absent**,
    send again. Where it holds as many as there are rows in doubt with it:
    **found**, accepted. Anything else (some of several identical rows, no
-   visitor id, the API not answering) stays in doubt.
+   visitor id, the API not answering) stays in doubt, and so does every row
+   when not one visitor in doubt has a session Umami shows (the API may not
+   answer as expected: resending could duplicate).
 
 The caller checks that no other row of the import shares a found row's visitor
 and second (see :mod:`.stream`): such a twin could be the one Umami holds.
@@ -89,6 +91,7 @@ def read_back(
         else:
             by_visitor.setdefault(row.visitor, []).append(row)
     reader = _Reader(client, f"{base_url}/api/websites/{website}", headers)
+    seen_a_session = False
     for visitor, rows in by_visitor.items():
         try:
             stored = reader.stored_keys(visitor, min(r.key[0] for r in rows), max(r.key[0] for r in rows))
@@ -97,7 +100,14 @@ def read_back(
             if len(verdicts.problems) < 3:
                 verdicts.problems.append(str(exc))
             continue
+        seen_a_session = seen_a_session or stored is not None
         _judge(rows, stored, verdicts)
+    if verdicts.absent and not seen_a_session:
+        # Not one visitor in doubt has a session Umami shows: that may as well mean the read
+        # API does not answer as this module expects. Resending could duplicate: keep them.
+        verdicts.unknown += len(verdicts.absent)
+        verdicts.absent.clear()
+        verdicts.problems.append("no session of any visitor in doubt could be found, so no row counts as missing")
     return verdicts
 
 
@@ -173,7 +183,9 @@ class _Reader:
 
     def _distinct_id(self, session: str) -> str | None:
         body = self._get(f"/sessions/{session}", {})
-        return body.get("distinctId") if isinstance(body, dict) else None
+        if not isinstance(body, dict) or "distinctId" not in body:
+            raise _Unreadable(f"{self.site_url}/sessions/{session} answered without a distinctId")
+        return body["distinctId"]
 
     def _activity(self, session: str, start: int, end: int) -> list[dict[str, Any]]:
         events = self._get(f"/sessions/{session}/activity", {"startAt": start, "endAt": end})
