@@ -28,6 +28,10 @@ THROUGHPUT_GAIN = 1.05
 SLOW_START_GAIN = 1.5
 #: Latency may grow up to this factor over the best seen before we stop adding requests.
 LATENCY_TOLERANCE = 1.5
+#: One more request in flight (n -> n+1) must buy at least this share of the 1/n gain it buys
+#: below the knee, and may cost at most this share of the 1/n latency it costs above it (where
+#: requests only queue: Little's law). Between the two, a window's jitter cannot pass for a gain.
+MARGINAL_SHARE = 0.5
 #: Completed batches per measurement window (at least twice the current limit).
 WINDOW_BATCHES = 6
 #: After settling, probe one step higher again after this many windows (the load may change).
@@ -53,8 +57,13 @@ class AdaptiveConcurrency:
       throughput (events/s) with the best of the previous level: more than 5%
       better while latency stays within 1.5x of the best seen -> one more
       request in flight.
-    * No gain -> step back to the previous level and hold (the server is
-      saturated); after a while probe again.
+    * No gain, or a gain smaller than half of what one more request gives
+      below the knee, or latency grown by half of what it adds past the knee
+      -> step back to the previous level and hold (the server is saturated);
+      after a while probe again, one step up and one step down in turn (one
+      fewer request that loses less than half of its share of throughput was
+      one too many), so chance gains in a noisy window do not ratchet the
+      limit up.
     * 429, 5xx or a timeout -> halve (once per round of requests) and honour
       ``Retry-After`` by pausing new requests.
     * ``fixed`` bypasses all of this (``--concurrency N``); pauses still apply.
@@ -90,12 +99,16 @@ class AdaptiveConcurrency:
         self._samples: list[_Sample] = []
         self._window_started: float | None = None
         self._baseline: float | None = None  # throughput of the level we are building on
+        self._baseline_latency: float | None = None  # latency measured at that level
         self._best_latency: float | None = None
         self._last_step = 0  # +1 after an increase, -1 after a decrease, 0 when holding
         self._slow_start = fixed is None  # doubling until a doubling stops paying off
         self._previous_limit = self._limit
         self._settled_windows: int | None = None  # windows spent holding, None while probing
         self._last_decrease_at = float("-inf")
+        self._probing_down = False  # holding one below the settled level, to see what it costs
+        self._next_probe_down = False
+        self._held: list[tuple[float, float]] = []  # (events/s, latency) of the windows held at this level
 
     @property
     def limit(self) -> int:
@@ -178,6 +191,7 @@ class AdaptiveConcurrency:
         self._limit = max(self.minimum, self._limit // 2)
         self._slow_start = False
         self._last_decrease_at = now
+        self._probing_down = False
         self._reset_measurement()
         self._last_step = -1
 
@@ -185,6 +199,7 @@ class AdaptiveConcurrency:
         self._samples.clear()
         self._window_started = None
         self._baseline = None
+        self._baseline_latency = None
         self._settled_windows = None
 
     def _record(self, sample: _Sample) -> None:
@@ -204,18 +219,37 @@ class AdaptiveConcurrency:
         assert self._best_latency is not None
         if self._settled_windows is not None:
             self._settled_windows += 1
+            self._held.append((throughput, latency))
             if self._settled_windows >= self._reprobe_after:
                 self._settled_windows = None
-                self._baseline = throughput
-                self._step_up()
+                # The level's mean over all the windows it was held: one window is too noisy
+                # a yardstick for a step of a few percent.
+                count = len(self._held)
+                self._set_baseline(sum(x for x, _ in self._held) / count, sum(r for _, r in self._held) / count)
+                # Probe up and down in turn: a step up that chance let through is undone.
+                self._next_probe_down = not self._next_probe_down
+                if self._next_probe_down and self._limit > self.minimum:
+                    self._step_down()
+                else:
+                    self._step_up()
+            return
+        if self._probing_down:
+            self._probing_down = False
+            assert self._baseline is not None
+            # Below the knee one request fewer costs 1/n of the throughput; past it, nothing.
+            kept = throughput > self._baseline * (1.0 - MARGINAL_SHARE / self._previous_limit)
+            if not kept:
+                self._limit = self._previous_limit
+            self._hold()
             return
         if self._baseline is None:
-            self._baseline = throughput
+            self._set_baseline(throughput, latency)
             self._step_up()
             return
-        gained = throughput > self._baseline * THROUGHPUT_GAIN
-        latency_holds = latency <= self._best_latency * LATENCY_TOLERANCE
-        if self._slow_start and self._last_step > 0:
+        doubling = self._slow_start and self._last_step > 0
+        if doubling:
+            gained = throughput > self._baseline * THROUGHPUT_GAIN
+            latency_holds = latency <= self._best_latency * LATENCY_TOLERANCE
             ratio = throughput / self._baseline if self._baseline > 0 else 0.0
             self._slow_start = ratio > SLOW_START_GAIN and latency_holds
             if not gained:  # the doubling bought nothing: back to where it came from, and hold
@@ -227,16 +261,44 @@ class AdaptiveConcurrency:
                 # (throughput ~ requests in flight up to the knee) it is near ratio x previous.
                 estimate = round(self._previous_limit * ratio)
                 self._limit = max(self._previous_limit, min(self._limit, estimate))
+        else:
+            gained, latency_holds = self._paid_off(throughput, latency)
         if gained and latency_holds:
-            self._baseline = throughput
+            self._set_baseline(throughput, latency)
             self._step_up()
-        elif not gained and self._last_step > 0:
-            # The last extra request bought nothing: give it back and hold.
+        elif self._last_step > 0:
+            # The last extra request bought nothing, or only latency: give it back and hold.
             self._limit = max(self.minimum, self._limit - 1)
             self._hold()
         else:
             self._baseline = max(self._baseline, throughput)
             self._hold()
+
+    def _paid_off(self, throughput: float, latency: float) -> tuple[bool, bool]:
+        """Whether the last step up raised throughput, and kept latency, as it does below the knee.
+
+        From n to m requests in flight, a server below its knee gives (m - n)/n more
+        events/s at the same latency; past it, the same events/s at (m - n)/n more
+        latency. Half of either is the line between them.
+        """
+        assert self._baseline is not None and self._best_latency is not None
+        marginal = (self._limit - self._previous_limit) / self._previous_limit if self._last_step > 0 else 0.0
+        needed = max(THROUGHPUT_GAIN - 1.0, MARGINAL_SHARE * marginal)
+        gained = throughput > self._baseline * (1.0 + needed)
+        latency_holds = latency <= self._best_latency * LATENCY_TOLERANCE
+        if self._baseline_latency is not None and self._last_step > 0:
+            latency_holds = latency_holds and latency <= self._baseline_latency * (1.0 + MARGINAL_SHARE * marginal)
+        return gained, latency_holds
+
+    def _set_baseline(self, throughput: float, latency: float) -> None:
+        self._baseline = throughput
+        self._baseline_latency = latency
+
+    def _step_down(self) -> None:
+        self._previous_limit = self._limit
+        self._limit -= 1
+        self._probing_down = True
+        self._last_step = 0
 
     def _step_up(self) -> None:
         if self._limit < self.maximum:
@@ -249,6 +311,7 @@ class AdaptiveConcurrency:
     def _hold(self) -> None:
         self._last_step = 0
         self._settled_windows = 0
+        self._held.clear()
 
 
 def _measure(samples: list[_Sample], started: float) -> tuple[float | None, float]:

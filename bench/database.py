@@ -43,7 +43,7 @@ TARGET_EVENTS_PER_S = 8_000
 
 
 def generate(rows: int, out_dir: Path, seed: int) -> Path:
-    path = out_dir / f"db-events-{rows}-s{seed}.parquet"
+    path = out_dir / f"db-events-{rows}-s{seed}-countries.parquet"
     if not path.exists():
         subprocess.run(
             [
@@ -53,6 +53,7 @@ def generate(rows: int, out_dir: Path, seed: int) -> Path:
                 str(rows),
                 "--visitors",
                 str(max(1, rows // 8)),
+                "--countries",
                 "--format",
                 "parquet",
                 "--seed",

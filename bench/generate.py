@@ -35,10 +35,14 @@ REFERRERS = [
 EVENTS = ["pageview"] * 14 + ["signup", "download", "add_to_cart", "purchase"]
 LANGS = ["en-US", "de-DE", "fr-FR", "en-GB", "es-ES"]
 SCREENS = ["1920x1080", "1440x900", "390x844", "2560x1440"]
+#: ``--countries``: a visitor's country (ISO 3166-1), weighted roughly like a site's audience.
+COUNTRIES = ["US"] * 8 + ["DE"] * 4 + ["GB"] * 3 + ["FR"] * 3 + ["IN"] * 2 + ["BR", "JP", "CA", "NL", "ES", "IT", "PL"]
+COUNTRIES += ["SE", "AU", "KR", "MX", "CZ", "TR", "CH", "AT", "BE", ""]
 
 
-def block(start_row: int, rows: int, visitors: int, seed: int) -> pl.DataFrame:
-    """One block of events, time-ordered within the block (blocks follow each other in time)."""
+def block(start_row: int, rows: int, visitors: int, seed: int, countries: bool = False) -> pl.DataFrame:
+    """One block of events, time-ordered within the block (blocks follow each other in time);
+    with ``countries`` a ``country`` column too, one per visitor ("" for an unknown one)."""
     idx = pl.int_range(start_row, start_row + rows, eager=True).alias("i")
     frame = pl.DataFrame({"i": idx})
     h = pl.col("i").hash(seed)
@@ -46,7 +50,8 @@ def block(start_row: int, rows: int, visitors: int, seed: int) -> pl.DataFrame:
     def pick(values: list[str], salt: int) -> pl.Expr:
         return pl.lit(pl.Series(values)).get((pl.col("i").hash(seed + salt) % len(values)).cast(pl.Int64))
 
-    return frame.select(
+    country = pl.lit(pl.Series(COUNTRIES)).get(((h % visitors).hash(seed + 7) % len(COUNTRIES)).cast(pl.Int64))
+    out = frame.select(
         pl.from_epoch(START + pl.col("i") * SPAN // max(1, TOTAL[0]), "s")
         .dt.strftime("%Y-%m-%dT%H:%M:%SZ")
         .alias("timestamp"),
@@ -64,12 +69,12 @@ def block(start_row: int, rows: int, visitors: int, seed: int) -> pl.DataFrame:
         pick(SCREENS, 6).alias("screen"),
         pl.when(pick(EVENTS, 1) == "purchase").then((h % 20_000) / 100 + 1).otherwise(None).alias("revenue"),
         pl.when(pick(EVENTS, 1) == "purchase").then(pl.lit("USD")).otherwise(None).alias("currency"),
-        pick(COUNTRIES, 7).alias("country"),
+        country.alias("country"),
     )
+    return out if countries else out.drop("country")
 
 
 TOTAL = [1]
-COUNTRIES = ["US", "DE", "FR", "GB", "IN", "BR", "JP", "CA", "NL", "ES", "IT", "PL", "SE", "AU", "MX"]
 
 
 def main() -> None:
@@ -79,10 +84,14 @@ def main() -> None:
     parser.add_argument("--visitors", type=int, default=300_000)
     parser.add_argument("--seed", type=int, default=7, help="the same seed writes the same rows")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--countries", action="store_true", help="add a country column (one per visitor)")
     args = parser.parse_args()
     TOTAL[0] = args.rows
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    blocks = (block(s, min(BLOCK, args.rows - s), args.visitors, args.seed) for s in range(0, args.rows, BLOCK))
+    blocks = (
+        block(s, min(BLOCK, args.rows - s), args.visitors, args.seed, args.countries)
+        for s in range(0, args.rows, BLOCK)
+    )
     if args.format == "csv":
         with open(args.out, "wb") as fh:
             for n, b in enumerate(blocks):

@@ -26,6 +26,11 @@ importer's 20,000 events/s target that is ~100 requests/s, well under a tenth
 of one core; ``/__stats`` reports the receiver's own CPU seconds so a
 benchmark can show it was not the bottleneck.
 
+``--capacity N`` serves at most N requests at once and queues the others, so
+throughput stops growing at N in flight while latency keeps growing: a server
+with a knee, for watching adaptive concurrency settle (``max_in_flight`` in
+``/__stats``).
+
 ``--cpu N`` pins the process to that CPU (Linux ``sched_setaffinity``) so the
 importer being measured keeps the other cores to itself.
 """
@@ -52,8 +57,17 @@ MAX_HEAD = 64 * 1024
 
 
 class Receiver:
-    def __init__(self, latency_ms: float = 0.0) -> None:
+    def __init__(self, latency_ms: float = 0.0, capacity: int | None = None) -> None:
         self.latency = latency_ms / 1000.0
+        #: ``--capacity``: requests served at once; the others queue (like Umami's one Node
+        #: thread and its database pool), so past it more in flight only adds latency.
+        self.capacity = capacity
+        self._slots = asyncio.Semaphore(capacity) if capacity else None
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._in_flight_s = 0.0  # integral of in_flight over time
+        self._busy_s = 0.0  # time with a request in flight
+        self._changed = time.monotonic()
         self.requests = 0
         self.batches = 0
         self.elements = 0
@@ -77,6 +91,9 @@ class Receiver:
             "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
             "uptime_s": round(time.monotonic() - self.started, 3),
             "latency_ms": self.latency * 1000,
+            "capacity": self.capacity,
+            "max_in_flight": self.max_in_flight,
+            "mean_in_flight": round(self._in_flight_s / self._busy_s, 2) if self._busy_s else 0.0,
         }
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -127,8 +144,7 @@ class Receiver:
             n = len(elements)
             self.batches += 1
             self.elements += n
-            if self.latency:
-                await asyncio.sleep(self.latency)
+            await self._serve()
             return 200, BATCH_OK % (n, n)
         if method == b"POST" and path == b"/api/send":
             try:
@@ -139,14 +155,37 @@ class Receiver:
                 self.bad += 1
                 return 400, b'{"error":"the body is not a /api/send element"}'
             self.sends += 1
-            if self.latency:
-                await asyncio.sleep(self.latency)
+            await self._serve()
             return 200, SEND_OK % (SESSION_ID, VISIT_ID)
         if method in (b"GET", b"HEAD") and path == b"/api/heartbeat":
             return 200, b'{"ok":true}'
         if method == b"GET" and path == b"/__stats":
             return 200, json.dumps(self.stats()).encode()
         return 404, b'{"error":"not found"}'
+
+    async def _serve(self) -> None:
+        """The request's service time: ``latency`` in one of ``capacity`` slots (waiting for one)."""
+        self._count_in_flight(+1)
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self._slots is None:
+                if self.latency:
+                    await asyncio.sleep(self.latency)
+                return
+            async with self._slots:
+                if self.latency:
+                    await asyncio.sleep(self.latency)
+        finally:
+            self._count_in_flight(-1)
+
+    def _count_in_flight(self, step: int) -> None:
+        """Time-weighted in-flight count: its mean while busy is what a client kept in flight."""
+        now = time.monotonic()
+        if self.in_flight:
+            self._in_flight_s += self.in_flight * (now - self._changed)
+            self._busy_s += now - self._changed
+        self._changed = now
+        self.in_flight += step
 
 
 _REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found"}
@@ -170,8 +209,8 @@ def _parse_head(head: bytes) -> tuple[bytes, bytes, int, bool]:
     return method, path, length, close
 
 
-async def serve(host: str, port: int, latency_ms: float) -> None:
-    receiver = Receiver(latency_ms)
+async def serve(host: str, port: int, latency_ms: float, capacity: int | None = None) -> None:
+    receiver = Receiver(latency_ms, capacity)
     server = await asyncio.start_server(receiver.handle, host, port, backlog=1024, limit=MAX_HEAD, reuse_address=True)
     for sock in server.sockets:
         with contextlib.suppress(OSError):
@@ -193,10 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="0 = any free port (printed on the first line)")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="delay of every /api/batch and /api/send answer")
     parser.add_argument("--cpu", type=int, help="pin this process to one CPU (Linux)")
+    parser.add_argument("--capacity", type=int, help="requests served at once (the rest queue): a saturating server")
     args = parser.parse_args(argv)
     if args.cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.cpu})
-    asyncio.run(serve(args.host, args.port, args.latency_ms))
+    asyncio.run(serve(args.host, args.port, args.latency_ms, args.capacity))
     return 0
 
 

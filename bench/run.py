@@ -17,7 +17,11 @@ Cases (``--only``, comma-separated; default all):
 - ``latency``: the same with ``--latency-ms`` (300) per request: adaptive concurrency
   against fixed ``--concurrency`` levels;
 - ``baseline``: the same events, one per request to ``/api/send`` in a sequential
-  loop (``bench/baseline.py``), against the same receiver settings.
+  loop (``bench/baseline.py``), against the same receiver settings;
+- ``requests``: requests and events per request of imports with every feature on
+  (a country per visitor, whole visits): generated events with ``--countries``, a
+  generated GA4 export, and the shipped GA4, Plausible and events samples
+  (``--requests-rows``); Umami charges per request, so fewer is faster there.
 
 Every figure comes from a child process (one per measurement: wall clock, and
 peak RSS and CPU from its own ``wait4`` rusage), so it measures exactly what a
@@ -52,7 +56,7 @@ BENCH = ROOT / "bench"
 PY = sys.executable
 WEBSITE = "5f0c6c7e-4f0e-4e2a-9f59-1b1d7c5e2a11"
 MAPPING = BENCH / "events.yaml"
-CASES = ("dry", "ga4", "access_log", "send", "latency", "baseline")
+CASES = ("dry", "ga4", "access_log", "send", "latency", "baseline", "requests")
 FORMATS = ("csv", "parquet", "ndjson.gz")
 SUFFIX = {"csv": "csv", "parquet": "parquet", "ndjson.gz": "ndjson.gz"}
 
@@ -62,6 +66,8 @@ GA4_TARGET = 150_000
 ACCESS_LOG_TARGET = 200_000
 ACCESS_LOG_HOST = "www.bakery-demo.example"
 RSS_GROWTH_MAX = 1.3
+#: Events per request of an import with countries per visitor and whole visits (issue 15).
+REQUESTS_TARGET = 100
 SEND_TARGET = 20_000
 CHECKPOINT_MAX_SHARE = 0.05
 ADAPTIVE_MIN_SHARE = 0.90
@@ -527,6 +533,46 @@ class Bench:
 
     # ----------------------------------------------------------------------- targets and output
 
+    def run_requests(self) -> None:
+        self.say("== requests per import, instant receiver (countries per visitor, whole visits) ==")
+        rows = self.args.requests_rows
+        geo = self.out / f"events-geo-{human(rows)}-seed{self.args.seed}.csv"
+        if not geo.exists():
+            command = [BENCH / "generate.py", "--rows", rows, "--format", "csv", "--seed", self.args.seed]
+            self._generate(geo, [*command, "--countries", "--visitors", max(1, rows // 4)], f"{rows:,} rows")
+        samples = ROOT / "sample_data"
+        inputs = [
+            (f"generated {human(rows)}, countries", str(geo), str(BENCH / "events-geo.yaml"), True),
+            (f"GA4 generated {human(rows)} events", str(self.ga4_file(rows)), "ga4", False),
+            ("GA4 sample", str(samples / "ga4" / "events_*"), "ga4", False),
+            ("Plausible events sample", str(samples / "plausible_events" / "events_v2.csv"), "plausible-events", False),
+            ("events.csv sample", str(samples / "events.csv"), str(ROOT / "mappings" / "sample_events.yaml"), False),
+        ]
+        with self.receiver(0) as rec:
+            for label, source, mapping, targeted in inputs:
+                state = self.out / "requests-state"
+                shutil.rmtree(state, ignore_errors=True)
+                command = [PY, "-m", "backfill", "import", source, "-m", mapping, "--host", rec.url]
+                command += ["--website", WEBSITE, "--state", str(state), "--rejects", str(state / "rejects.ndjson")]
+                command += ["--report", str(state / "report.json"), "-q"]
+                self.measure(command, pinned=True)
+                data = json.loads((state / "report.json").read_text())
+                accepted, requests = data["ledger"]["accepted"], (data.get("timings") or {}).get("requests") or 0
+                per = accepted / requests if requests else 0.0
+                crossing = next((n for n in data.get("notes", []) if n.startswith("visits: ")), "")
+                self.results.append(
+                    {"case": label, "kind": "requests", "accepted": accepted, "requests": requests, "per_request": per}
+                )
+                self.say(f"  {label:<40} {accepted:>8,} events {requests:>6,} requests {per:>7.1f} per request")
+                self.target(
+                    f"events per request: {label}",
+                    per,
+                    f">= {REQUESTS_TARGET}" if targeted else "(reported)",
+                    per >= REQUESTS_TARGET if targeted else None,
+                    "",
+                    detail=f"{accepted:,} events in {requests:,} requests. {crossing}".strip(),
+                )
+
     def target(self, name: str, value: float, target: str, passed: bool | None, unit: str, *, detail: str = "") -> None:
         self.targets.append(
             {"name": name, "value": value, "unit": unit, "target": target, "pass": passed, "detail": detail}
@@ -573,6 +619,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--baseline-slow-events", type=parse_count, help="events of the baseline at --latency-ms (default 60)"
     )
+    parser.add_argument("--requests-rows", type=parse_count, help="generated rows of the requests case (20k)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the generated inputs (part of the cache key)")
     parser.add_argument(
         "--pin",
@@ -592,6 +639,7 @@ def main(argv: list[str] | None = None) -> int:
     args.access_log_lines = args.access_log_lines or (100_000 if quick else 1_000_000)
     args.send_rows = args.send_rows or (100_000 if quick else 1_000_000)
     args.latency_rows = min(args.send_rows, args.latency_rows or (20_000 if quick else 200_000))
+    args.requests_rows = args.requests_rows or 20_000
     args.baseline_events = min(args.send_rows, args.baseline_events or (2_000 if quick else 20_000))
     args.baseline_slow_events = min(args.send_rows, args.baseline_slow_events or (20 if quick else 60))
     only = [c.strip() for c in args.only.split(",") if c.strip()]

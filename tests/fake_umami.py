@@ -2327,10 +2327,16 @@ class FakeUmami:
             self._send_json(h, entry, 200, site)
             return
         q = dict(urllib.parse.parse_qsl(query, keep_blank_values=True))
+        if sub == "sessions" and len(parts) > 2 and method == "GET":
+            self._route_session_reads(h, wid, parts[2:], q, entry)
+            return
         if sub == "events" and parts[2:] == ["series"]:
             sub = "events/series"
         elif len(parts) > 2:
             sub = None
+        if sub == "sessions" and method == "GET":
+            self._route_session_reads(h, wid, [], q, entry)
+            return
         if method != "GET" or sub not in ("stats", "metrics", "pageviews", "events/series"):
             entry["status"] = 404
             h.reply(404, b"Not Found", "text/plain")
@@ -2351,6 +2357,83 @@ class FakeUmami:
             self._send_json(h, entry, 200, self._event_series(wid, start, end, q))
         else:
             self._send_json(h, entry, 200, self._pageviews(wid, start, end, q.get("unit", "day"), q.get("timezone")))
+
+    def _route_session_reads(
+        self, h: _Handler, wid: str, rest: list[str], q: dict[str, str], entry: dict[str, Any]
+    ) -> None:
+        """Umami 3's session reads, as the Sessions page uses them:
+
+        - ``sessions?startAt&endAt&search&page&pageSize``: sessions with events in the
+          range whose distinct id (or city, browser, os, device) contains ``search``
+          (case-insensitive), newest first, paged as ``{data, count, page, pageSize}``
+          (no distinct id in the rows);
+        - ``sessions/{id}``: one session, with ``distinctId``;
+        - ``sessions/{id}/activity?startAt&endAt``: its events in the range, newest
+          first, at most 500 (``createdAt``, ``urlPath``, ``eventType``, ``eventName``...).
+        """
+        if len(rest) == 1:
+            with self._lock:
+                s = self._t.sessions.get(rest[0])
+            if s is None or s["website_id"] != wid:
+                self._send_json(h, entry, 404, _NOT_FOUND)
+                return
+            body = {k: s[k] for k in ("browser", "os", "device", "screen", "language", "country", "region", "city")}
+            body.update(id=s["session_id"], websiteId=wid, distinctId=s["distinct_id"])
+            self._send_json(h, entry, 200, body)
+            return
+        rng = _date_range(q)
+        if isinstance(rng, dict):
+            self._send_json(h, entry, 400, rng)
+            return
+        start, end = rng
+        if len(rest) == 2 and rest[1] == "activity":
+            with self._lock:
+                rows = [
+                    e
+                    for e in self._t.events_by_site.get(wid, ())
+                    if e["session_id"] == rest[0] and start <= e["created_at_ms"] <= end
+                ]
+            rows.sort(key=lambda e: -e["created_at_ms"])
+            data = [
+                {
+                    "createdAt": _iso_ms(e["created_at_ms"]),
+                    "urlPath": e["url_path"],
+                    "urlQuery": e["url_query"],
+                    "referrerDomain": e["referrer_domain"],
+                    "eventId": e["event_id"],
+                    "eventType": e["event_type"],
+                    "eventName": e["event_name"],
+                    "visitId": e["visit_id"],
+                }
+                for e in rows[:500]
+            ]
+            self._send_json(h, entry, 200, data)
+            return
+        if rest:
+            entry["status"] = 404
+            h.reply(404, b"Not Found", "text/plain")
+            return
+        search = q.get("search", "").lower()
+        page = max(1, int(q["page"])) if q.get("page", "").isdigit() else 1
+        size = int(q["pageSize"]) if q.get("pageSize", "").isdigit() else 20
+        found: dict[str, dict[str, Any]] = {}
+        with self._lock:
+            for e in self._t.events_by_site.get(wid, ()):
+                if not start <= e["created_at_ms"] <= end:
+                    continue
+                s = self._t.sessions.get(e["session_id"])
+                if s is None:
+                    continue
+                fields = [s["distinct_id"], s["city"], s["browser"], s["os"], s["device"]]
+                if search and not any(search in str(f).lower() for f in fields if f):
+                    continue
+                row = found.setdefault(
+                    s["session_id"], {"id": s["session_id"], "websiteId": wid, "country": s["country"], "lastMs": 0}
+                )
+                row["lastMs"] = max(row["lastMs"], e["created_at_ms"])
+        ordered = sorted(found.values(), key=lambda r: -r["lastMs"])
+        data = [{k: v for k, v in r.items() if k != "lastMs"} for r in ordered[(page - 1) * size : page * size]]
+        self._send_json(h, entry, 200, {"data": data, "count": len(ordered), "page": page, "pageSize": size})
 
     def _metrics(self, wid: str, start: int, end: int, q: dict[str, str]) -> Any:
         mtype = q.get("type", "")
@@ -2510,6 +2593,11 @@ def _loads(raw: bytes) -> Any:
         return json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return _UNDEFINED
+
+
+def _iso_ms(ms: int) -> str:
+    """A timestamp as Umami's JSON writes a PostgreSQL timestamptz: ``2024-03-01T10:50:00.000Z``."""
+    return dt.datetime.fromtimestamp(ms // 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
 def _date_range(q: dict[str, str]) -> tuple[int, int] | dict[str, Any]:

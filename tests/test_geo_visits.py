@@ -264,7 +264,8 @@ def test_regroup_keeps_each_visitors_order_and_numbers_the_block_again() -> None
     # visitors grouped by the location of their first row; each visitor's rows in time order
     assert out["_visitor"].to_list() == ["b", "b", "a", "a", "c"]
     assert out["_ts"].to_list() == [2, 5, 1, 3, 4]
-    assert out["_seg"].to_list() == ["gDE", "gDE", "gFR", "gFR", "gFR"]
+    assert out["_seg"].to_list() == ["gDE|0", "gDE|0", "gFR|0", "gFR|0", "gFR|0"]
+    assert out["_lane"].to_list() == [0, 0, 1, 1, 1]  # one piece of each location, a lane each
 
 
 def _sessions_rows(visitors: int, seed: int) -> list[dict[str, object]]:

@@ -34,9 +34,11 @@ from backfill.sinks.http import (
     make_client,
     preflight,
     read_batch_answer,
+    regrouped,
     send_stream,
 )
 from backfill.sinks.http.doubt import DoubtRange, filter_records
+from backfill.visits import CrossingVisits
 
 WEBSITE = "5d8a2b1e-3c4f-4a6b-9e7d-1f2a3b4c5d6e"
 UA = "Mozilla/5.0 umami-backfill/0.1"
@@ -278,7 +280,9 @@ def test_every_row_is_stored_once_and_the_ledger_adds_up(tmp_path: Path) -> None
     assert_balanced(outcome, 1500)
     assert cp.phase == "complete"
     assert cp.lane_inflight == [None] * LANES
-    lanes = pl.concat(frames).group_by("_lane").agg(pl.col("_seq").max())
+    sent = pl.concat(list(regrouped(frames, CrossingVisits.empty(), lanes=LANES)))  # the lanes the sender used
+    lanes = sent.group_by("_lane").agg(pl.col("_seq").max())
+    assert lanes.height == 2  # 400-row blocks fill two lanes of 200 rows: folded, not 8 small ones
     for lane, last in lanes.iter_rows():
         assert cp.lane_acked[lane] == last
     saved = Checkpoint.load(run.cp_path)
@@ -830,7 +834,7 @@ def test_each_visitor_arrives_in_order_with_several_requests_in_flight(tmp_path:
     guard = threading.Lock()
     lane_of: dict[int, int] = {}
     frames = make_frames(3000, visitors=300, lanes=lanes, frame_rows=700)
-    for frame in frames:
+    for frame in regrouped(frames, CrossingVisits.empty(), lanes=lanes):  # the lanes the sender uses
         lane_of.update(zip(frame["_seq"].to_list(), frame["_lane"].to_list(), strict=True))
 
     def slow(call: int, elements: list[dict[str, Any]], _: httpx.Request) -> None:

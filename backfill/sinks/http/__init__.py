@@ -8,23 +8,29 @@ The package, by concern:
 - :mod:`.grouping`: the prepared stream regrouped into lanes and segments (location, visit);
 - :mod:`.queues`: lane queues, batches and the body limit;
 - :mod:`.doubt`: rows whose fate is unknown, from earlier runs and in the in-doubt file;
+- :mod:`.readback`: rows in doubt settled by reading Umami back (with read credentials);
 - :mod:`.run` (with :mod:`.state`, :mod:`.stream`, :mod:`.delivery`, :mod:`.books`): one send run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from ...ledger import Ledger
 from ...ordering import emit
 from .. import Delivery
 from ..outcome import SendOutcome, SendProgress
 from .answers import BatchVerdict, ElementError, describe_element_error, read_batch_answer, run_wide_refusal
 from .doubt import IN_DOUBT_KILLED
 from .grouping import regroup, regrouped
+from .readback import in_doubt_records, read_back
 from .run import send_stream
 from .settings import SendSettings, make_client, preflight
+
+#: Seconds (at most ``--timeout``) to wait before reading back rows put in doubt by this run.
+READBACK_QUIET_S = 10.0
 
 __all__ = [
     "IN_DOUBT_KILLED",
@@ -67,6 +73,17 @@ class HttpSink:
                 say(f"website {self.settings.website}: {answer}")
 
     def deliver(self, delivery: Delivery) -> SendOutcome:
+        outcome = self._send(delivery, delivery.run_ledger)
+        if outcome.completed and outcome.cumulative.in_doubt and not self.settings.resend_in_doubt:
+            from ...umami_api import have_credentials
+
+            if have_credentials():
+                return self._settle_in_doubt(delivery, outcome)
+        return outcome
+
+    def _send(
+        self, delivery: Delivery, ledger: Ledger, settle: dict[tuple[int, int], bool] | None = None
+    ) -> SendOutcome:
         prepared = delivery.prepared
         return send_stream(
             emit(prepared.runs),
@@ -76,8 +93,70 @@ class HttpSink:
             delivery.checkpoint_path,
             delivery.rejects,
             delivery.in_doubt,
-            delivery.run_ledger,
+            ledger,
             delivery.progress,
             delivery.stop,
             crossing=prepared.visits,
+            settle=settle,
         )
+
+    def _settle_in_doubt(self, delivery: Delivery, first: SendOutcome) -> SendOutcome:
+        """Read the rows in doubt back from Umami, then pass over the stream once more: rows
+        found stored are accepted, rows not found are sent again (in their lanes' order)."""
+        from ...errors import BackfillError
+        from ...umami_api import auth_headers
+
+        # A request cut off in this run may still be running on Umami (it stores a batch's
+        # elements one after another): give it time to finish before looking.
+        if first.ledger.in_doubt and delivery.stop.wait(min(self.settings.timeout, READBACK_QUIET_S)):
+            return first
+        delivery.in_doubt.close()
+        records = in_doubt_records(delivery.in_doubt.path)
+        try:
+            with make_client(self.settings) as client:
+                headers = auth_headers(client, self.settings.base_url)
+                verdicts = read_back(client, self.settings.base_url, self.settings.website, headers, records)
+        except BackfillError as exc:
+            first.notes.append(f"the rows in doubt could not be read back from Umami: {exc}")
+            return first
+        note = (
+            f"rows in doubt read back from Umami: {len(verdicts.found):,} were stored (accepted),"
+            f" {len(verdicts.absent):,} were not (sent again), {verdicts.unknown:,} cannot be told (still in doubt)"
+        )
+        if verdicts.problems:
+            note += f" ({'; '.join(verdicts.problems)})"
+        if not verdicts.decided:
+            first.notes.append(note)
+            return first
+        index = {path: i for i, path in enumerate(delivery.prepared.files)}
+        settle = {(index[f], r): True for f, r in verdicts.found if f in index}
+        settle.update({(index[f], r): False for f, r in verdicts.absent if f in index})
+        second_ledger = Ledger()
+        second = self._send(delivery, second_ledger, settle)
+        return _merged(first, second, delivery.run_ledger, second_ledger, note)
+
+
+def _merged(first: SendOutcome, second: SendOutcome, ledger: Ledger, settled: Ledger, note: str) -> SendOutcome:
+    """One outcome for the run and its settling pass: rows settled leave this run's in-doubt count."""
+    read, in_doubt = ledger.read, ledger.in_doubt
+    ledger.merge(settled)
+    ledger.read = read  # the settling pass read no new rows
+    ledger.in_doubt = max(0, in_doubt - (settled.read - settled.in_doubt))
+    stale = "rows are in doubt (listed in"  # said by the first pass, before settling
+    again = "source visits crossed a clock hour"  # said by the first pass for the whole import
+    notes = [n for n in first.notes if stale not in n] + [note] + [n for n in second.notes if again not in n]
+    return replace(
+        second,
+        ledger=ledger,
+        rows_seen=first.rows_seen,
+        rows_skipped=first.rows_skipped,
+        in_doubt_recorded_on_resume=first.in_doubt_recorded_on_resume,
+        requests=first.requests + second.requests,
+        elapsed_s=first.elapsed_s + second.elapsed_s,
+        checkpoint_saves=first.checkpoint_saves + second.checkpoint_saves,
+        checkpoint_save_s=first.checkpoint_save_s + second.checkpoint_save_s,
+        visit_first_requests=first.visit_first_requests + second.visit_first_requests,
+        checkpoint_wait_s=first.checkpoint_wait_s + second.checkpoint_wait_s,
+        request_s=first.request_s + second.request_s,
+        notes=notes,
+    )

@@ -108,7 +108,7 @@ class Delivering(RunState):
                     self._settle_whole(batch, "rejected", "larger than the server's body limit (HTTP 413)")
                     return
                 batch, rest = batch.split()
-                self.queues.put(batch.lane, rest.rows, front=True)
+                self.queues.put_back(batch.lane, rest.rows)
             else:  # retry
                 failures += 1
                 if failures >= self.settings.max_attempts:
@@ -171,7 +171,7 @@ class Delivering(RunState):
 
     def _put_back(self, batch: Batch) -> None:
         """The batch was not processed: its rows stay unsent (the checkpoint is not advanced)."""
-        self.queues.put(batch.lane, batch.rows, front=True)
+        self.queues.put_back(batch.lane, batch.rows)
 
     def _settle_answer(self, batch: Batch, answer: Any) -> None:
         try:
@@ -205,7 +205,7 @@ class Delivering(RunState):
                 " --user-agent or the mapping's userAgent"
             )
             refused.update((i, ("userAgent", reason)) for i in verdict.bot_dropped)
-        if batch.opens_visit is not None and not refused:
+        if batch.opens_visit is not None and 0 not in refused:  # the token is the first element's
             self._open_visit(batch.opens_visit, answer)
         self._commit(batch, refused=refused)
         if verdict.bot_dropped:

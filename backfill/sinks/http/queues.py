@@ -27,12 +27,14 @@ class Batch:
     """Rows of one lane, consecutive in lane order, to be sent as one request."""
 
     lane: int
-    rows: pl.DataFrame  # _seq, _file, _row, _json, _nbytes, _origin, _rid, _geo, _seg
+    rows: pl.DataFrame  # _seq, _file, _row, _json, _nbytes, _origin, _rid, _geo, _seg, _open
     too_large_reason: str | None = None  # set when one row alone exceeds the body cap
     #: Location and visit headers; every element of the request shares them.
     headers: dict[str, bytes] = field(default_factory=dict)
-    #: The source visit (its ``_seg``) whose first event this lone row is: its answer's
-    #: cache token then keeps the rest of that visit in one Umami visit.
+    #: The window of the stream the rows come from (see :class:`LaneQueues`).
+    window: int = 0
+    #: The source visit (its ``_seg``) whose first event is the batch's first row: its
+    #: answer's cache token then keeps the rest of that visit in one Umami visit.
     opens_visit: str | None = None
 
     @property
@@ -52,10 +54,10 @@ class Batch:
         return ("[" + self.rows["_json"].str.join(",").item() + "]").encode("utf-8")
 
     def split(self) -> tuple[Batch, Batch]:
-        half = self.size // 2
+        half, lane, headers, window = self.size // 2, self.lane, self.headers, self.window
         return (
-            Batch(self.lane, self.rows.head(half), headers=self.headers),
-            Batch(self.lane, self.rows.slice(half), headers=self.headers),
+            Batch(lane, self.rows.head(half), headers=headers, window=window, opens_visit=self.opens_visit),
+            Batch(lane, self.rows.slice(half), headers=headers, window=window),
         )
 
 
@@ -94,17 +96,23 @@ class BodyLimit:
 class LaneQueues:
     """Per-lane FIFO queues of prepared rows, with the scheduling rule for workers.
 
-    A worker takes the lane with the most queued rows among those with nothing
-    in flight. A partial batch goes out only when the input is exhausted or the
-    queues hold more than ``bound`` rows (then the reader is blocked, so memory
-    stays flat).
+    Rows come in windows (see :mod:`.grouping`). A worker takes the lane with
+    the most queued rows among those with nothing in flight whose next rows
+    belong to the oldest window not yet settled: a window's lanes are not the
+    next one's, so a visitor's rows keep their order only if a window is settled
+    before the next one starts. A partial batch goes out only once its window
+    is sealed (wholly queued), the input is exhausted or the queues hold more
+    than ``bound`` rows; the reader is blocked while they do, so memory stays flat.
     """
 
     def __init__(self, lanes: int, batch_size: int, bound: int) -> None:
         self._cond = threading.Condition()
-        self._queues: list[deque[pl.DataFrame]] = [deque() for _ in range(lanes)]
+        self._queues: list[deque[tuple[int, pl.DataFrame]]] = [deque() for _ in range(lanes)]
         self._counts = [0] * lanes
         self._busy = [False] * lanes
+        self._in_flight: list[tuple[int, int]] = [(0, 0)] * lanes  # (window, rows) on the wire
+        self._pending: dict[int, int] = {}  # window -> rows queued or on the wire
+        self._sealed = -1  # windows up to this one are wholly queued
         self._total = 0
         self._batch_size = batch_size
         self.bound = bound
@@ -119,16 +127,34 @@ class LaneQueues:
             while len(self._tokens) > MAX_OPEN_VISITS:
                 self._tokens.popitem(last=False)
 
-    def put(self, lane: int, rows: pl.DataFrame, *, front: bool = False) -> None:
+    def put(self, lane: int, rows: pl.DataFrame, window: int) -> None:
+        """Queue a window's rows of one lane (the reader)."""
         if rows.height == 0:
             return
         with self._cond:
-            if front:
-                self._queues[lane].appendleft(rows)
-            else:
-                self._queues[lane].append(rows)
-            self._counts[lane] += rows.height
-            self._total += rows.height
+            self._queues[lane].append((window, rows))
+            self._pending[window] = self._pending.get(window, 0) + rows.height
+            self._count(lane, rows.height)
+
+    def put_back(self, lane: int, rows: pl.DataFrame) -> None:
+        """Return rows of the lane's batch on the wire to the head of the lane: not processed."""
+        if rows.height == 0:
+            return
+        with self._cond:
+            window, flying = self._in_flight[lane]
+            self._in_flight[lane] = (window, flying - rows.height)
+            self._queues[lane].appendleft((window, rows))
+            self._count(lane, rows.height)
+
+    def _count(self, lane: int, rows: int) -> None:
+        self._counts[lane] += rows
+        self._total += rows
+        self._cond.notify_all()
+
+    def seal(self, window: int) -> None:
+        """Every row of ``window`` is queued: its lanes' last, partial batches may go."""
+        with self._cond:
+            self._sealed = max(self._sealed, window)
             self._cond.notify_all()
 
     def finish_input(self) -> None:
@@ -158,7 +184,9 @@ class LaneQueues:
                 lane = self._pick_lane()
                 if lane is not None:
                     self._busy[lane] = True
-                    return self._form_batch(lane, limit)
+                    batch = self._form_batch(lane, limit)
+                    self._in_flight[lane] = (batch.window, batch.size)
+                    return batch
                 if self._exhausted and self._total == 0 and not any(self._busy):
                     return None
                 self._cond.wait(0.1)
@@ -167,52 +195,64 @@ class LaneQueues:
     def done_with(self, lane: int) -> None:
         """The lane's request is finished (or given up): its next rows may go."""
         with self._cond:
+            window, flying = self._in_flight[lane]
+            self._in_flight[lane] = (0, 0)
+            left = self._pending.get(window, 0) - flying
+            if left > 0:
+                self._pending[window] = left
+            else:
+                self._pending.pop(window, None)
             self._busy[lane] = False
             self._cond.notify_all()
 
     def _pick_lane(self) -> int | None:
+        if not self._pending:
+            return None
+        current = min(self._pending)
         best, best_count = None, 0
         for lane, count in enumerate(self._counts):
-            if count > best_count and not self._busy[lane]:
+            if count > best_count and not self._busy[lane] and self._queues[lane][0][0] == current:
                 best, best_count = lane, count
         if best is None:
             return None
-        if best_count >= self._batch_size or self._exhausted or self._total > self.bound:
+        if best_count >= self._batch_size or current <= self._sealed or self._exhausted or self._total > self.bound:
             return best
         return None
 
     def _form_batch(self, lane: int, limit: BodyLimit) -> Batch:
         """Up to batch_size rows from the head of the lane whose body stays within the limit,
-        all of one segment (one location, or one source visit), with that segment's headers."""
-        queue = self._queues[lane]
-        first = queue[0]
-        segment, geo = str(first["_seg"][0]), str(first["_geo"][0])
+        all of one segment (one location, or one source visit), with that segment's headers.
+
+        A row that opens a crossing visit goes first in its request (the answer's
+        cache token is the first element's) and so ends the batch before it.
+        """
+        window, first = self._queues[lane][0]
+        segment, geo, opens = str(first["_seg"][0]), str(first["_geo"][0]), first["_open"][0]
         headers = request_headers(geo)
+        if opens is not None and opens in self._tokens:
+            # Opened in an earlier window already: this row continues the visit, alone.
+            self._tokens.move_to_end(opens)
+            return self._lone(lane, window, limit, {"x-umami-cache": self._tokens[opens].encode()})
         if segment.startswith(VISIT_SEGMENT):
             token = self._tokens.get(segment)
             if token is None:  # the visit's first event goes alone: its answer names the visit
-                row = first.head(1)
-                self._pop_rows(lane, 1)
-                reason = limit.too_large(int(row["_nbytes"][0]) + 2)
-                return Batch(lane, row, too_large_reason=reason, headers=headers, opens_visit=segment)
+                return self._lone(lane, window, limit, headers, opens_visit=segment)
             self._tokens.move_to_end(segment)
             headers = {"x-umami-cache": token.encode()}
         parts: list[pl.DataFrame] = []
         rows_left = self._batch_size
         budget = limit.target() - 1  # "[" + "]" is 2 bytes, and n elements need n-1 commas
-        while rows_left and queue:
-            head = queue[0]
-            candidate = _segment_head(head, segment, rows_left)
+        queue = self._queues[lane]
+        while rows_left and queue and queue[0][0] == window:
+            head = queue[0][1]
+            candidate = _segment_head(head, segment, rows_left, first=not parts)
             if candidate.height == 0:
                 break
             cumulative = (candidate["_nbytes"].cast(pl.Int64) + 1).cum_sum()
             fit = int(cumulative.search_sorted(budget, side="right"))
             if fit == 0:
                 if not parts:  # one row alone is over the target: alone, or not at all
-                    row = head.head(1)
-                    self._pop_rows(lane, 1)
-                    reason = limit.too_large(int(row["_nbytes"][0]) + 2)
-                    return Batch(lane, row, too_large_reason=reason, headers=headers)
+                    return self._lone(lane, window, limit, headers)
                 break
             parts.append(head.head(fit))
             self._pop_rows(lane, fit)
@@ -221,22 +261,35 @@ class LaneQueues:
             if fit < candidate.height or candidate.height < head.height:
                 break
         rows = parts[0] if len(parts) == 1 else pl.concat(parts, rechunk=False)
-        return Batch(lane, rows, headers=headers)
+        return Batch(lane, rows, headers=headers, window=window, opens_visit=opens)
+
+    def _lone(
+        self, lane: int, window: int, limit: BodyLimit, headers: dict[str, bytes], opens_visit: str | None = None
+    ) -> Batch:
+        """The lane's next row alone (a visit's first event, or a row over the body target)."""
+        row = self._queues[lane][0][1].head(1)
+        self._pop_rows(lane, 1)
+        reason = limit.too_large(int(row["_nbytes"][0]) + 2)
+        return Batch(lane, row, too_large_reason=reason, headers=headers, window=window, opens_visit=opens_visit)
 
     def _pop_rows(self, lane: int, count: int) -> None:
         queue = self._queues[lane]
-        head = queue[0]
+        window, head = queue[0]
         if count >= head.height:
             queue.popleft()
         else:
-            queue[0] = head.slice(count)
+            queue[0] = (window, head.slice(count))
         self._counts[lane] -= count
         self._total -= count
         self._cond.notify_all()
 
 
-def _segment_head(rows: pl.DataFrame, segment: str, limit: int) -> pl.DataFrame:
-    """The leading rows (at most ``limit``) that belong to ``segment``."""
+def _segment_head(rows: pl.DataFrame, segment: str, limit: int, *, first: bool) -> pl.DataFrame:
+    """The leading rows (at most ``limit``) that belong to ``segment``, up to the next opener
+    (which may only lead the batch: ``first`` says the batch is still empty)."""
     head = rows.head(limit)
-    other = (head["_seg"] != segment).arg_true()
+    stop = (head["_seg"] != segment) | head["_open"].is_not_null()
+    if first:
+        stop = stop.scatter(0, False)
+    other = stop.arg_true()
     return head if other.len() == 0 else head.head(int(other[0]))

@@ -67,6 +67,7 @@ def send_stream(
     transport: httpx.BaseTransport | None = None,
     concurrency: AdaptiveConcurrency | None = None,
     crossing: CrossingVisits | None = None,
+    settle: dict[tuple[int, int], bool] | None = None,
 ) -> SendOutcome:
     """Send the prepared rows; resume from ``checkpoint``; return (or raise) when done.
 
@@ -103,6 +104,7 @@ def send_stream(
         progress,
         stop,
         crossing or CrossingVisits.empty(),
+        settle,
     )
     return run.execute(iter(frames), transport, concurrency)
 
@@ -231,9 +233,9 @@ class SendRun(StreamReading, Delivering, Bookkeeping):
         if self.visits_opened:
             self.notes.append(
                 f"{self.visits_opened:,} source visits crossed a clock hour: each was kept one Umami"
-                " visit with one extra request (its first event alone, the rest with its cache token)"
+                " visit: its first event led a request, the rest went with its cache token in one of its own"
             )
-        if self.resent:
+        if self.resent and not self.settle:  # a settling pass's own note is the sink's (see HttpSink)
             self.notes.append(
                 f"{self.resent} rows whose fate was unknown were sent again (--resend-in-doubt):"
                 " those Umami had already stored are now stored twice"

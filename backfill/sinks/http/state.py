@@ -44,6 +44,7 @@ class RunState:
         progress: ProgressCallback | None,
         stop: threading.Event,
         crossing: CrossingVisits,
+        settle: dict[tuple[int, int], bool] | None = None,
     ) -> None:
         if checkpoint.lanes != settings.lanes:
             raise ConfigError(
@@ -70,6 +71,9 @@ class RunState:
         self.probe_done = threading.Event()
         self.error: BaseException | None = None
         self.crossing = crossing
+        #: (file, row) of rows in doubt -> whether reading Umami back found them stored
+        #: (see :mod:`.readback`): found ones are settled as accepted, the others sent again.
+        self.settle = settle or {}
         self.visits_opened = 0  # lone first events of visits that cross a clock hour
         self.started = time.monotonic()
         self.notes: list[str] = []

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import polars as pl
 
 from .doubt import EARLIER_IN_DOUBT, FRESH, IN_DOUBT_KILLED, KILLED_IN_FLIGHT
-from .grouping import regrouped
+from .grouping import windows
 from .state import RunState
 
 
@@ -18,19 +18,28 @@ class StreamReading(RunState):
     def _read(self, frames: Iterator[pl.DataFrame]) -> bool:
         """Classify each frame's rows and queue the ones to send; True when the stream ended."""
         expected_seq: int | None = None
-        for frame in regrouped(frames, self.crossing):
+        window, last_key = -1, None
+        for key, frame in windows(frames, self.crossing, lanes=self.settings.lanes):
             if self._halted():
                 return False
+            if key is None or key != last_key:  # a new window: the lanes may differ from here on
+                self.queues.seal(window)
+                window += 1
+            last_key = key
             rows = self._tag(frame, expected_seq)
             expected_seq = int(rows["_seq"][-1]) + 1
             self.rows_seen += rows.height
-            self._route(rows)
+            self._route(rows, window)
+            if key is None:  # regrouped: the window is whole
+                self.queues.seal(window)
             self.queues.wait_below_bound(self._halted)
         return not self._halted()
 
     def _tag(self, frame: pl.DataFrame, expected_seq: int | None) -> pl.DataFrame:
         """Add ``_origin``/``_rid``/``_nbytes`` and whether each row is to be sent."""
+        twin = pl.len().over("_visitor", "_ts") > 1 if self.settle else pl.lit(False)
         rows = frame.select(
+            twin.alias("_twin"),
             pl.col("_seq").cast(pl.Int64),
             pl.col("_lane").cast(pl.Int64),
             pl.col("_file").cast(pl.Int64),
@@ -38,6 +47,7 @@ class StreamReading(RunState):
             pl.col("_json"),
             pl.col("_geo"),
             pl.col("_seg"),
+            pl.col("_open"),
         )
         _check_stream(rows, expected_seq, self.settings.lanes)
         acked = self.start_acked.gather(rows["_lane"])
@@ -57,8 +67,32 @@ class StreamReading(RunState):
             .otherwise(pl.lit(FRESH))
             .cast(pl.Int8)
         )
-        send = pl.when(pl.col("_origin") == FRESH).then(pl.col("_seq") > pl.col("_acked")).otherwise(pl.lit(resend))
-        return rows.with_columns(_send=send)
+        rows = rows.with_columns(_verdict=self._verdicts(rows))
+        again = pl.lit(resend) | ((pl.col("_origin") == EARLIER_IN_DOUBT) & (pl.col("_verdict") == False))  # noqa: E712
+        send = pl.when(pl.col("_origin") == FRESH).then(pl.col("_seq") > pl.col("_acked")).otherwise(again)
+        return rows.with_columns(_send=send.fill_null(False))
+
+    def _verdicts(self, rows: pl.DataFrame) -> pl.Series:
+        """What reading Umami back said of each row in doubt: stored (True), not (False), or null.
+
+        A row found stored is settled only when no other row of the import has its
+        visitor and second (``_twin``): the event Umami holds could be that one's.
+        """
+        if not self.settle:
+            return pl.Series("_verdict", [None] * rows.height, dtype=pl.Boolean)
+        table = pl.DataFrame(
+            {
+                "_file": [k[0] for k in self.settle],
+                "_row": [k[1] for k in self.settle],
+                "_found": list(self.settle.values()),
+            },
+            schema={"_file": pl.Int64, "_row": pl.Int64, "_found": pl.Boolean},
+        )
+        found = rows.select("_file", "_row", "_twin").join(
+            table, on=["_file", "_row"], how="left", maintain_order="left"
+        )
+        verdict = pl.when(pl.col("_found") & pl.col("_twin")).then(None).otherwise(pl.col("_found"))
+        return found.select(verdict.alias("_verdict")).to_series()
 
     @staticmethod
     def _range_ids(rows: pl.DataFrame, ranges: list[tuple[int, int, int]]) -> pl.Series:
@@ -79,16 +113,17 @@ class StreamReading(RunState):
         )
         return joined.select(pl.when(pl.col("_seq") <= pl.col("_last")).then(pl.col("_id"))).to_series()
 
-    def _route(self, rows: pl.DataFrame) -> None:
+    def _route(self, rows: pl.DataFrame, window: int) -> None:
         """Skip finished rows, record killed-in-flight rows, queue the rest by lane."""
         resend = self.settings.resend_in_doubt
         earlier = rows.filter(pl.col("_origin") == EARLIER_IN_DOUBT)
         if earlier.height:
             with self.lock:
                 self.doubt_keys.update(zip(earlier["_file"], earlier["_row"], strict=True))
-                if resend:
+                if resend or self.settle:
                     for rid, seq in zip(earlier["_rid"], earlier["_seq"], strict=True):
                         self.tracked[rid].seen.append(seq)
+            self._settle_found(earlier.filter(pl.col("_verdict").fill_null(False)))
         if not resend and self.killed:
             killed = rows.filter(pl.col("_kid").is_not_null())
             for (lane,), part in killed.partition_by("_lane", as_dict=True).items():
@@ -97,12 +132,25 @@ class StreamReading(RunState):
                 entry.parts.append(part.filter(pl.col("_origin") == KILLED_IN_FLIGHT))
             self._finalize_killed(upto=int(rows["_seq"][-1]))
         sendable = rows.filter("_send")
-        self.rows_skipped += rows.height - sendable.height - (0 if resend else _count_killed(rows))
+        skipped = rows.height - sendable.height - (0 if resend else _count_killed(rows))
+        self.rows_skipped += skipped - int(rows["_verdict"].fill_null(False).sum())
         sendable = sendable.select(
-            "_seq", "_lane", "_file", "_row", "_json", "_nbytes", "_origin", "_rid", "_geo", "_seg"
+            "_seq", "_lane", "_file", "_row", "_json", "_nbytes", "_origin", "_rid", "_geo", "_seg", "_open"
         )
         for (lane,), part in sendable.partition_by("_lane", as_dict=True, include_key=False).items():
-            self.queues.put(int(lane), part)
+            self.queues.put(int(lane), part, window)
+
+    def _settle_found(self, rows: pl.DataFrame) -> None:
+        """Rows in doubt that reading Umami back found stored: accepted, no longer in doubt."""
+        if rows.height == 0:
+            return
+        with self.lock:
+            self.ledger.read += rows.height
+            self.ledger.accepted += rows.height
+            self.total.accepted += rows.height
+            self._resolve_earlier(rows)
+            version = self._changed()
+        self._durable(version)
 
     def _finalize_killed(self, upto: int | None) -> None:
         """Record in doubt the rows of interrupted batches the stream has fully passed.

@@ -1,0 +1,128 @@
+"""Rows in doubt settled by reading Umami back (read credentials given): found -> accepted,
+not found -> sent again; without credentials they stay in doubt."""
+
+from __future__ import annotations
+
+import collections
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from backfill.sinks.http.readback import read_back
+from backfill.umami_api import auth_headers
+from tests.conftest import run_cli
+from tests.fake_umami import DEFAULT_PASSWORD, DEFAULT_USERNAME, FakeUmami
+from tests.test_geo_visits import _mapping, _sessions_rows, _write
+
+LOGIN = {"UMAMI_USERNAME": DEFAULT_USERNAME, "UMAMI_PASSWORD": DEFAULT_PASSWORD}
+UA = "Mozilla/5.0 umami-backfill/0.1"
+T0 = 1_709_280_000
+
+
+def _element(site: str, visitor: str, ts: int, url: str, name: str | None = None) -> dict[str, Any]:
+    payload: dict[str, Any] = {"website": site, "id": visitor, "timestamp": ts, "url": url, "hostname": "example.com"}
+    if name:
+        payload["name"] = name
+    return {"type": "event", "payload": payload}
+
+
+def test_read_back_tells_stored_from_missing_and_leaves_what_it_cannot_tell(tmp_path: Path) -> None:
+    with FakeUmami() as server:
+        site = server.add_website()
+        stored = [
+            _element(site, "alice", T0, "/a"),
+            _element(site, "alice", T0 + 60, "/b", "signup"),
+            _element(site, "bob", T0 + 5, "/a"),
+            _element(site, "bob", T0 + 5, "/a"),  # twice in one second: one of three below
+            _element(site, "alice-2", T0, "/x"),  # a visitor whose id contains "alice"
+        ]
+        with httpx.Client(headers={"User-Agent": UA}) as client:
+            answer = client.post(f"{server.url}/api/batch", json=stored).json()
+            assert answer["errors"] == 0
+            records = [
+                {"file": "f.csv", "row": 1, "values": _element(site, "alice", T0, "/a")},
+                {"file": "f.csv", "row": 2, "values": _element(site, "alice", T0 + 60, "/b", "signup")},
+                {"file": "f.csv", "row": 3, "values": _element(site, "alice", T0 + 120, "/c")},  # never stored
+                {"file": "f.csv", "row": 4, "values": _element(site, "carol", T0, "/a")},  # no session at all
+                {"file": "f.csv", "row": 5, "values": _element(site, "bob", T0 + 5, "/a")},
+                {"file": "f.csv", "row": 6, "values": _element(site, "bob", T0 + 5, "/a")},
+                {"file": "f.csv", "row": 7, "values": _element(site, "bob", T0 + 5, "/a")},
+                {"file": "f.csv", "row": 8, "values": {"type": "event", "payload": {"website": site, "url": "/"}}},
+            ]
+            headers = auth_headers(client, server.url, LOGIN)
+            verdicts = read_back(client, server.url, site, headers, records)
+    assert verdicts.found == {("f.csv", 1), ("f.csv", 2)}
+    assert verdicts.absent == {("f.csv", 3), ("f.csv", 4)}
+    assert verdicts.unknown == 4  # bob's three identical rows (two stored), and one without an id
+
+
+def test_read_back_calls_nothing_missing_when_it_finds_no_session_at_all(tmp_path: Path) -> None:
+    """Absence of every visitor may mean a read API that does not answer as expected."""
+    with FakeUmami() as server:
+        site = server.add_website()
+        with httpx.Client(headers={"User-Agent": UA}) as client:
+            records = [{"file": "f.csv", "row": i, "values": _element(site, f"v{i}", T0 + i, "/a")} for i in range(3)]
+            verdicts = read_back(client, server.url, site, auth_headers(client, server.url, LOGIN), records)
+    assert not verdicts.found and not verdicts.absent and verdicts.unknown == 3
+    assert verdicts.problems
+
+
+def test_a_killed_import_resumed_with_credentials_ends_with_nothing_in_doubt(tmp_path: Path) -> None:
+    from tests.test_e2e_import import Paths, Processes, batch_requests, import_args, kill9, wait_until
+
+    rows = _sessions_rows(300, seed=3)
+    source = _write(tmp_path / "events.csv", rows)
+    paths = Paths.under(tmp_path)
+    procs = Processes(tmp_path)
+    with FakeUmami() as server:
+        site = server.add_website()
+        server.faults.latency_ms = 30  # a batch on the wire at the kill is stored all the same
+        server.faults.hang(times=2, skip=12, seconds=30)  # these two are never stored
+        args = import_args(source, _mapping(tmp_path), server, site, paths, "--batch-size", "10", "--timeout", "2")
+        try:
+            proc = procs.start(args, "run1")
+            wait_until(lambda: len(batch_requests(server)) >= 25, proc, 60, "25 batches")
+            kill9(proc)
+        finally:
+            procs.cleanup()
+        in_flight = [e for e in json.loads(paths.checkpoint.read_text())["lane_inflight"] if e]
+        assert in_flight  # the kill left batches whose fate the importer does not know
+        server.faults.latency_ms = 0
+        final = run_cli(*args, timeout=90, env=LOGIN)
+        assert final.code == 0, final.stdout + final.stderr
+        stored = collections.Counter(e["url_path"] for e in server.events(site))
+    report = paths.report_json()
+    assert report["ledger"]["balances"] and report["ledger"]["in_doubt"] == 0
+    assert report["ledger"]["accepted"] == len(rows)
+    assert paths.in_doubt_records() == []
+    assert stored == collections.Counter(r["url"] for r in rows)  # every row once: none lost, none twice
+    [note] = [n for n in report["notes"] if n.startswith("rows in doubt read back from Umami")]
+    found, sent_again, unknown = (int(w.replace(",", "")) for w in note.split() if w.replace(",", "").isdigit())
+    assert found > 0 and sent_again >= 2 and unknown == 0, note  # both ways of settling were taken
+
+
+def test_without_credentials_rows_in_doubt_stay_in_doubt(tmp_path: Path) -> None:
+    from tests.test_e2e_import import Paths, Processes, batch_requests, import_args, kill9, wait_until
+
+    rows = _sessions_rows(200, seed=4)
+    source = _write(tmp_path / "events.csv", rows)
+    paths = Paths.under(tmp_path)
+    procs = Processes(tmp_path)
+    with FakeUmami() as server:
+        site = server.add_website()
+        server.faults.latency_ms = 30
+        args = import_args(source, _mapping(tmp_path), server, site, paths, "--batch-size", "10")
+        try:
+            proc = procs.start(args, "run1")
+            wait_until(lambda: len(batch_requests(server)) >= 20, proc, 60, "20 batches")
+            kill9(proc)
+        finally:
+            procs.cleanup()
+        server.faults.latency_ms = 0
+        final = run_cli(*args, timeout=90)
+        assert final.code in (0, 1), final.stdout + final.stderr
+    report = paths.report_json()
+    assert report["ledger"]["balances"] and report["ledger"]["in_doubt"] == len(paths.in_doubt_records()) > 0
+    assert not any("read back from Umami" in n for n in report["notes"])
