@@ -24,16 +24,13 @@ from urllib.parse import urlsplit
 
 import polars as pl
 
-from ...checkpoint import Checkpoint
 from ...errors import ConfigError, SendError
-from ...ledger import Ledger
 from ...ordering import emit
-from ...rejects import RecordFile
 from ...schema import COL_FILE, COL_JSON, COL_ROW
 from .. import Delivery
-from ..outcome import ProgressCallback, SendOutcome, SendProgress
+from ..outcome import SendOutcome, SendProgress
 from . import database, ids
-from .rows import Derivation, Tables, derive
+from .rows import Derivation, Tables, derive, positions
 
 SEQ = "_seq"
 #: Rows per transaction: large enough that commits and per-block work cost little, small
@@ -165,46 +162,24 @@ class PostgresSink:
 
     def deliver(self, delivery: Delivery) -> SendOutcome:
         """Write every block past the checkpoint; the checkpoint moves only after a commit."""
-        prepared = delivery.prepared
-        run = _Run(
-            self,
-            prepared.files,
-            prepared.visits,
-            delivery.checkpoint,
-            delivery.checkpoint_path,
-            delivery.rejects,
-            delivery.run_ledger,
-            delivery.progress,
-            delivery.stop,
-        )
-        return run.execute(emit(prepared.runs))
+        return _Run(self, delivery).execute(emit(delivery.prepared.runs))
 
 
 class _Run:
     """One delivery: the connection, the derivation and the counters."""
 
-    def __init__(
-        self,
-        sink: PostgresSink,
-        files: list[str],
-        crossing: Any,
-        checkpoint: Checkpoint,
-        checkpoint_path: Path,
-        rejects: RecordFile,
-        run_ledger: Ledger,
-        progress: ProgressCallback | None,
-        stop: threading.Event | None,
-    ) -> None:
+    def __init__(self, sink: PostgresSink, delivery: Delivery) -> None:
         settings = sink.settings
+        files = delivery.prepared.files
         self.settings = settings
         self.files = files
         self.file_names = [os.path.basename(f) for f in files]
-        self.cp = checkpoint
-        self.cp_path = checkpoint_path
-        self.rejects = rejects
-        self.ledger = run_ledger
-        self.progress = progress
-        self.stop = stop or threading.Event()
+        self.cp = delivery.checkpoint
+        self.cp_path = delivery.checkpoint_path
+        self.rejects = delivery.rejects
+        self.ledger = delivery.run_ledger
+        self.progress = delivery.progress
+        self.stop = delivery.stop
         self.how = Derivation(
             website=settings.website,
             secret=ids.umami_secret(settings.app_secret),
@@ -213,7 +188,7 @@ class _Run:
             detect=_detector(),
             geoip=sink._lookup,
             exact_visits=settings.exact_visits,
-            crossing=crossing,
+            crossing=delivery.prepared.visits,
         )
         self.written: dict[str, int] = {}
         self.started = time.monotonic()
@@ -240,7 +215,7 @@ class _Run:
 
             if isinstance(exc, psycopg.Error):
                 raise SendError(
-                    f"the database refused or lost the connection ({database._first_line(exc)}); every committed "
+                    f"the database refused or lost the connection ({database.first_line(exc)}); every committed "
                     "block is in the checkpoint: run the same command again to resume"
                 ) from exc
             raise
@@ -285,7 +260,7 @@ class _Run:
             added = database.write_tables(conn, tables)
         except (psycopg.DataError, psycopg.IntegrityError) as exc:
             if block.height == 1:
-                self._record(block, tables, refused_by_db=database._first_line(exc))
+                self._record(block, tables, refused_by_db=database.first_line(exc))
                 return
             half = block.height // 2
             self._write(conn, block.slice(0, half))
@@ -330,11 +305,7 @@ class _Run:
 
     def _reject(self, block: pl.DataFrame, refused: list[tuple[int, int, str, str]]) -> None:
         where = {(int(f), int(r)): (field_name, reason) for f, r, field_name, reason in refused}
-        picked = block.filter(
-            pl.struct(COL_FILE, COL_ROW).map_elements(
-                lambda s: (s[COL_FILE], s[COL_ROW]) in where, return_dtype=pl.Boolean
-            )
-        )
+        picked = block.join(positions(refused), on=[COL_FILE, COL_ROW], how="semi", maintain_order="left")
         records = []
         by_reason: dict[str, list[str]] = {}
         for file_index, row, element in picked.select(COL_FILE, COL_ROW, COL_JSON).iter_rows():

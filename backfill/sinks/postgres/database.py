@@ -105,12 +105,12 @@ def connect(url: str) -> Any:
     try:
         return psycopg.connect(url, application_name="umami-backfill", connect_timeout=15)
     except psycopg.OperationalError as exc:
-        raise ConfigError(f"cannot connect to the database ({_first_line(exc)})") from exc
+        raise ConfigError(f"cannot connect to the database ({first_line(exc)})") from exc
     except psycopg.ProgrammingError as exc:
-        raise ConfigError(f"--database-url is not a valid PostgreSQL URL ({_first_line(exc)})") from exc
+        raise ConfigError(f"--database-url is not a valid PostgreSQL URL ({first_line(exc)})") from exc
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 

@@ -124,15 +124,12 @@ class Tables:
     session_data: pl.DataFrame
     refused: list[tuple[int, int, str, str]] = field(default_factory=list)  # (file, row, field, reason)
 
-    @property
-    def counts(self) -> dict[str, int]:
-        return {
-            "session": self.session.height,
-            "website_event": self.website_event.height,
-            "event_data": self.event_data.height,
-            "revenue": self.revenue.height,
-            "session_data": self.session_data.height,
-        }
+
+def positions(refused: list[tuple[int, int, str, str]]) -> pl.DataFrame:
+    """The (file, row) of each refused row, to join a block on."""
+    return pl.DataFrame(
+        [(f, r) for f, r, _, _ in refused], schema={COL_FILE: pl.UInt32(), COL_ROW: pl.UInt64()}, orient="row"
+    )
 
 
 def derive(block: pl.DataFrame, how: Derivation) -> Tables:
@@ -150,9 +147,7 @@ def derive(block: pl.DataFrame, how: Derivation) -> Tables:
     session_data, identify_refused = _session_data_rows(frame.filter(pl.col("type") == "identify"), how)
     refused.extend(identify_refused)
     if refused:  # a row Umami fails on is rejected whole: none of its rows are written
-        gone = pl.DataFrame(
-            [(f, r) for f, r, _, _ in refused], schema={COL_FILE: pl.UInt32(), COL_ROW: pl.UInt64()}, orient="row"
-        )
+        gone = positions(refused)
         frame = frame.join(gone, on=[COL_FILE, COL_ROW], how="anti", maintain_order="left")
         events = events.join(gone, on=[COL_FILE, COL_ROW], how="anti", maintain_order="left")
         kept = events["event_id"].implode()
@@ -187,6 +182,20 @@ def _decoded(block: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+_ABSENT = "\x01"  # a null inside a pair key
+
+
+def _pair_key(first: pl.Expr, second: pl.Expr) -> pl.Expr:
+    """One text key per (first, second) pair of nullable strings, so a Python function
+    runs once per distinct pair (``map_unique``); :func:`_split_pair` reverses it."""
+    return pl.concat_str([first.fill_null(_ABSENT), second.fill_null(_ABSENT)], separator="\x00")
+
+
+def _split_pair(key: str) -> tuple[str | None, str | None]:
+    first, _, second = key.partition("\x00")
+    return (None if first == _ABSENT else first), (None if second == _ABSENT else second)
+
+
 def _truthy(column: str) -> pl.Expr:
     """JavaScript truthiness of an optional string field (absent and "" are false)."""
     return pl.col(column).is_not_null() & (pl.col(column) != "")
@@ -200,14 +209,8 @@ def _client_columns(frame: pl.DataFrame, how: Derivation) -> list[pl.Series]:
     ua = frame.select(
         pl.when(_truthy("userAgent")).then(pl.col("userAgent")).otherwise(pl.lit(how.user_agent)).alias("ua")
     )["ua"]
-    # One key per distinct (user agent, screen); "\x01" stands for a missing screen.
-    key = pl.concat_str([ua, frame["screen"].fill_null("\x01")], separator="\x00")
-
-    def detect(pair: str) -> list[str | None]:
-        agent, _, screen = pair.partition("\x00")
-        return list(how.detect(agent, None if screen == "\x01" else screen))
-
-    detected = map_unique(pl.select(key).to_series(), detect, pl.List(pl.String()))
+    key = frame.select(_pair_key(pl.lit(ua), pl.col("screen"))).to_series()
+    detected = map_unique(key, lambda k: list(how.detect(*_split_pair(k))), pl.List(pl.String()))
     out = [
         frame[name].fill_null(detected.list.get(i, null_on_oob=True)).alias(f"s_{name}")
         for i, name in enumerate(("browser", "os", "device"))
@@ -236,14 +239,8 @@ def _header_location(key: str) -> list[str | None]:
     if not key:
         return [None, None, None]
     country, region, city = key.split(SEPARATOR)
-    region_part = region.split("-", 1)[-1] if region else None
-    if region_part:  # getRegionCode: "CC-" unless the header already holds a "-"
-        region_part = region_part if "-" in region_part else f"{country}-{region_part}"
-    return [
-        safe_decode_uri_component(country),
-        safe_decode_uri_component(region_part),
-        safe_decode_uri_component(city or None),
-    ]
+    # geo.request_headers sends the region without its country prefix
+    return list(_stored_location(country, region.split("-", 1)[-1] or None, city or None))
 
 
 def _ip_location(ip: str, lookup: LookupFn | None) -> tuple[str | None, str | None, str | None] | None:
@@ -252,7 +249,15 @@ def _ip_location(ip: str, lookup: LookupFn | None) -> tuple[str | None, str | No
     found = lookup(ip)
     if not found:
         return None
-    country, region, city = found
+    return _stored_location(*found)
+
+
+def _stored_location(
+    country: str | None, region: str | None, city: str | None
+) -> tuple[str | None, str | None, str | None]:
+    """What getLocation/getClientInfo keep of a location, headers or GeoIP alike:
+    getRegionCode ("CC-" unless the region holds a "-"; none without a country),
+    then safeDecodeURIComponent of each part."""
     region = (region if "-" in region else f"{country}-{region}") if country and region else None
     return (
         safe_decode_uri_component(country),
@@ -406,17 +411,9 @@ _REFERRER_DTYPE = pl.Struct({name: pl.String() for name in ("referrer_path", "re
 def _event_rows(events: pl.DataFrame, how: Derivation) -> pl.DataFrame:
     """One ``website_event`` row per event, with ``_field``/``_refusal`` set where Node's URL parser throws."""
     hostname = pl.when(_truthy("hostname")).then(pl.col("hostname"))
-    # One key per distinct (url, hostname); "\x01" stands for an absent url.
-    url_key = events.select(
-        pl.when(pl.col("url").is_null())
-        .then(pl.lit("\x01"))
-        .otherwise(pl.concat_str([pl.col("url"), hostname.fill_null("")], separator="\x00"))
-        .alias("k")
-    )["k"]
-    urls = map_unique(url_key, lambda k: _parsed_url(*_split_pair(k, url_key_events=True)), _URL_DTYPE)
-    referrer_key = events.select(
-        pl.concat_str([pl.col("referrer").fill_null("\x02"), hostname.fill_null("\x02")], separator="\x00")
-    ).to_series()
+    url_key = events.select(_pair_key(pl.col("url"), hostname)).to_series()
+    urls = map_unique(url_key, lambda k: _parsed_url(*_split_pair(k)), _URL_DTYPE)
+    referrer_key = events.select(_pair_key(pl.col("referrer"), hostname)).to_series()
     referrers = map_unique(referrer_key, lambda k: _parsed_referrer(*_split_pair(k)), _REFERRER_DTYPE)
     name_truthy = _truthy("name")
     frame = pl.concat([events, urls.struct.unnest(), referrers.struct.unnest()], how="horizontal")
@@ -438,16 +435,6 @@ def _event_rows(events: pl.DataFrame, how: Derivation) -> pl.DataFrame:
         .alias("_refusal"),
     )
     return frame
-
-
-def _split_pair(key: str, *, url_key_events: bool = False) -> tuple[str | None, str | None]:
-    if url_key_events:
-        if key == "\x01":
-            return None, None
-        first, _, second = key.partition("\x00")
-        return first, second or None
-    first, _, second = key.partition("\x00")
-    return (None if first == "\x02" else first), (None if second == "\x02" else second)
 
 
 # --------------------------------------------------------------------------- event data, revenue, session data
