@@ -19,6 +19,8 @@ from .js import js_number_text, json_stringify, to_fixed_4
 STRING, NUMBER, BOOLEAN, DATE, ARRAY = 1, 2, 3, 4, 5
 DATETIME = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{3}(Z|\+[0-9]{2}:[0-9]{2})?)?$")
 _JS_MAX_SAFE = 2**53
+#: A plain decimal numeral (what JavaScript's Number() and decimal.js both read the same way).
+DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,7 @@ def js_to_number(text: str) -> float | None:
             return float(int(stripped, 0))
         if stripped in ("Infinity", "+Infinity", "-Infinity"):
             return float(stripped.replace("Infinity", "inf"))
-        if not re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", stripped):
+        if not DECIMAL.fullmatch(stripped):
             return None
         return float(stripped)
     except ValueError:
@@ -114,7 +116,7 @@ def revenue_text(value: Any) -> str | None:
         return None
     if isinstance(value, int | float):
         return js_number_text(value)
-    if isinstance(value, str) and re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", value):
+    if isinstance(value, str) and DECIMAL.fullmatch(value):
         return value
     return None
 
