@@ -289,6 +289,16 @@ def kill9(proc: subprocess.Popen[bytes]) -> None:
     assert proc.returncode == -signal.SIGKILL
 
 
+def kill_after_batches(procs: Processes, args: list[Any], server: FakeUmami, batches: int, tag: str = "run1") -> None:
+    """Start an import, SIGKILL it once the fake Umami has seen ``batches`` batch requests."""
+    try:
+        proc = procs.start(args, tag)
+        wait_until(lambda: len(batch_requests(server)) >= batches, proc, 60, f"{batches} batches")
+        kill9(proc)
+    finally:
+        procs.cleanup()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -298,7 +298,7 @@ def _sessions_rows(visitors: int, seed: int) -> list[dict[str, object]]:
 
 
 def test_killed_and_resumed_import_keeps_locations_and_loses_or_doubles_nothing(tmp_path: Path) -> None:
-    from tests.test_e2e_import import Paths, Processes, batch_requests, import_args, kill9, wait_until
+    from tests.test_e2e_import import Paths, Processes, import_args, kill_after_batches
 
     rows = _sessions_rows(400, seed=11)
     source = _write(tmp_path / "events.csv", rows)
@@ -308,12 +308,7 @@ def test_killed_and_resumed_import_keeps_locations_and_loses_or_doubles_nothing(
         site = server.add_website()
         server.faults.latency_ms = 20
         args = import_args(source, _mapping(tmp_path), server, site, paths, "--batch-size", "20")
-        try:
-            proc = procs.start(args, "run1")
-            wait_until(lambda: len(batch_requests(server)) >= 40, proc, 60, "40 batches")
-            kill9(proc)
-        finally:
-            procs.cleanup()
+        kill_after_batches(procs, args, server, 40)
         server.faults.latency_ms = 0
         final = run_cli(*args, timeout=90)
         assert final.code in (0, 1), final.stdout + final.stderr

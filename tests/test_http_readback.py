@@ -70,7 +70,7 @@ def test_read_back_calls_nothing_missing_when_it_finds_no_session_at_all(tmp_pat
 
 
 def test_a_killed_import_resumed_with_credentials_ends_with_nothing_in_doubt(tmp_path: Path) -> None:
-    from tests.test_e2e_import import Paths, Processes, batch_requests, import_args, kill9, wait_until
+    from tests.test_e2e_import import Paths, Processes, import_args, kill_after_batches
 
     rows = _sessions_rows(300, seed=3)
     source = _write(tmp_path / "events.csv", rows)
@@ -81,12 +81,7 @@ def test_a_killed_import_resumed_with_credentials_ends_with_nothing_in_doubt(tmp
         server.faults.latency_ms = 30  # a batch on the wire at the kill is stored all the same
         server.faults.hang(times=2, skip=12, seconds=30)  # these two are never stored
         args = import_args(source, _mapping(tmp_path), server, site, paths, "--batch-size", "10", "--timeout", "2")
-        try:
-            proc = procs.start(args, "run1")
-            wait_until(lambda: len(batch_requests(server)) >= 25, proc, 60, "25 batches")
-            kill9(proc)
-        finally:
-            procs.cleanup()
+        kill_after_batches(procs, args, server, 25)
         in_flight = [e for e in json.loads(paths.checkpoint.read_text())["lane_inflight"] if e]
         assert in_flight  # the kill left batches whose fate the importer does not know
         server.faults.latency_ms = 0
@@ -104,7 +99,7 @@ def test_a_killed_import_resumed_with_credentials_ends_with_nothing_in_doubt(tmp
 
 
 def test_without_credentials_rows_in_doubt_stay_in_doubt(tmp_path: Path) -> None:
-    from tests.test_e2e_import import Paths, Processes, batch_requests, import_args, kill9, wait_until
+    from tests.test_e2e_import import Paths, Processes, import_args, kill_after_batches
 
     rows = _sessions_rows(200, seed=4)
     source = _write(tmp_path / "events.csv", rows)
@@ -114,12 +109,7 @@ def test_without_credentials_rows_in_doubt_stay_in_doubt(tmp_path: Path) -> None
         site = server.add_website()
         server.faults.latency_ms = 30
         args = import_args(source, _mapping(tmp_path), server, site, paths, "--batch-size", "10")
-        try:
-            proc = procs.start(args, "run1")
-            wait_until(lambda: len(batch_requests(server)) >= 20, proc, 60, "20 batches")
-            kill9(proc)
-        finally:
-            procs.cleanup()
+        kill_after_batches(procs, args, server, 20)
         server.faults.latency_ms = 0
         final = run_cli(*args, timeout=90)
         assert final.code in (0, 1), final.stdout + final.stderr
