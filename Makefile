@@ -1,18 +1,54 @@
-# Every install step lives here: a fresh clone needs only python3 (>= 3.11).
+# Every install step lives here: a fresh clone needs only python3 (>= 3.11) and make.
+# Installs come from uv.lock (exact versions and hashes, runtime and dev): `make install`
+# installs exactly that into .venv/ and refuses when pyproject.toml and the lock disagree.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# uv itself, pinned by hash in .ci/uv-requirements.txt, lives in .tools/ (not in the project's venv).
+TOOLS  := .tools
+UV     := $(TOOLS)/bin/uv
+# uv never downloads a Python of its own: it uses $(PYTHON), as the README promises.
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install demo test lint bench bench-db clean postgres
+.PHONY: install demo test lint bench bench-db clean postgres lock test-latest versions
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+$(UV): .ci/uv-requirements.txt
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r .ci/uv-requirements.txt
+	touch $(UV)
+
+$(STAMP): $(UV) pyproject.toml uv.lock
+	@$(UV) lock --check --quiet --python $(PYTHON) 2>/dev/null || { \
+		echo "uv.lock does not match pyproject.toml (a dependency or bound changed without a new lock)."; \
+		echo "Fix: run 'make lock' (re-resolves the lock within pyproject's bounds), then 'make test' and commit uv.lock."; \
+		exit 2; }
+	$(UV) sync --locked --extra dev --python $(PYTHON) --quiet
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# What is installed, one name==version a line (CI prints it first).
+versions: $(STAMP)
+	@$(UV) pip freeze --python $(BIN)/python
+
+# Re-resolve uv.lock to the newest versions pyproject.toml's bounds allow. Then: make test, commit uv.lock.
+lock: $(UV)
+	$(UV) lock --upgrade --python $(PYTHON)
+
+# The suite against the newest versions in a throwaway environment; uv.lock and .venv stay untouched.
+# BOUNDS=off also lifts pyproject's upper bounds, to see what the next major versions would break.
+BOUNDS ?= on
+test-latest: $(UV) postgres
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(UV) venv --quiet --python $(PYTHON) "$$tmp/venv" || exit 1; \
+	if [ "$(BOUNDS)" = off ]; then $(PYTHON) .ci/bare_requirements.py > "$$tmp/overrides.txt" || exit 1; \
+		override="--override $$tmp/overrides.txt"; fi; \
+	$(UV) pip install --quiet --python "$$tmp/venv/bin/python" --upgrade $$override -e '.[dev]' || exit 1; \
+	echo "newest versions (BOUNDS=$(BOUNDS)):"; \
+	$(UV) pip freeze --python "$$tmp/venv/bin/python" | grep -v '^-e' | tr '\n' ' '; echo; \
+	"$$tmp/venv/bin/python" -m pytest -n 2 -p no:cacheprovider
 
 # The main job on the shipped sample: a dry run unless UMAMI_HOST (and UMAMI_WEBSITE_ID) are set.
 # The sample holds bad rows on purpose, so exit status 1 (rows rejected) is the expected outcome.
@@ -52,4 +88,4 @@ bench-db: $(STAMP) postgres
 	$(BIN)/python bench/database.py $(BENCH_DB_ARGS)
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache
+	rm -rf $(VENV) $(TOOLS) .demo .pytest_cache

@@ -48,9 +48,9 @@ def block(start_row: int, rows: int, visitors: int, seed: int, countries: bool =
     h = pl.col("i").hash(seed)
 
     def pick(values: list[str], salt: int) -> pl.Expr:
-        return pl.lit(pl.Series(values)).get((pl.col("i").hash(seed + salt) % len(values)).cast(pl.Int64))
+        return pl.lit(pl.Series(values)).gather((pl.col("i").hash(seed + salt) % len(values)).cast(pl.Int64))
 
-    country = pl.lit(pl.Series(COUNTRIES)).get(((h % visitors).hash(seed + 7) % len(COUNTRIES)).cast(pl.Int64))
+    country = pl.lit(pl.Series(COUNTRIES)).gather(((h % visitors).hash(seed + 7) % len(COUNTRIES)).cast(pl.Int64))
     out = frame.select(
         pl.from_epoch(START + pl.col("i") * SPAN // max(1, TOTAL[0]), "s")
         .dt.strftime("%Y-%m-%dT%H:%M:%SZ")
