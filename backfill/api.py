@@ -50,7 +50,7 @@ from .schema import (
 )
 from .sources import ReadOptions, SourceFile, estimate_rows, expand_sources, iter_chunks, read_schema
 from .transform import DEFAULT_LANES, TimeWindow, apply_mapping, file_tag, lanes_for, shard_of
-from .umami_api import RunRefusedError
+from .umami.api import RunRefusedError
 from .validate import validate
 from .visits import CrossingVisits, VisitSpans, visit_key_expr
 

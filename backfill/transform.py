@@ -21,7 +21,7 @@ import polars as pl
 from .errors import MappingError
 from .mapping import TEMPLATE_PLACEHOLDER, Mapping, ValueSpec
 from .schema import COL_FILE, COL_LANE, COL_ROW, COL_SKIP, COL_TS, COL_VISIT, COL_VISITOR
-from .vocabulary import normalize_browser, normalize_device, normalize_os
+from .umami.vocabulary import normalize_browser, normalize_device, normalize_os
 
 COL_TS_ERROR = "_ts_error"
 #: Source text of non-string data values, kept to tell "absent" from "not a number".

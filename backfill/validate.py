@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from .botcheck import bot_mask
 from .mapping import Mapping
 from .payload import DATA_OBJECT, build_elements
 from .schema import (
@@ -39,6 +38,7 @@ from .schema import (
     TITLE_LIMIT,
 )
 from .transform import COL_TS_ERROR, RAW_PREFIX
+from .umami.bots import bot_mask
 
 #: Earliest event time accepted: older values are almost surely a unit or parsing error.
 EARLIEST_TIMESTAMP = 631_152_000  # 1990-01-01T00:00:00Z

@@ -1395,7 +1395,7 @@ class FakeUmami:
         username, password: the account ``POST /api/auth/login`` accepts.
         api_key: accepted in ``x-umami-api-key`` (Umami Cloud style); None: off.
         disable_bot_check: like the DISABLE_BOT_CHECK server setting.
-        bot_check: ``ua -> bool``; default ``backfill.botcheck.is_bot`` (imported lazily).
+        bot_check: ``ua -> bool``; default ``backfill.umami.bots.is_bot`` (imported lazily).
         skip_location_headers: like SKIP_LOCATION_HEADERS (ignore CDN location headers).
         ignore_ips: like IGNORE_IP: these client ips get HTTP 403.
         geoip: ip -> (country, region, city) standing in for the GeoIP database.
@@ -1468,7 +1468,7 @@ class FakeUmami:
         if self._httpd is not None:
             return self
         if self._bot_check is None and not self.disable_bot_check:
-            from backfill.botcheck import is_bot  # imported here: it pulls in polars
+            from backfill.umami.bots import is_bot  # imported here: it pulls in polars
 
             self._bot_check = is_bot
         self._serve(self.port)
@@ -1819,7 +1819,7 @@ class FakeUmami:
         if hit is None:
             check = self._bot_check
             if check is None:
-                from backfill.botcheck import is_bot
+                from backfill.umami.bots import is_bot
 
                 check = self._bot_check = is_bot
             hit = self._bot_cache[ua] = bool(check(ua))

@@ -14,8 +14,8 @@ import polars as pl
 import pytest
 import regex
 
-from backfill import botcheck
-from backfill.botcheck import ISBOT_VERSION, PATTERNS, _js_to_python, bot_mask, is_bot
+from backfill.umami import bots as botcheck
+from backfill.umami.bots import ISBOT_VERSION, PATTERNS, _js_to_python, bot_mask, is_bot
 
 CHROME_WINDOWS = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
@@ -104,7 +104,7 @@ FULL_PATTERN_SHA256 = "e3a56c48bf5cd2eb8f8ebd44050e20a7ad1cd812910de1cdc9c17f821
 
 
 def test_vendored_list_is_verbatim() -> None:
-    path = resources.files("backfill") / "data" / f"isbot-{ISBOT_VERSION}.json"
+    path = resources.files("backfill.umami") / "data" / f"isbot-{ISBOT_VERSION}.json"
     data = json.loads(path.read_text(encoding="utf-8"))
     assert data["source"] == "isbot@5.1.37 (npm), Unlicense"
     assert tuple(data["patterns"]) == PATTERNS

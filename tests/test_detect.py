@@ -19,9 +19,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from backfill import detect
-from backfill.botcheck import _js_to_python, is_bot
-from backfill.detect import client_columns, detect_client, js_number
+from backfill.umami import detect
+from backfill.umami.bots import _js_to_python, is_bot
+from backfill.umami.detect import client_columns, detect_client, js_number
 
 CASES_PATH = Path(__file__).parent / "data" / "umami_ua_cases.json"
 
@@ -160,7 +160,7 @@ def test_every_stored_case_gets_umamis_browser_os_and_device() -> None:
 
 
 def test_the_bot_check_agrees_with_what_umami_stored() -> None:
-    """Dropped rows are bots by ``botcheck``; stored rows are not (Umami stores only what isbot lets through)."""
+    """Dropped rows are bots by ``umami.bots``; stored rows are not (Umami stores only what isbot lets through)."""
     cases = _load_cases()
     mismatches = [
         f"{c['userAgent']!r}: stored={c['stored']}, is_bot={is_bot(c['userAgent'])}"
@@ -232,7 +232,7 @@ def test_client_columns_on_an_empty_frame() -> None:
 
 
 def test_vendored_detect_browser_lists_are_complete_and_licensed() -> None:
-    path = resources.files("backfill") / "data" / f"detect-browser-{detect.DETECT_BROWSER_VERSION}.json"
+    path = resources.files("backfill.umami") / "data" / f"detect-browser-{detect.DETECT_BROWSER_VERSION}.json"
     data = json.loads(path.read_text(encoding="utf-8"))
     assert "Copyright (c) 2019 Damon Oehlman" in "\n".join(data["license"])
     assert data["license"][0] == "The MIT License (MIT)"

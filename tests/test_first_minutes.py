@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from backfill.sinks.http import BatchVerdict, SendSettings, read_batch_answer, run_wide_refusal
-from backfill.umami_api import website_id_problem
+from backfill.umami.api import website_id_problem
 
 from .conftest import MAPPINGS, SAMPLES, import_into, run_cli
 from .fake_umami import FakeUmami

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from backfill.sinks.http.readback import read_back
-from backfill.umami_api import auth_headers
+from backfill.umami.api import auth_headers
 from tests.conftest import run_cli
 from tests.fake_umami import DEFAULT_PASSWORD, DEFAULT_USERNAME, FakeUmami
 from tests.test_geo_visits import _mapping, _sessions_rows, _write

@@ -71,8 +71,9 @@ def db_import(url: str, website: str, source: Path | str, mapping: Path | str, t
 
 @pytest.mark.parametrize("case", pg_cases.stored_cases(), ids=lambda c: c["name"])
 def test_recorded_case_stores_what_umami_stored(pg: Cluster, case: dict[str, Any]) -> None:
-    from backfill.detect import detect_client
-    from backfill.sinks.postgres import database, ids, rows
+    from backfill.sinks.postgres import database, rows
+    from backfill.umami import ids
+    from backfill.umami.detect import detect_client
 
     default_ua, _ = pg_cases.load_cases()
     url, website = pg.new_umami_database()
@@ -101,8 +102,9 @@ def test_every_recorded_user_agent_gives_the_stored_browser_os_and_device(pg: Cl
     """All of umami_ua_cases.json that Umami stored, through the sink's own derivation."""
     import polars as pl
 
-    from backfill.detect import detect_client
-    from backfill.sinks.postgres import database, ids, rows
+    from backfill.sinks.postgres import database, rows
+    from backfill.umami import ids
+    from backfill.umami.detect import detect_client
 
     cases = [c for c in json.loads((ROOT / "tests/data/umami_ua_cases.json").read_text())["cases"] if c["stored"]]
     url, website = pg.new_umami_database()

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from backfill.errors import ConfigError, TerminalSendError
-from backfill.umami_api import check_website
+from backfill.umami.api import check_website
 from tests.conftest import SAMPLES, run_cli
 from tests.fake_umami import DEFAULT_PASSWORD, DEFAULT_USERNAME, FakeUmami
 

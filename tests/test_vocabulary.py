@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from backfill.schema import FIELD_LIMITS
-from backfill.vocabulary import (
+from backfill.umami.vocabulary import (
     BROWSER_ALIASES,
     BROWSERS,
     DEVICE_ALIASES,

@@ -5,7 +5,7 @@ Matomo stores a visitor's browser, OS and device as device-detector CODES
 ``log_visit`` table and the Live API (``browserCode``, ``operatingSystemCode``;
 the Live API gives the device type as its English label). Umami stores its own
 keys (``chrome``, ``Mac OS``, ``mobile``), so a code is turned into the name
-device-detector gives it, and that name goes through ``backfill.vocabulary``,
+device-detector gives it, and that name goes through ``backfill.umami.vocabulary``,
 the same table every other source uses (so iOS browsers become ``crios``,
 ``ios``, ... from the OS, as Umami's own detection would store them).
 
@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import polars as pl
 
-from backfill.vocabulary import normalize_browser, normalize_device, normalize_os
+from backfill.umami.vocabulary import normalize_browser, normalize_device, normalize_os
 
 S = pl.String()
 F64 = pl.Float64()
 
-#: device-detector browser code -> a name ``backfill.vocabulary`` knows.
+#: device-detector browser code -> a name ``backfill.umami.vocabulary`` knows.
 BROWSER_NAMES: dict[str, str] = {
     "CH": "Chrome",
     "CM": "Chrome Mobile",
@@ -66,7 +66,7 @@ BROWSER_NAMES: dict[str, str] = {
     "PM": "Firefox",  # Pale Moon: "Firefox/" in its user agent
 }
 
-#: device-detector OS code -> a name ``backfill.vocabulary`` knows (Windows: see os_expr).
+#: device-detector OS code -> a name ``backfill.umami.vocabulary`` knows (Windows: see os_expr).
 OS_NAMES: dict[str, str] = {
     "MAC": "Mac",
     "IOS": "iOS",
@@ -199,7 +199,7 @@ def browser_expr(code: pl.Expr, os_code: pl.Expr) -> pl.Expr:
 
 
 def os_name(code: pl.Expr, version: pl.Expr) -> pl.Expr:
-    """A name ``backfill.vocabulary`` knows for an OS code; Windows with its version
+    """A name ``backfill.umami.vocabulary`` knows for an OS code; Windows with its version
     (``WIN`` + ``7`` is Windows 7; 10, 11 and none are Umami's Windows 10)."""
     code = text(code)
     version = text(version)

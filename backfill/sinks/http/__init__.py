@@ -64,7 +64,7 @@ class HttpSink:
         return {"host": self.settings.host, "website": self.settings.website}
 
     def preflight(self, say: Callable[[str], None]) -> None:
-        from ...umami_api import check_website
+        from ...umami.api import check_website
 
         preflight(self.settings)
         if self.check_website:
@@ -75,7 +75,7 @@ class HttpSink:
     def deliver(self, delivery: Delivery) -> SendOutcome:
         outcome = self._send(delivery, delivery.run_ledger)
         if outcome.completed and outcome.cumulative.in_doubt and not self.settings.resend_in_doubt:
-            from ...umami_api import have_credentials
+            from ...umami.api import have_credentials
 
             if have_credentials():
                 return self._settle_in_doubt(delivery, outcome)
@@ -104,7 +104,7 @@ class HttpSink:
         """Read the rows in doubt back from Umami, then pass over the stream once more: rows
         found stored are accepted, rows not found are sent again (in their lanes' order)."""
         from ...errors import BackfillError
-        from ...umami_api import auth_headers
+        from ...umami.api import auth_headers
 
         # A request cut off in this run may still be running on Umami (it stores a batch's
         # elements one after another): give it time to finish before looking.

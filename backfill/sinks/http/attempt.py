@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from ...errors import TerminalSendError
-from ...umami_api import RunRefusedError
+from ...umami.api import RunRefusedError
 from .answers import read_batch_answer, short, website_missing
 from .settings import SendSettings
 

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from ...errors import TerminalSendError, TransientSendError
-from ...umami_api import RunRefusedError
+from ...umami.api import RunRefusedError
 from .answers import read_batch_answer, run_wide_refusal, website_missing
 from .attempt import Attempt, http_refusal, post_batch, refuses_the_run
 from .queues import Batch

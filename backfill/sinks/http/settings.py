@@ -8,7 +8,7 @@ import httpx
 
 from ...errors import ConfigError, TerminalSendError
 from ...throttle import DEFAULT_MAX_CONCURRENCY
-from ...umami_api import website_id_problem
+from ...umami.api import website_id_problem
 
 MAX_BATCH_SIZE = 500
 #: Node's default keep-alive timeout is 5 s: reusing a connection idle for longer races the
@@ -93,7 +93,7 @@ def preflight(settings: SendSettings, client: httpx.Client | None = None) -> Non
     problem = website_id_problem(settings.website)
     if problem:
         raise ConfigError(problem)
-    from ...botcheck import is_bot  # imported here: only a real send needs the pattern list
+    from ...umami.bots import is_bot  # imported here: only a real send needs the pattern list
 
     if is_bot(settings.user_agent):
         raise ConfigError(

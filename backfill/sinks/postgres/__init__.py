@@ -27,9 +27,10 @@ import polars as pl
 from ...errors import ConfigError, SendError
 from ...ordering import emit
 from ...schema import COL_FILE, COL_JSON, COL_ROW
+from ...umami import ids
 from .. import Delivery
 from ..outcome import SendOutcome, SendProgress
-from . import database, ids
+from . import database
 from .rows import Derivation, Tables, derive, positions
 
 SEQ = "_seq"
@@ -55,7 +56,7 @@ class PostgresSettings:
     def __post_init__(self) -> None:
         if self.transaction_rows < 1:
             raise ConfigError("--transaction-rows must be at least 1")
-        from ...umami_api import website_id_problem
+        from ...umami.api import website_id_problem
 
         problem = website_id_problem(self.website)
         if problem:
@@ -374,6 +375,6 @@ def _prefetch(
 
 
 def _detector() -> Callable[[str | None, str | None], tuple[str | None, str | None, str | None]]:
-    from ...detect import detect_client
+    from ...umami.detect import detect_client
 
     return detect_client

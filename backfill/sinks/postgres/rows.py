@@ -34,9 +34,9 @@ from ...schema import (
     SESSION_TABLE_COLUMNS,
 )
 from ...transform import map_unique
+from ...umami import eventdata, ids
+from ...umami.js import js_substring, parse_url, safe_decode_uri, safe_decode_uri_component, search_param
 from ...visits import CrossingVisits
-from . import eventdata, ids
-from .js import js_substring, parse_url, safe_decode_uri, safe_decode_uri_component, search_param
 
 URL_LENGTH = 500  # Umami's URL_LENGTH and PAGE_TITLE_LENGTH
 EVENT_NAME_LENGTH = 50

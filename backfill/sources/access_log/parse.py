@@ -17,9 +17,9 @@ from dataclasses import replace
 
 import polars as pl
 
-from backfill.botcheck import bot_mask
 from backfill.sources.access_log.formats import PARTS, LineFormat
 from backfill.transform import map_unique
+from backfill.umami.bots import bot_mask
 
 S = pl.String()
 TIME = pl.Datetime("us", "UTC")

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import httpx
 
-from .errors import ConfigError, TerminalSendError
+from ..errors import ConfigError, TerminalSendError
 
 ENV_API_KEY = "UMAMI_API_KEY"
 ENV_USERNAME = "UMAMI_USERNAME"

@@ -118,7 +118,7 @@ def _js_to_python(pattern: str) -> str:
 
 def _load_patterns() -> list[str]:
     """The vendored isbot list, exactly as the npm package ships it."""
-    path = resources.files("backfill") / "data" / f"isbot-{ISBOT_VERSION}.json"
+    path = resources.files("backfill.umami") / "data" / f"isbot-{ISBOT_VERSION}.json"
     data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     patterns = data["patterns"]
     if not patterns or not all(isinstance(p, str) for p in patterns):

@@ -42,7 +42,7 @@ from typing import Any
 
 import polars as pl
 
-from .botcheck import _js_to_python
+from .bots import _js_to_python
 
 UMAMI_VERSION = "3.1.0"
 DETECT_BROWSER_VERSION = "5.3.0"
@@ -65,7 +65,7 @@ _JS_WHITESPACE = (
 
 def _load_detect_browser() -> dict[str, Any]:
     """The vendored detect-browser rule lists, exactly as the npm package ships them."""
-    path = resources.files("backfill") / "data" / f"detect-browser-{DETECT_BROWSER_VERSION}.json"
+    path = resources.files("backfill.umami") / "data" / f"detect-browser-{DETECT_BROWSER_VERSION}.json"
     data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     for key in ("browsers", "operating_systems"):
         rules = data.get(key)
