@@ -46,9 +46,11 @@ def _generator() -> ModuleType:
     return module
 
 
-def read_all(fmt: str, *paths: str | Path) -> pl.DataFrame:
-    options = ReadOptions(format=fmt)
+def read_all(fmt: str, *paths: str | Path, **reader: str) -> pl.DataFrame:
+    """Every row the reader gives for these inputs, as a run reads them (knowing all its inputs)."""
+    options = ReadOptions(format=fmt, plugin_options=tuple(reader.items()))
     files, _ = expand_sources([str(p) for p in paths], options)
+    options = options.with_inputs(files)
     frames = [frame for i, source in enumerate(files) for frame in iter_chunks(source, i, options)]
     return pl.concat(frames, how="diagonal")
 
@@ -236,7 +238,7 @@ def test_unnamed_file_in_a_dump_is_refused(tmp_path: Path) -> None:
     (dump / "notes.csv").write_text("a,b\n1,2\n")
     result = run_cli("validate", dump, "-m", "matomo-logs", "--rejects", tmp_path / "r.ndjson")
     assert result.code == 2
-    assert "notes.csv: not a Matomo log table" in result.stderr
+    assert "notes.csv: not a Matomo table" in result.stderr
 
 
 @pytest.mark.parametrize(
