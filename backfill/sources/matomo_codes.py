@@ -306,9 +306,9 @@ def country_expr(code: pl.Expr) -> pl.Expr:
 
 
 @functools.cache
-def subdivision_codes() -> frozenset[str]:
+def subdivision_codes() -> pl.Series:
     """Every ISO 3166-2 code (``DE-BE``), from pycountry."""
-    return frozenset(sub.code for sub in pycountry.subdivisions)
+    return pl.Series("code", sorted(sub.code for sub in pycountry.subdivisions), dtype=S)
 
 
 def region_code(country: pl.Expr, region: pl.Expr) -> pl.Expr:
@@ -317,15 +317,19 @@ def region_code(country: pl.Expr, region: pl.Expr) -> pl.Expr:
     return pl.when(country.is_not_null() & code.is_not_null()).then(pl.concat_str(country, pl.lit("-"), code))
 
 
+def valid_region(joined: pl.Expr) -> pl.Expr:
+    """The joined code when ISO 3166-2 has it, else null (see :func:`region_expr`)."""
+    return pl.when(joined.is_in(subdivision_codes().implode())).then(joined)
+
+
 def region_expr(country: pl.Expr, region: pl.Expr) -> pl.Expr:
     """ISO 3166-2 from the country and Matomo's region code within it: ``DE`` + ``BE`` -> ``DE-BE``.
 
     Only a code ISO 3166-2 has is kept: the legacy GeoIP's FIPS codes (``NL`` + ``11``)
-    and anything else are left out (the readers count them in a note), rather than rejecting
-    the row or sending a region Umami would show as nothing.
+    and anything else are left out (the readers count them in a note), rather than
+    rejecting the row or sending a region Umami would show as nothing.
     """
-    joined = region_code(country, region)
-    return pl.when(joined.is_in(list(subdivision_codes()))).then(joined)
+    return valid_region(region_code(country, region))
 
 
 def screen_expr(resolution: pl.Expr) -> pl.Expr:
@@ -448,6 +452,7 @@ __all__ = [
     "screen_expr",
     "text",
     "unsanitize",
+    "valid_region",
     "visitor_expr",
     "visitor_hex",
 ]

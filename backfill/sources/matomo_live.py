@@ -73,9 +73,11 @@ from backfill.sources.matomo_codes import (
     language_expr,
     os_expr,
     positive,
+    region_code,
     region_expr,
     screen_expr,
     text,
+    valid_region,
     visitor_expr,
     visitor_hex,
 )
@@ -261,17 +263,23 @@ def _raw() -> pl.Expr:
 def _visit_notes(path: str, visits: pl.DataFrame, site: str | None) -> list[str]:
     """What the page's visits hold that maps to nothing, and the visits without a visitor id."""
     notes = VisitNotes(path, "visit", site=site)
+    device, icon = pl.col("deviceType"), pl.col("deviceTypeIcon")
+    shaped = visits.unique("idVisit").with_columns(
+        device_expr(device, icon).alias("_device"),
+        region_code(country_expr(pl.col("countryCode")), pl.col("regionCode")).alias("_region"),
+    )
     found = unmapped(
         browser=pl.col("browserCode"),
         os=pl.col("operatingSystemCode"),
-        device=pl.col("deviceType"),
-        device_icon=pl.col("deviceTypeIcon"),
-        country=pl.col("countryCode"),
-        region=pl.col("regionCode"),
+        device=device,
+        device_icon=icon,
+        device_out=pl.col("_device"),
+        region_joined=pl.col("_region"),
+        region_out=valid_region(pl.col("_region")),
     )
     no_visitor = text(pl.col("userId")).is_in(["false"]).fill_null(True) & visitor_hex(pl.col("visitorId")).is_null()
     notes.add(
-        visits.unique("idVisit").select(
+        shaped.select(
             text(pl.col("idSite")).alias("site"),
             no_visitor.alias("no_visitor"),
             *(expr.alias(kind) for kind, expr in found.items()),

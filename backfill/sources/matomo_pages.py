@@ -214,47 +214,62 @@ def _json_error(path: str, data: bytes, exc: Exception) -> SourceError:
 # --------------------------------------------------------------------------- the run's pages
 
 
-@functools.lru_cache(maxsize=4096)
-def _page_index(path: str, compression: str | None, size: int, mtime_ns: int) -> pl.DataFrame:
+def _page_index(path: str) -> pl.DataFrame:
     """(idVisit, idSite, siteName) of one saved page; empty for a page that cannot be read
     (it is refused, naming the problem, when it is read itself)."""
     try:
-        return _parse(path, _page_bytes(path, compression), _INDEX_SCHEMA)
+        return _parse(path, _page_bytes(path, _COMPRESSION.get(os.path.splitext(path)[1].lower())), _INDEX_SCHEMA)
     except SourceError:
         return pl.DataFrame(schema=_INDEX_SCHEMA)
 
 
-def _index(path: str) -> pl.DataFrame:
-    info = os.stat(path)
-    return _page_index(path, _COMPRESSION.get(os.path.splitext(path)[1].lower()), info.st_size, info.st_mtime_ns)
+def _run_key(source: SourceFile, options: ReadOptions) -> tuple[tuple[str, int, int], ...]:
+    """The run's pages in reading order, each with its size and time (only this page when
+    the run's inputs are not known)."""
+    pages = list(options.inputs) if source.path in options.inputs else [source.path]
+    return tuple((page, (info := os.stat(page)).st_size, info.st_mtime_ns) for page in pages)
 
 
-def run_pages(source: SourceFile, options: ReadOptions) -> list[str]:
-    """The run's pages in reading order (only this one when the run's inputs are not known)."""
-    return list(options.inputs) if source.path in options.inputs else [source.path]
+@functools.lru_cache(maxsize=8)
+def _run_index(pages: tuple[tuple[str, int, int], ...]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Scanned once per run: (the visits again in a later page: idVisit, page, first page),
+    and the visits of each site (idSite, siteName, visits)."""
+    frames = [
+        _page_index(path).with_columns(pl.lit(k, pl.UInt32).alias("page")) for k, (path, _, _) in enumerate(pages)
+    ]
+    index = pl.concat(frames)
+    first = index.group_by("idVisit").agg(pl.col("page").min().alias("first"))
+    again = (
+        index.join(first, on="idVisit")
+        .filter(pl.col("page") > pl.col("first"))
+        .select("idVisit", "page", "first")
+        .unique(["idVisit", "page"])
+    )
+    sites = index.group_by("idSite").agg(
+        pl.col("siteName").drop_nulls().first().alias("siteName"), pl.col("idVisit").n_unique().alias("visits")
+    )
+    return again, sites
 
 
 def earlier_visits(source: SourceFile, options: ReadOptions) -> pl.DataFrame:
-    """(idVisit, _seen_in) of the visits in the inputs read before this page.
+    """(idVisit, _seen_in) of this page's visits that an input read before it holds too.
 
     The first input that holds a visit is where it is imported from; later copies
     are rejected, naming that page. Files that are not inputs are never looked at.
     """
-    pages = run_pages(source, options)
-    earlier = pages[: pages.index(source.path)]
-    frames = [_index(page).select("idVisit", pl.lit(os.path.basename(page)).alias("_seen_in")) for page in earlier]
-    if not frames:
-        return pl.DataFrame(schema={"idVisit": S, "_seen_in": S})
-    return pl.concat(frames).unique("idVisit", keep="first", maintain_order=True)
+    key = _run_key(source, options)
+    mine = [page for page, _, _ in key].index(source.path)
+    again = _run_index(key)[0].filter(pl.col("page") == mine)
+    names = {k: os.path.basename(page) for k, (page, _, _) in enumerate(key)}
+    return again.select("idVisit", pl.col("first").replace_strict(names, return_dtype=S).alias("_seen_in"))
 
 
 def run_sites(source: SourceFile, options: ReadOptions) -> list[Site]:
     """The sites of the run's pages (idSite, siteName), each with its number of visits."""
-    index = pl.concat([_index(page) for page in run_pages(source, options)])
-    visits = index.unique("idVisit").group_by("idSite").agg(pl.len().alias("visits"))
-    names = index.filter(pl.col("siteName").is_not_null()).group_by("idSite").agg(pl.col("siteName").first())
-    renamed = {"idSite": "idsite", "siteName": "name"}
-    return sites_of(visits.rename({"idSite": "idsite"}), names.rename(renamed).with_columns(main_url=pl.lit(None, S)))
+    sites = _run_index(_run_key(source, options))[1]
+    counts = sites.select(pl.col("idSite").alias("idsite"), "visits")
+    names = sites.select(pl.col("idSite").alias("idsite"), pl.col("siteName").alias("name"), main_url=pl.lit(None, S))
+    return sites_of(counts, names)
 
 
 __all__ = ["ACTION_FIELDS", "ITEM_FIELDS", "VISIT_SCHEMA", "earlier_visits", "read_page", "run_sites"]

@@ -22,15 +22,13 @@ from backfill.sources.matomo_codes import (
     browser_expr,
     country_expr,
     device_expr,
-    device_type,
     language_expr,
     os_expr,
     region_code,
-    region_expr,
     screen_expr,
     text,
     unsanitize,
-    visitor_expr,
+    valid_region,
     visitor_hex,
 )
 from backfill.sources.matomo_tables import epoch_expr, id_expr, text_column
@@ -60,22 +58,26 @@ def unmapped(
     os: pl.Expr,
     device: pl.Expr,
     device_icon: pl.Expr | None,
-    country: pl.Expr,
-    region: pl.Expr,
+    device_out: pl.Expr,
+    region_joined: pl.Expr,
+    region_out: pl.Expr,
 ) -> dict[str, pl.Expr]:
-    """Per visit, the source value that maps to nothing (null when it maps), by kind."""
+    """Per visit, the source value that maps to nothing (null when it maps), by kind.
+
+    ``device_out``, ``region_joined`` (country-code) and ``region_out`` are what the
+    visit's device and region became, computed once by the caller.
+    """
     label = text(device)
     said_unknown = label.str.to_lowercase() == "unknown"  # Matomo's own "no device type"
     if device_icon is not None:  # a translated "Unknown" has the icon devices/unknown.png
         said_unknown = said_unknown | (text(device_icon).str.extract(DEVICE_ICON, 1) == "unknown")
     device_raw = label if device_icon is None else pl.coalesce(label, text(device_icon))
-    no_device = device_type(device, device_icon).is_null() & said_unknown.fill_null(False).not_()
-    joined = region_code(country_expr(country), region)
+    no_device = device_out.is_null() & device_raw.is_not_null() & said_unknown.fill_null(False).not_()
     return {
         "browser code": pl.when(_known(browser, list(BROWSER_NAMES)).not_()).then(text(browser)),
         "OS code": pl.when(_known(os, [*OS_NAMES, *LEGACY_OS, "WIN"]).not_()).then(text(os)),
         "device type": pl.when(no_device).then(device_raw),
-        "region": pl.when(region_expr(country_expr(country), region).is_null()).then(joined),
+        "region": pl.when(region_out.is_null()).then(region_joined),
     }
 
 
@@ -119,32 +121,44 @@ def shape_visits(raw: pl.DataFrame, tsv: bool, notes: VisitNotes) -> pl.DataFram
         text_column(raw, c, tsv).alias(c) for c in ("referer_url", "location_city", "user_id", "idvisitor")
     )
     browser, os_code, device = pl.col("config_browser_name"), pl.col("config_os"), pl.col("config_device_type")
-    country_raw, region_raw = pl.col("location_country"), pl.col("location_region")
     user = unsanitize(text(pl.col("user_id")))
+    visits = raw.with_columns(
+        pl.when(user != "false").then(user).alias("_user"),
+        visitor_hex(pl.col("idvisitor")).alias("_hex"),
+        country_expr(pl.col("location_country")).alias("country"),
+        device_expr(device).alias("device"),
+    ).with_columns(region_code(pl.col("country"), pl.col("location_region")).alias("_region"))
+    visits = visits.with_columns(valid_region(pl.col("_region")).alias("region"))
     found = unmapped(
-        browser=browser, os=os_code, device=device, device_icon=None, country=country_raw, region=region_raw
+        browser=browser,
+        os=os_code,
+        device=device,
+        device_icon=None,
+        device_out=pl.col("device"),
+        region_joined=pl.col("_region"),
+        region_out=pl.col("region"),
     )
     notes.add(
-        raw.select(
+        visits.select(
             text(pl.col("idsite")).alias("site"),
-            (user.is_null() & visitor_hex(pl.col("idvisitor")).is_null()).alias("no_visitor"),
+            (pl.col("_user").is_null() & pl.col("_hex").is_null()).alias("no_visitor"),
             *(expr.alias(kind) for kind, expr in found.items()),
         )
     )
-    country = country_expr(country_raw)
-    return raw.select(
+    own_visit = pl.concat_str(pl.lit("visit-"), text(pl.col("idvisit")))
+    return visits.select(
         id_expr("idvisit").alias("idvisit"),
         text(pl.col("idsite")).alias("v_idsite"),
-        visitor_expr(user, pl.col("idvisitor"), pl.col("idvisit")).alias("visitor_id"),
+        pl.coalesce(pl.col("_user"), pl.col("_hex"), own_visit).alias("visitor_id"),
         epoch_expr("visit_first_action_time").alias("v_first"),
         text(pl.col("referer_url")).alias("v_referrer"),
         screen_expr(pl.col("config_resolution")).alias("screen"),
         language_expr(pl.col("location_browser_lang")).alias("language"),
         browser_expr(browser, os_code).alias("browser"),
         os_expr(os_code, pl.col("config_os_version")).alias("os"),
-        device_expr(device).alias("device"),
-        country.alias("country"),
-        region_expr(country, region_raw).alias("region"),
+        "device",
+        "country",
+        "region",
         unsanitize(text(pl.col("location_city"))).alias("city"),
         pl.lit(True).alias("v_found"),
     )
