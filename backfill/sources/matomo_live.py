@@ -73,17 +73,20 @@ from backfill.sources.matomo_codes import (
     language_expr,
     os_expr,
     positive,
-    region_code,
     region_expr,
     screen_expr,
     text,
-    valid_region,
     visitor_expr,
-    visitor_hex,
 )
-from backfill.sources.matomo_pages import ACTION_FIELDS, VISIT_SCHEMA, earlier_visits, read_page, run_sites
+from backfill.sources.matomo_pages import (
+    ACTION_FIELDS,
+    VISIT_SCHEMA,
+    earlier_visits,
+    read_page,
+    run_notes,
+    run_sites,
+)
 from backfill.sources.matomo_sites import check_sites, skip_other_sites
-from backfill.sources.matomo_visits import VisitNotes, unmapped
 
 S = pl.String()
 
@@ -260,34 +263,6 @@ def _raw() -> pl.Expr:
     return pl.when(_error().is_not_null()).then(described)
 
 
-def _visit_notes(path: str, visits: pl.DataFrame, site: str | None) -> list[str]:
-    """What the page's visits hold that maps to nothing, and the visits without a visitor id."""
-    notes = VisitNotes(path, "visit", site=site)
-    device, icon = pl.col("deviceType"), pl.col("deviceTypeIcon")
-    shaped = visits.unique("idVisit").with_columns(
-        device_expr(device, icon).alias("_device"),
-        region_code(country_expr(pl.col("countryCode")), pl.col("regionCode")).alias("_region"),
-    )
-    found = unmapped(
-        browser=pl.col("browserCode"),
-        os=pl.col("operatingSystemCode"),
-        device=device,
-        device_icon=icon,
-        device_out=pl.col("_device"),
-        region_joined=pl.col("_region"),
-        region_out=valid_region(pl.col("_region")),
-    )
-    no_visitor = text(pl.col("userId")).is_in(["false"]).fill_null(True) & visitor_hex(pl.col("visitorId")).is_null()
-    notes.add(
-        shaped.select(
-            text(pl.col("idSite")).alias("site"),
-            no_visitor.alias("no_visitor"),
-            *(expr.alias(kind) for kind, expr in found.items()),
-        )
-    )
-    return notes.finish()
-
-
 # --------------------------------------------------------------------------- plugin entry points
 
 
@@ -295,7 +270,7 @@ def iter_frames(source: SourceFile, options: ReadOptions) -> Iterator[pl.DataFra
     """The file's action details as flat frames of at most ``chunk_rows`` rows."""
     chosen = check_sites("the Live pages", run_sites(source, options), options)
     visits = read_page(source)
-    for note in _visit_notes(source.path, visits, chosen):
+    for note in run_notes(source, options, chosen):
         options.note(note)
     rows = flatten(visits, seen=earlier_visits(source, options))
     rows = finish(skip_other_sites(rows, pl.col("site_id"), chosen), (COL_SOURCE_ERROR, COL_SOURCE_RAW, COL_SKIP))

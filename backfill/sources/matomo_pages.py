@@ -28,7 +28,9 @@ import polars as pl
 from backfill.errors import SourceError
 from backfill.sources import ReadOptions, SourceFile
 from backfill.sources.compression import UTF8_BOM, iter_decompressed
+from backfill.sources.matomo_codes import country_expr, device_expr, region_code, text, valid_region, visitor_hex
 from backfill.sources.matomo_sites import Site, sites_of
+from backfill.sources.matomo_visits import VisitNotes, unmapped
 
 S = pl.String()
 
@@ -79,8 +81,23 @@ VISIT_SCHEMA: dict[str, pl.DataType] = {
     "actionDetails": pl.List(pl.Struct({**dict.fromkeys(ACTION_FIELDS, S), "itemDetails": ITEM_SCHEMA})),
 }
 _COMPRESSION = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
-#: What the run's pages are looked at for: a visit's id and site.
-_INDEX_SCHEMA: dict[str, pl.DataType] = {"idVisit": S, "idSite": S, "siteName": S}
+#: What the run's pages are looked at for: a visit's id and site, and what the notes count.
+_INDEX_SCHEMA: dict[str, pl.DataType] = dict.fromkeys(
+    (
+        "idVisit",
+        "idSite",
+        "siteName",
+        "visitorId",
+        "userId",
+        "browserCode",
+        "operatingSystemCode",
+        "deviceType",
+        "deviceTypeIcon",
+        "countryCode",
+        "regionCode",
+    ),
+    S,
+)
 
 
 # --------------------------------------------------------------------------- one page
@@ -215,12 +232,36 @@ def _json_error(path: str, data: bytes, exc: Exception) -> SourceError:
 
 
 def _page_index(path: str) -> pl.DataFrame:
-    """(idVisit, idSite, siteName) of one saved page; empty for a page that cannot be read
-    (it is refused, naming the problem, when it is read itself)."""
+    """Per visit of one saved page: idVisit, idSite, siteName and what the notes count (see
+    ``matomo_visits.VisitNotes``); empty for a page that cannot be read (it is refused,
+    naming the problem, when it is read itself)."""
     try:
-        return _parse(path, _page_bytes(path, _COMPRESSION.get(os.path.splitext(path)[1].lower())), _INDEX_SCHEMA)
+        visits = _parse(path, _page_bytes(path, _COMPRESSION.get(os.path.splitext(path)[1].lower())), _INDEX_SCHEMA)
     except SourceError:
-        return pl.DataFrame(schema=_INDEX_SCHEMA)
+        visits = pl.DataFrame(schema=_INDEX_SCHEMA)
+    device, icon = pl.col("deviceType"), pl.col("deviceTypeIcon")
+    shaped = visits.with_columns(
+        device_expr(device, icon).alias("_device"),
+        region_code(country_expr(pl.col("countryCode")), pl.col("regionCode")).alias("_region"),
+    )
+    found = unmapped(
+        browser=pl.col("browserCode"),
+        os=pl.col("operatingSystemCode"),
+        device=device,
+        device_icon=icon,
+        device_out=pl.col("_device"),
+        region_joined=pl.col("_region"),
+        region_out=valid_region(pl.col("_region")),
+    )
+    user = text(pl.col("userId"))
+    no_visitor = (user.is_null() | (user == "false")) & visitor_hex(pl.col("visitorId")).is_null()
+    return shaped.select(
+        "idVisit",
+        "idSite",
+        "siteName",
+        no_visitor.alias("no_visitor"),
+        *(expr.alias(kind) for kind, expr in found.items()),
+    )
 
 
 def _run_key(source: SourceFile, options: ReadOptions) -> tuple[tuple[str, int, int], ...]:
@@ -231,9 +272,9 @@ def _run_key(source: SourceFile, options: ReadOptions) -> tuple[tuple[str, int, 
 
 
 @functools.lru_cache(maxsize=8)
-def _run_index(pages: tuple[tuple[str, int, int], ...]) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _run_index(pages: tuple[tuple[str, int, int], ...]) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """Scanned once per run: (the visits again in a later page: idVisit, page, first page),
-    and the visits of each site (idSite, siteName, visits)."""
+    the visits of each site (idSite, siteName, visits), and the visits the notes name."""
     frames = [
         _page_index(path).with_columns(pl.lit(k, pl.UInt32).alias("page")) for k, (path, _, _) in enumerate(pages)
     ]
@@ -248,7 +289,22 @@ def _run_index(pages: tuple[tuple[str, int, int], ...]) -> tuple[pl.DataFrame, p
     sites = index.group_by("idSite").agg(
         pl.col("siteName").drop_nulls().first().alias("siteName"), pl.col("idVisit").n_unique().alias("visits")
     )
-    return again, sites
+    kinds = [c for c in index.columns if c not in ("idVisit", "idSite", "siteName", "no_visitor", "page")]
+    said = pl.col("no_visitor") | pl.any_horizontal(pl.col(kinds).is_not_null())
+    notes = (
+        index.unique("idVisit", keep="first").filter(said).select(pl.col("idSite").alias("site"), "no_visitor", *kinds)
+    )
+    return again, sites, notes
+
+
+def run_notes(source: SourceFile, options: ReadOptions, site: str | None) -> list[str]:
+    """What the run's visits (of the chosen site) hold that maps to nothing, said once for all pages."""
+    key = _run_key(source, options)
+    folders = {os.path.dirname(page) for page, _, _ in key}
+    where = folders.pop() + os.sep if len(folders) == 1 else "the Live pages"
+    notes = VisitNotes(where if len(key) > 1 else source.path, "visit", site=site)
+    notes.add(_run_index(key)[2])
+    return notes.finish()
 
 
 def earlier_visits(source: SourceFile, options: ReadOptions) -> pl.DataFrame:
@@ -272,4 +328,4 @@ def run_sites(source: SourceFile, options: ReadOptions) -> list[Site]:
     return sites_of(counts, names)
 
 
-__all__ = ["ACTION_FIELDS", "ITEM_FIELDS", "VISIT_SCHEMA", "earlier_visits", "read_page", "run_sites"]
+__all__ = ["ACTION_FIELDS", "ITEM_FIELDS", "VISIT_SCHEMA", "earlier_visits", "read_page", "run_notes", "run_sites"]
