@@ -125,7 +125,12 @@ def read_options_for(config: RunConfig, mapping: Mapping) -> ReadOptions:
         kwargs["quote_char"] = reader["quote_char"]
     if "has_header" in reader:
         kwargs["has_header"] = bool(reader["has_header"])
-    flags = {"log_format": config.log_format, "hostname": config.hostname, "search_params": config.search_params}
+    flags = {
+        "log_format": config.log_format,
+        "hostname": config.hostname,
+        "search_params": config.search_params,
+        "matomo_site": config.matomo_site,
+    }
     plugin = {key: flags.get(key) or reader.get(key) for key in PLUGIN_READER_KEYS}
     plugin["send_ip"] = "true" if config.geo == "ip" else None  # access_log fills geo_ip only then
     kwargs["plugin_options"] = tuple((k, str(v)) for k, v in plugin.items() if v)
@@ -141,6 +146,7 @@ def plan(config: RunConfig) -> Plan:
     files, skipped = expand_sources(list(config.sources), options)
     if not files:
         raise ConfigError("no data files found in " + ", ".join(config.sources))
+    options = options.with_inputs(files)
     schemas = {}
     for source in files:
         schema = read_schema(source, options)

@@ -115,6 +115,13 @@ def _add_read_options(parser: argparse.ArgumentParser) -> None:
     )
     logs.add_argument("--hostname", help="the site's hostname, for logs without a virtual host field")
     logs.add_argument("--search-param", help="query keys of the site search, comma-separated (e.g. q,s)")
+    matomo = parser.add_argument_group("Matomo (--format matomo_logs / matomo_live)")
+    matomo.add_argument(
+        "--matomo-site",
+        metavar="ID",
+        help="the Matomo site (idsite) to import, when the dump or export holds several; "
+        "without it such an input is refused, listing its sites",
+    )
 
 
 def _add_run_options(parser: argparse.ArgumentParser, *, rejects_default: str) -> None:
@@ -415,6 +422,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         log_format=getattr(args, "log_format", None),
         hostname=getattr(args, "hostname", None),
         search_params=getattr(args, "search_param", None),
+        matomo_site=getattr(args, "matomo_site", None),
         since=args.since,
         until=args.until,
         limit=args.limit,

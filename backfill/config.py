@@ -30,6 +30,7 @@ class RunConfig:
     log_format: str | None = None  # --log-format (access_log): a format name or the server's format string
     hostname: str | None = None  # --hostname (access_log): the site, for logs without a virtual host field
     search_params: str | None = None  # --search-param (access_log): query keys of the site search, "q,s"
+    matomo_site: str | None = None  # --matomo-site (matomo_logs / matomo_live): the Matomo idsite to import
     since: int | None = None
     until: int | None = None
     limit: int | None = None

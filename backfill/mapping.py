@@ -51,8 +51,9 @@ _TOP_KEYS = {
     "on_overflow",
     "overflow",
 }
-#: Reader options of format plugins (text), passed on in ReadOptions.plugin_options (access_log).
-PLUGIN_READER_KEYS = ("log_format", "hostname", "search_params")
+#: Reader options of format plugins (text), passed on in ReadOptions.plugin_options (access_log,
+#: matomo_logs / matomo_live).
+PLUGIN_READER_KEYS = ("log_format", "hostname", "search_params", "matomo_site")
 _READER_KEYS = {"format", "delimiter", "quote_char", "encoding", "has_header", "decimal_comma", *PLUGIN_READER_KEYS}
 _READER_FLAGS = {"has_header", "decimal_comma"}  # true/false; the other reader keys are text
 

@@ -409,9 +409,16 @@ def iso_exprs(timezone: str | None) -> tuple[pl.Expr, pl.Expr]:
 def skipped_by_filters(frame: pl.DataFrame, mapping: Mapping) -> pl.Series:
     """Name of the first filter that skips each row, else null.
 
-    A filter that cannot be evaluated on these values (a strict CAST of text,
-    a type mismatch) is a mapping error, reported before anything is sent.
+    A reader may have named rows to skip itself (a ``_skip`` column: the rows of
+    the Matomo sites not chosen); that name comes first. A filter that cannot be
+    evaluated on these values (a strict CAST of text, a type mismatch) is a
+    mapping error, reported before anything is sent.
     """
+    if COL_SKIP in frame.columns:
+        by_reader = frame.get_column(COL_SKIP).cast(pl.String)
+        if by_reader.null_count() < frame.height:
+            by_filters = skipped_by_filters(frame.drop(COL_SKIP), mapping)
+            return by_reader.fill_null(by_filters)
     if not mapping.filters:
         return pl.Series(COL_SKIP, [None] * frame.height, dtype=pl.String)
     expr = pl.when(mapping.filters[0].polars_expr()).then(pl.lit(mapping.filters[0].name))

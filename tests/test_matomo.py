@@ -46,9 +46,11 @@ def _generator() -> ModuleType:
     return module
 
 
-def read_all(fmt: str, *paths: str | Path) -> pl.DataFrame:
-    options = ReadOptions(format=fmt)
+def read_all(fmt: str, *paths: str | Path, **reader: str) -> pl.DataFrame:
+    """Every row the reader gives for these inputs, as a run reads them (knowing all its inputs)."""
+    options = ReadOptions(format=fmt, plugin_options=tuple(reader.items()))
     files, _ = expand_sources([str(p) for p in paths], options)
+    options = options.with_inputs(files)
     frames = [frame for i, source in enumerate(files) for frame in iter_chunks(source, i, options)]
     return pl.concat(frames, how="diagonal")
 
@@ -236,7 +238,7 @@ def test_unnamed_file_in_a_dump_is_refused(tmp_path: Path) -> None:
     (dump / "notes.csv").write_text("a,b\n1,2\n")
     result = run_cli("validate", dump, "-m", "matomo-logs", "--rejects", tmp_path / "r.ndjson")
     assert result.code == 2
-    assert "notes.csv: not a Matomo log table" in result.stderr
+    assert "notes.csv: not a Matomo table" in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -273,6 +275,26 @@ def test_live_duplicate_visit_and_unknown_action_are_rejected(tmp_path: Path) ->
 Rows = list[dict[str, Any]]
 
 
+def stored_orders(server: FakeUmami, site: str) -> dict[str, dict[str, str]]:
+    """Each stored order's event data (key -> value), by order id."""
+    by_event: dict[str, dict[str, str]] = {}
+    for row in server.event_data(site):
+        by_event.setdefault(row["website_event_id"], {})[row["data_key"]] = row["string_value"]
+    return {data["order_id"]: data for data in by_event.values() if "order_id" in data}
+
+
+def assert_order_items(orders: dict[str, dict[str, str]], expected: dict[str, list[list[Any]]]) -> None:
+    """Each order's items are in its event data: item_count, item_<n>.sku, .name, .category, ..."""
+    assert set(orders) == set(expected) and orders
+    for order, items in expected.items():
+        data = orders[order]
+        assert data["item_count"] == f"{sum(item[4] for item in items):.4f}"
+        for n, (sku, name, category, price, quantity) in enumerate(items, 1):
+            assert (data[f"item_{n}.sku"], data[f"item_{n}.name"]) == (sku, name)
+            assert data.get(f"item_{n}.category") == category
+            assert float(data[f"item_{n}.price"]) == price and float(data[f"item_{n}.quantity"]) == quantity
+
+
 def _assert_figures(events: Rows, sessions: Rows, revenue: Rows) -> None:
     figures = stored_figures(events, revenue)
     assert figures.pageviews_by_day == EXPECTED["pageviews_by_day"]
@@ -296,10 +318,12 @@ def test_import_into_fake_umami(tmp_path: Path, source: Path, preset: str) -> No
         result = import_into(server.url, site, source, preset, tmp_path, "--state", tmp_path / "state")
         assert result.code == 0, result.stdout + result.stderr
         events, sessions, revenue = server.events(site), server.sessions(site), server.revenue(site)
+        orders = stored_orders(server, site)
         where = ("--host", server.url, "--website", site, "--report", tmp_path / "verify.json")
         verified = run_cli("verify", source, "-m", preset, *where, env=LOGIN)
     assert verified.code == 0, verified.stdout + verified.stderr
     _assert_figures(events, sessions, revenue)
+    assert_order_items(orders, EXPECTED["order_items"])
     ledger = json.loads((tmp_path / "report.json").read_text())["ledger"]
     assert ledger["balances"] is True and ledger["rejected"] == 0
     assert ledger["skipped_by_filter"] == FILTERS

@@ -12,6 +12,7 @@ iterated, and a temp copy is deleted when that generator is exhausted or closed.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import importlib
 import importlib.util
@@ -171,10 +172,17 @@ class ReadOptions:
     plugin_options: tuple[tuple[str, str], ...] = ()  # format plugin settings, e.g. (("log_format", "..."),)
     #: Where readers put their notes (see ``FormatPlugin``); not part of how files are read.
     notes: ReadNotes = field(default_factory=ReadNotes, compare=False, repr=False)
+    #: Every input file of the run (absolute paths, in reading order), for a reader whose files
+    #: refer to one another (saved pages that overlap); empty: the file read is all there is.
+    inputs: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     def note(self, text: str) -> None:
         """Say something about the input that the run's summary must show (see ``FormatPlugin``)."""
         self.notes.add(text)
+
+    def with_inputs(self, files: Sequence[SourceFile]) -> ReadOptions:
+        """These options, knowing the run's input files (see ``inputs``); the notes are shared."""
+        return dataclasses.replace(self, inputs=tuple(f.path for f in files))
 
     def __post_init__(self) -> None:
         if self.format is not None and self.format not in known_formats():

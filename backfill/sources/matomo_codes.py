@@ -17,11 +17,24 @@ Whale: their user agents carry ``Chrome/``) are Chrome here too.
 
 Both readers give frames of :data:`FLAT_SCHEMA`, so their presets read the same
 columns and a visit gives the same Umami events from either export.
+
+Old data keeps old codes, and they are read too: Piwik 1.x stored Windows as one
+code per version (``WXP``, ``WI7``: :data:`LEGACY_OS`), and the GeoIP of those
+years stored regions as FIPS 10-4 codes (``NL`` + ``11``), which are no ISO
+3166-2 codes: a region is kept only when ``pycountry`` knows the code
+(:func:`region_expr`), and the readers say how many were left out
+(``matomo_visits.VisitNotes``). Matomo stores text the tracker sent HTML-escaped
+(``It&#039;s``, ``Cakes &amp; tarts``); :func:`unsanitize` gives it back as the
+page had it, as Matomo's own API does.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterable
+
 import polars as pl
+import pycountry
 
 from backfill.umami.vocabulary import normalize_browser, normalize_device, normalize_os
 
@@ -96,6 +109,25 @@ OS_NAMES: dict[str, str] = {
     "BEO": "BeOS",
     "OS2": "OS/2",
 }
+#: Piwik 1.x's OS codes (one per Windows version, ``IPH`` for the iPhone, ...), which
+#: Matomo still reads (``DevicesDetection/functions.php``, ``_mapLegacyOsShortCodes``).
+LEGACY_OS: dict[str, str] = {
+    "W10": "Windows 10",
+    "W81": "Windows 8.1",
+    "WI8": "Windows 8",
+    "WI7": "Windows 7",
+    "WVI": "Windows Vista",
+    "WS3": "Windows Server 2003",
+    "WXP": "Windows XP",
+    "W2K": "Windows 2000",
+    "WNT": "Windows NT 4.0",
+    "WME": "Windows ME",
+    "W98": "Windows 98",
+    "W95": "Windows 95",
+    "W31": "Windows 3.11",
+    "IPH": "iOS",
+    "IPD": "iOS",
+}
 #: The code device-detector stores when it does not know (browser ``UNK``, OS ``UNK``).
 UNKNOWN_CODES = ("UNK", "", "unknown", "Unknown")
 
@@ -134,6 +166,10 @@ DEVICE_LABELS: dict[str, int] = {
     "peripheral": 13,
 }
 
+#: The device type in the Live API's ``deviceTypeIcon`` (``plugins/Morpheus/icons/dist/devices/
+#: smartphone.png``), which does not change with the language; ``deviceType`` is translated.
+DEVICE_ICON = r"/devices/([a-z_]+)\.[a-z]+$"
+
 #: Action URL prefixes (``log_action.url_prefix``): Matomo stores URLs without them.
 URL_PREFIXES: dict[int, str] = {0: "http://", 1: "http://www.", 2: "https://", 3: "https://www."}
 
@@ -171,6 +207,7 @@ FLAT_SCHEMA: dict[str, pl.DataType] = {
     "goal_id": S,
     "goal_name": S,  # Live API only
     "order_id": S,
+    "items": S,  # an order's items as a JSON object for data.* (see items_object)
     "revenue": F64,  # null when 0
     "currency": S,  # the site's currency (Matomo keeps one per site)
     "screen": S,  # resolution, e.g. 1920x1080
@@ -190,22 +227,44 @@ def text(expr: pl.Expr) -> pl.Expr:
     return pl.when(value.is_in(["", r"\N", "NULL"])).then(None).otherwise(value)
 
 
+#: What Matomo's ``Common::sanitizeInputValue`` escapes, undone in this order (``&amp;`` last,
+#: so ``&amp;lt;`` gives ``&lt;``, as PHP's ``htmlspecialchars_decode`` does).
+_ESCAPED = (("&lt;", "<"), ("&gt;", ">"), ("&quot;", '"'), ("&#039;", "'"), ("&#39;", "'"), ("&amp;", "&"))
+
+
+def unsanitize(expr: pl.Expr) -> pl.Expr:
+    """Text as the tracker sent it: Matomo stores action names, goal URLs, cities, user ids and
+    site names HTML-escaped (``It&#039;s &lt;b&gt;``), and its API unescapes them."""
+    for escaped, plain in _ESCAPED:
+        expr = expr.str.replace_all(escaped, plain, literal=True)
+    return expr
+
+
+def _known(code: pl.Expr) -> pl.Expr:
+    """The code, or null for device-detector's "unknown" (``UNK``)."""
+    return pl.when(code.is_in(UNKNOWN_CODES)).then(None).otherwise(code)
+
+
+def browser_name(code: pl.Expr) -> pl.Expr:
+    """A name ``backfill.umami.vocabulary`` knows for a browser code (other codes as they are)."""
+    code = _known(text(code))
+    return code.replace_strict(BROWSER_NAMES, default=code, return_dtype=S)
+
+
 def browser_expr(code: pl.Expr, os_code: pl.Expr) -> pl.Expr:
     """Umami's browser key from a device-detector browser code (and the OS code, for iOS)."""
-    code = text(code)
-    known = code.replace_strict(BROWSER_NAMES, default=code, return_dtype=S)
-    name = pl.when(code.is_in(UNKNOWN_CODES)).then(None).otherwise(known)
-    return normalize_browser(name, os=os_name(os_code, pl.lit(None, S)))
+    return normalize_browser(browser_name(code), os=os_name(os_code, pl.lit(None, S)))
 
 
 def os_name(code: pl.Expr, version: pl.Expr) -> pl.Expr:
     """A name ``backfill.umami.vocabulary`` knows for an OS code; Windows with its version
-    (``WIN`` + ``7`` is Windows 7; 10, 11 and none are Umami's Windows 10)."""
-    code = text(code)
-    version = text(version)
+    (``WIN`` + ``7`` is Windows 7; 10, 11 and none are Umami's Windows 10), Piwik 1.x's
+    codes by :data:`LEGACY_OS` (``WXP``: Windows XP)."""
+    code = _known(text(code))
+    version = _known(text(version))
     windows = pl.concat_str(pl.lit("Windows "), version.fill_null("10"))
-    known = code.replace_strict(OS_NAMES, default=code, return_dtype=S)
-    return pl.when(code.is_in(UNKNOWN_CODES)).then(None).when(code == "WIN").then(windows).otherwise(known)
+    known = code.replace_strict({**OS_NAMES, **LEGACY_OS}, default=code, return_dtype=S)
+    return pl.when(code == "WIN").then(windows).otherwise(known)
 
 
 def os_expr(code: pl.Expr, version: pl.Expr) -> pl.Expr:
@@ -213,12 +272,21 @@ def os_expr(code: pl.Expr, version: pl.Expr) -> pl.Expr:
     return normalize_os(os_name(code, version))
 
 
-def device_expr(device_type: pl.Expr) -> pl.Expr:
-    """Umami's device from Matomo's device type number (or the Live API's English label)."""
-    raw = text(device_type)
+def device_type(device: pl.Expr, icon: pl.Expr | None = None) -> pl.Expr:
+    """Matomo's device type number from the number, the Live API's icon path or its English label."""
+    raw = text(device)
     number = raw.cast(pl.Int64, strict=False)
     label = raw.str.to_lowercase().replace_strict(DEVICE_LABELS, default=None, return_dtype=pl.Int64)
-    return normalize_device(pl.coalesce(number, label).replace_strict(DEVICE_TYPES, default=None, return_dtype=S))
+    if icon is None:
+        return pl.coalesce(number, label)
+    named = text(icon).str.extract(DEVICE_ICON, 1).str.replace_all("_", " ")
+    by_icon = named.replace_strict(DEVICE_LABELS, default=None, return_dtype=pl.Int64)
+    return pl.coalesce(number, by_icon, label)
+
+
+def device_expr(device: pl.Expr, icon: pl.Expr | None = None) -> pl.Expr:
+    """Umami's device from Matomo's device type (number, icon path or English label)."""
+    return normalize_device(device_type(device, icon).replace_strict(DEVICE_TYPES, default=None, return_dtype=S))
 
 
 def language_expr(accept_language: pl.Expr) -> pl.Expr:
@@ -237,15 +305,31 @@ def country_expr(code: pl.Expr) -> pl.Expr:
     return pl.when(upper.str.contains(r"^[A-Z]{2}$") & (upper != "XX")).then(upper)
 
 
+@functools.cache
+def subdivision_codes() -> pl.Series:
+    """Every ISO 3166-2 code (``DE-BE``), from pycountry."""
+    return pl.Series("code", sorted(sub.code for sub in pycountry.subdivisions), dtype=S)
+
+
+def region_code(country: pl.Expr, region: pl.Expr) -> pl.Expr:
+    """Country and Matomo's region code joined (``DE`` + ``be`` -> ``DE-BE``), whatever the code is."""
+    code = text(region).str.to_uppercase()
+    return pl.when(country.is_not_null() & code.is_not_null()).then(pl.concat_str(country, pl.lit("-"), code))
+
+
+def valid_region(joined: pl.Expr) -> pl.Expr:
+    """The joined code when ISO 3166-2 has it, else null (see :func:`region_expr`)."""
+    return pl.when(joined.is_in(subdivision_codes().implode())).then(joined)
+
+
 def region_expr(country: pl.Expr, region: pl.Expr) -> pl.Expr:
     """ISO 3166-2 from the country and Matomo's region code within it: ``DE`` + ``BE`` -> ``DE-BE``.
 
-    A region Matomo stores in a form that is not a subdivision code (1-3 letters or
-    digits) is left out, rather than rejecting the row over it.
+    Only a code ISO 3166-2 has is kept: the legacy GeoIP's FIPS codes (``NL`` + ``11``)
+    and anything else are left out (the readers count them in a note), rather than
+    rejecting the row or sending a region Umami would show as nothing.
     """
-    code = text(region).str.to_uppercase()
-    code = pl.when(code.str.contains(r"^[A-Z0-9]{1,3}$")).then(code)
-    return pl.when(country.is_not_null() & code.is_not_null()).then(pl.concat_str(country, pl.lit("-"), code))
+    return valid_region(region_code(country, region))
 
 
 def screen_expr(resolution: pl.Expr) -> pl.Expr:
@@ -254,13 +338,28 @@ def screen_expr(resolution: pl.Expr) -> pl.Expr:
     return pl.when(value.str.contains(r"^\d+x\d+$")).then(value)
 
 
+#: A URL that starts with a host but no scheme (``example.com/page``): Matomo keeps one so
+#: when it cannot tell the scheme (``log_action.url_prefix`` null).
+_SCHEMELESS = r"^[A-Za-z0-9]([A-Za-z0-9\-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9\-]*[A-Za-z0-9])?)+(:\d+)?([/?#]|$)"
+
+
+def absolute_url(url: pl.Expr) -> pl.Expr:
+    """A page URL with its scheme: ``example.com/test-page`` -> ``http://example.com/test-page``
+    (Matomo's default prefix; Umami keeps the host, path and query, not the scheme)."""
+    return pl.when(url.str.contains(_SCHEMELESS)).then(pl.concat_str(pl.lit("http://"), url)).otherwise(url)
+
+
 def hostname_expr(url: pl.Expr) -> pl.Expr:
     """The host of an absolute URL, lower case, as the page had it (``www.`` kept)."""
     return url.str.extract(r"^[A-Za-z][A-Za-z0-9+.\-]*://([^/?#:]+)", 1).str.to_lowercase()
 
 
-def visitor_expr(user_id: pl.Expr, idvisitor: pl.Expr) -> pl.Expr:
-    """user_id when the site set one, else idvisitor as lower-case hex digits.
+#: What a visitor id is when Matomo does not know it (the Live API writes ``false``).
+_NO_VISITOR = ("false", "0", "0000000000000000")
+
+
+def visitor_hex(idvisitor: pl.Expr) -> pl.Expr:
+    """idvisitor as lower-case hex digits; null when Matomo has none (``false``).
 
     idvisitor is BINARY(8): exported as hex (``HEX(idvisitor)``, or ``0x...`` from
     ``mysql --binary-as-hex``) it is used as it is; exported raw, its bytes are
@@ -269,7 +368,16 @@ def visitor_expr(user_id: pl.Expr, idvisitor: pl.Expr) -> pl.Expr:
     raw = text(idvisitor)
     lower = raw.str.to_lowercase().str.strip_prefix("0x")
     hex_id = pl.when(lower.str.contains(r"^[0-9a-f]+$")).then(lower).otherwise(raw.str.encode("hex"))
-    return pl.coalesce(text(user_id), hex_id)
+    return pl.when(lower.is_in(_NO_VISITOR)).then(None).otherwise(hex_id)
+
+
+def visitor_expr(user_id: pl.Expr, idvisitor: pl.Expr, visit: pl.Expr | None = None) -> pl.Expr:
+    """user_id when the site set one, else idvisitor as hex, else (no visitor id at all) the
+    visit itself (``visit-<idvisit>``): such visits are never merged into one visitor."""
+    user = text(user_id)
+    user = pl.when(user.is_in(["false"])).then(None).otherwise(user)
+    own = [] if visit is None else [pl.concat_str(pl.lit("visit-"), text(visit))]
+    return pl.coalesce(user, visitor_hex(idvisitor), *own)
 
 
 def positive(expr: pl.Expr) -> pl.Expr:
@@ -278,7 +386,40 @@ def positive(expr: pl.Expr) -> pl.Expr:
     return pl.when(value > 0).then(value)
 
 
-def finish(frame: pl.DataFrame, extra: tuple[str, ...] = ()) -> pl.DataFrame:
+#: Event data strings longer than this fail in Umami's database (event_data.string_value).
+DATA_TEXT_LIMIT = 500
+
+
+def _json_member(name: str, value: pl.Expr) -> pl.Expr:
+    """``"name":<value as JSON>`` (null when the value is null)."""
+    encoded = pl.struct(value.alias(name)).struct.json_encode()
+    return pl.when(value.is_not_null()).then(encoded.str.strip_prefix("{").str.strip_suffix("}"))
+
+
+def item_lines(sku: pl.Expr, name: pl.Expr, category: pl.Expr, price: pl.Expr, quantity: pl.Expr) -> pl.Expr:
+    """One ordered item as the members of a JSON object (``"sku":"A1","price":5.0,...``)."""
+    members = [
+        _json_member("sku", text(sku).str.slice(0, DATA_TEXT_LIMIT)),
+        _json_member("name", text(name).str.slice(0, DATA_TEXT_LIMIT)),
+        _json_member("category", text(category).str.slice(0, DATA_TEXT_LIMIT)),
+        _json_member("price", text(price).cast(F64, strict=False)),
+        _json_member("quantity", text(quantity).cast(F64, strict=False).cast(pl.Int64, strict=False)),
+    ]
+    return pl.concat_list(members).list.drop_nulls().list.join(",")
+
+
+def items_object(lines: pl.Expr, count: pl.Expr) -> pl.Expr:
+    """An order's items as one JSON object for ``data.*``, from a list of :func:`item_lines`:
+    ``{"item_count":3,"item_1":{"sku":...},"item_2":{...}}`` (Umami stores ``item_1.sku``, ...)."""
+    numbered = lines.list.eval(
+        pl.concat_str(pl.lit('"item_'), (pl.int_range(pl.len()) + 1).cast(S), pl.lit('":{'), pl.element(), pl.lit("}"))
+    )
+    total = pl.concat_str(pl.lit('"item_count":'), count.cast(pl.Int64).cast(S))
+    body = pl.concat_list(pl.coalesce(total, pl.lit(None, S)), numbered).list.drop_nulls().list.join(",")
+    return pl.when(lines.list.len() > 0).then(pl.concat_str(pl.lit("{"), body, pl.lit("}")))
+
+
+def finish(frame: pl.DataFrame, extra: Iterable[str] = ()) -> pl.DataFrame:
     """The frame in :data:`FLAT_SCHEMA` order and types, then ``_row`` and ``extra`` columns."""
     missing = [pl.lit(None, t).alias(c) for c, t in FLAT_SCHEMA.items() if c not in frame.columns]
     frame = frame.with_columns(missing) if missing else frame
@@ -292,18 +433,26 @@ __all__ = [
     "DEVICE_TYPES",
     "EVENT_NAMES",
     "FLAT_SCHEMA",
+    "LEGACY_OS",
     "OS_NAMES",
     "URL_PREFIXES",
+    "absolute_url",
     "browser_expr",
     "country_expr",
     "device_expr",
     "finish",
     "hostname_expr",
+    "item_lines",
+    "items_object",
     "language_expr",
     "os_expr",
     "positive",
+    "region_code",
     "region_expr",
     "screen_expr",
     "text",
+    "unsanitize",
+    "valid_region",
     "visitor_expr",
+    "visitor_hex",
 ]

@@ -2,23 +2,27 @@
 
 ``Live.getLastVisitsDetails`` with ``format=json`` answers one JSON array of
 visits per request; a history is saved as many pages (``filter_limit`` /
-``filter_offset``), one file each (``.json``, ``.gz``/``.zst`` read). Each
-visit carries its visitor (``visitorId``, ``userId``), device
-(``browserCode``, ``operatingSystemCode``, ``deviceType``), location
+``filter_offset``), one file each (``.json``, ``.gz``/``.zst`` read; reading
+them: ``matomo_pages``). Each visit carries its site (``idSite``,
+``siteName``), visitor (``visitorId``, ``userId``), device (``browserCode``,
+``operatingSystemCode``, ``deviceTypeIcon``, ``deviceType``), location
 (``countryCode``, ``regionCode``, ``city``), ``referrerUrl``, ``resolution``,
 ``languageCode``, ``siteCurrency`` and its ``actionDetails``: page views
 (``action``), ``event``, ``outlink``, ``download``, ``search``, ``goal``,
-``ecommerceOrder``, ``ecommerceAbandonedCart``, content impressions. The rows
-of the import are the action details, in the file's order (``_row`` counts
-them from 1 across the file's visits).
+``ecommerceOrder`` (with its ``itemDetails``), ``ecommerceAbandonedCart``,
+content impressions. The rows of the import are the action details, in the
+file's order (``_row`` counts them from 1 across the file's visits).
 
 Why each choice:
 
-* **Parsed by polars with an explicit schema**, every scalar as text: the API
-  writes numbers as numbers or as strings depending on the Matomo version and
-  field (``revenue``, ``goalId``), and a text field takes both. Fields not
-  listed are never materialised. JSON lines of visits (``jq -c '.[]'``) are
-  read too.
+* **Language**: a Matomo answers in its user's language (``"deviceType":
+  "Bureau"``); the codes and icon names beside each label do not change, so
+  they are read: ``browserCode``, ``operatingSystemCode``, ``deviceTypeIcon``
+  (``.../devices/desktop.png``), ``countryCode``, ``regionCode``. A value that
+  maps to nothing is named in a note (``matomo_visits.VisitNotes``).
+* **Visitor**: ``userId``, else ``visitorId``; Matomo writes ``"visitorId":
+  false`` when it has none, and such a visit is its own visitor
+  (``visit-<idVisit>``), said in a note, never one visitor for all of them.
 * **Action times**: the Live API turns each action's ``timestamp`` into the
   SITE's time zone (server time + the site's UTC offset), while the visit's
   ``firstActionTimestamp`` stays UTC. The offset is therefore taken back out,
@@ -28,43 +32,44 @@ Why each choice:
   already UTC, it is 0.
 * **The page of a click**: outlinks, downloads, site searches and orders carry
   no page URL of their own (an outlink's ``url`` is its target); they get the
-  URL of the visit's last page view before them.
+  URL of the visit's last page view before them. A URL Matomo keeps without
+  its scheme (``example.com/page``) gets ``http://`` back.
+* **Sites**: pages of several sites are refused until one is chosen
+  (``--matomo-site ID``); the other sites' actions are then skipped by name.
 * **Memory**: one saved page (``filter_limit`` visits) at a time, plus the
-  visit ids of the folder's earlier pages (to catch pages that overlap), each
+  visit ids of the run's earlier pages (to catch pages that overlap), each
   page scanned once per run.
 
 A file that is not such an export is refused, naming it: an API error answer
 (``{"result": "error", ...}``), a truncated download (with the line and
 column where the JSON stops), JSON whose elements are not visits. A visit
-that appears twice in one file, or again in a later page of the same folder
-(pages saved while the period still received visits overlap), and an action
-of a kind Matomo added later, are rejected with that reason, never dropped
-and never imported twice.
+that appears twice in one file, or again in a later input page (pages saved
+while the period still received visits overlap), and an action of a kind
+Matomo added later, are rejected with that reason, never dropped and never
+imported twice.
 """
 
 from __future__ import annotations
 
-import functools
-import io
-import json
-import os
-import re
 from collections.abc import Iterator
 
 import polars as pl
 
 from backfill.errors import SourceError
-from backfill.schema import COL_ROW, COL_SOURCE_ERROR, COL_SOURCE_RAW
+from backfill.schema import COL_ROW, COL_SKIP, COL_SOURCE_ERROR, COL_SOURCE_RAW
 from backfill.sources import FormatPlugin, ReadOptions, SourceFile
 from backfill.sources.compression import UTF8_BOM, iter_decompressed, take_head
 from backfill.sources.matomo_codes import (
     EVENT_NAMES,
     FLAT_SCHEMA,
+    absolute_url,
     browser_expr,
     country_expr,
     device_expr,
     finish,
     hostname_expr,
+    item_lines,
+    items_object,
     language_expr,
     os_expr,
     positive,
@@ -73,49 +78,18 @@ from backfill.sources.matomo_codes import (
     text,
     visitor_expr,
 )
+from backfill.sources.matomo_pages import (
+    ACTION_FIELDS,
+    VISIT_SCHEMA,
+    earlier_visits,
+    read_page,
+    run_notes,
+    run_sites,
+)
+from backfill.sources.matomo_sites import check_sites, skip_other_sites
 
 S = pl.String()
 
-ACTION_FIELDS = (
-    "type",
-    "url",
-    "pageTitle",
-    "timestamp",
-    "eventCategory",
-    "eventAction",
-    "eventName",
-    "eventValue",
-    "siteSearchKeyword",
-    "siteSearchCategory",
-    "siteSearchCount",
-    "goalId",
-    "goalName",
-    "revenue",
-    "orderId",
-)
-VISIT_FIELDS = (
-    "idSite",
-    "idVisit",
-    "visitorId",
-    "userId",
-    "firstActionTimestamp",
-    "siteCurrency",
-    "referrerUrl",
-    "browserCode",
-    "operatingSystemCode",
-    "operatingSystemVersion",
-    "deviceType",
-    "resolution",
-    "languageCode",
-    "countryCode",
-    "regionCode",
-    "city",
-)
-#: One visit of the export: the fields read, all as text.
-VISIT_SCHEMA: dict[str, pl.DataType] = {
-    **dict.fromkeys(VISIT_FIELDS, S),
-    "actionDetails": pl.List(pl.Struct(dict.fromkeys(ACTION_FIELDS, S))),
-}
 #: Live action type -> our kind (see matomo_codes.FLAT_SCHEMA).
 KINDS: dict[str, str] = {
     "action": "pageview",
@@ -132,79 +106,8 @@ KINDS: dict[str, str] = {
     "13": "content",  # Action::TYPE_CONTENT, left numeric by some Matomo versions
 }
 QUARTER_HOUR = 900
-#: Saved pages that can overlap one another: JSON files in the same folder.
-_PAGE_ENDINGS = (".json", ".ndjson", ".jsonl")
-_COMPRESSION = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
-_VISIT_ID = re.compile(rb'"idVisit"\s*:\s*"?(\d+)')
 MAX_OFFSET = 14 * 3600  # UTC+14, the largest offset of any time zone
 _SNIFF_BYTES = 4096
-
-
-# --------------------------------------------------------------------------- reading a page
-
-
-def read_page(source: SourceFile) -> pl.DataFrame:
-    """The visits of one saved page (or JSON lines of visits); SourceError naming what is wrong."""
-    data = b"".join(iter_decompressed(source.path, source.compression)).removeprefix(UTF8_BOM)
-    start = data.lstrip()[:1]
-    if not start:
-        return pl.DataFrame(schema=VISIT_SCHEMA)
-    if start == b"{" and b"\n{" not in data.strip():
-        _refuse_object(source.path, data)
-    try:
-        if start == b"[":
-            visits = pl.read_json(io.BytesIO(data), schema=VISIT_SCHEMA)
-        else:
-            visits = pl.read_ndjson(io.BytesIO(data), schema=VISIT_SCHEMA)
-    except (pl.exceptions.PolarsError, ValueError) as exc:
-        raise _json_error(source.path, data, exc) from exc
-    missing = visits.select(pl.col("idVisit").is_null().arg_true().first()).item()
-    if missing is not None:
-        raise SourceError(
-            f"{source.path}: element {missing + 1} has no idVisit: not a Live.getLastVisitsDetails "
-            "export (save the API's answer with format=json, one page per file)"
-        )
-    return visits
-
-
-def _refuse_object(path: str, data: bytes) -> None:
-    """A single JSON object: the API's error answer, or another method's output."""
-    try:
-        value = json.loads(data)
-    except ValueError as exc:
-        raise _json_error(path, data, exc) from exc
-    if isinstance(value, dict) and value.get("result") == "error":
-        raise SourceError(f"{path}: the file is Matomo's error answer, not visits: {value.get('message')!r}")
-    raise SourceError(
-        f"{path}: one JSON object, not a list of visits: not a Live.getLastVisitsDetails export "
-        "(save the API's answer with format=json, one page per file)"
-    )
-
-
-def _json_error(path: str, data: bytes, exc: Exception) -> SourceError:
-    """Where the JSON breaks (line and column), from Python's parser; polars only says it failed."""
-    try:
-        text_data = data.decode("utf-8")
-    except UnicodeDecodeError as bad:
-        line = data.count(b"\n", 0, bad.start) + 1
-        return SourceError(f"{path}: line {line}: not UTF-8 text ({bad.reason})")
-    lines = text_data.splitlines() or [""]
-    decoder = json.JSONDecoder()
-    position = 0
-    try:
-        if text_data.lstrip().startswith("["):
-            decoder.decode(text_data)
-        else:
-            for position, line in enumerate(lines):  # noqa: B007 - the position names the line
-                if line.strip():
-                    decoder.decode(line)
-    except json.JSONDecodeError as bad:
-        line_no = bad.lineno + position
-        return SourceError(
-            f"{path}: line {line_no} column {bad.colno}: {bad.msg}; the export is cut short or "
-            "damaged (a download that stopped?): save that page again"
-        )
-    return SourceError(f"{path}: not a Live.getLastVisitsDetails export: {exc}")
 
 
 # --------------------------------------------------------------------------- visits -> events
@@ -213,8 +116,8 @@ def _json_error(path: str, data: bytes, exc: Exception) -> SourceError:
 def flatten(visits: pl.DataFrame, first_row: int = 1, seen: pl.DataFrame | None = None) -> pl.DataFrame:
     """Visits -> one row per action detail, in FLAT_SCHEMA (plus ``_row`` and reject columns).
 
-    ``seen`` (idVisit, page) names the visits already in an earlier page (see
-    :func:`earlier_visits`); their actions are rejected, not imported twice.
+    ``seen`` (idVisit, _seen_in) names the visits already in an earlier page (see
+    ``matomo_pages.earlier_visits``); their actions are rejected, not imported twice.
     """
     duplicate = pl.col("idVisit").is_duplicated() & (pl.int_range(pl.len()).over("idVisit") > 0)
     visits = visits.with_columns(duplicate.alias("_duplicate"))
@@ -234,7 +137,8 @@ def flatten(visits: pl.DataFrame, first_row: int = 1, seen: pl.DataFrame | None 
         text(pl.col("type")).replace_strict(KINDS, default=None, return_dtype=S).alias("kind"),
         (ts - offset.fill_null(0)).alias("timestamp"),
     )
-    rows = rows.with_columns(*_columns())
+    rows = rows.with_columns(*_columns()).with_columns(hostname_expr(pl.col("url")).alias("hostname"))
+    rows = _with_items(rows)
     return rows.with_columns(_error().alias(COL_SOURCE_ERROR), _raw().alias(COL_SOURCE_RAW))
 
 
@@ -254,27 +158,28 @@ def _columns() -> list[pl.Expr]:
     kind = pl.col("kind")
     is_event = kind == "event"
     link = kind.is_in(["outlink", "download"])
-    page = pl.when(kind == "pageview").then(text(pl.col("url"))).forward_fill().over("idVisit")
-    own_url = is_event | (kind == "pageview") | (kind == "goal")
-    url = pl.when(own_url).then(pl.coalesce(text(pl.col("url")), page)).otherwise(page)
+    own_url = absolute_url(text(pl.col("url")))
+    page = pl.when(kind == "pageview").then(own_url).forward_fill().over("idVisit")
+    takes_own = is_event | (kind == "pageview") | (kind == "goal")
+    url = pl.when(takes_own).then(pl.coalesce(own_url, pl.when(kind != "pageview").then(page))).otherwise(page)
     first = pl.col("timestamp") == pl.col("timestamp").min().over("idVisit")
     country = country_expr(pl.col("countryCode"))
     goal = text(pl.col("goalId"))
+    goal_name = text(pl.col("goalName"))
     return [
         pl.when(is_event)
         .then(text(pl.col("eventAction")))
-        .when(kind == "goal")
-        .then(pl.concat_str(pl.lit("goal_"), goal.fill_null("unknown")))  # a deleted goal has no id
+        .when(kind == "goal")  # a deleted goal has no name and no id in the Live API
+        .then(pl.coalesce(goal_name, pl.concat_str(pl.lit("goal_"), goal.fill_null("unknown"))))
         .otherwise(kind.replace_strict(EVENT_NAMES, default=None, return_dtype=S))
         .alias("event_name"),
-        visitor_expr(pl.col("userId"), pl.col("visitorId")).alias("visitor_id"),
+        visitor_expr(pl.col("userId"), pl.col("visitorId"), pl.col("idVisit")).alias("visitor_id"),
         text(pl.col("idVisit")).alias("visit_id"),
         text(pl.col("idSite")).alias("site_id"),
         url.alias("url"),
-        hostname_expr(url).alias("hostname"),
         pl.when(kind == "pageview").then(text(pl.col("pageTitle"))).alias("title"),
         pl.when(first).then(text(pl.col("referrerUrl"))).alias("referrer"),
-        pl.when(link).then(text(pl.col("url"))).alias("link_url"),
+        pl.when(link).then(own_url).alias("link_url"),
         pl.when(is_event)
         .then(text(pl.col("eventCategory")))
         .when(kind == "site_search")
@@ -288,7 +193,7 @@ def _columns() -> list[pl.Expr]:
         .then(text(pl.col("siteSearchCount")).cast(pl.Int64, strict=False))
         .alias("search_count"),
         pl.when(kind == "goal").then(goal).alias("goal_id"),
-        pl.when(kind == "goal").then(text(pl.col("goalName"))).alias("goal_name"),
+        pl.when(kind == "goal").then(goal_name).alias("goal_name"),
         pl.when(kind == "ecommerce_order").then(text(pl.col("orderId"))).alias("order_id"),
         positive(pl.col("revenue")).alias("revenue"),
         pl.when(positive(pl.col("revenue")).is_not_null())
@@ -298,11 +203,35 @@ def _columns() -> list[pl.Expr]:
         language_expr(pl.col("languageCode")).alias("language"),
         browser_expr(pl.col("browserCode"), pl.col("operatingSystemCode")).alias("browser"),
         os_expr(pl.col("operatingSystemCode"), pl.col("operatingSystemVersion")).alias("os"),
-        device_expr(pl.col("deviceType")).alias("device"),
+        device_expr(pl.col("deviceType"), pl.col("deviceTypeIcon")).alias("device"),
         country.alias("country"),
         region_expr(country, pl.col("regionCode")).alias("region"),
         text(pl.col("city")).alias("city"),
     ]
+
+
+def _with_items(rows: pl.DataFrame) -> pl.DataFrame:
+    """``items``: an order's ``itemDetails`` (and ``items``, their number) as one JSON object."""
+    is_order = pl.col("kind") == "ecommerce_order"
+    count = text(pl.col("items")).cast(pl.Int64, strict=False)
+    lines = (
+        rows.filter(is_order & (pl.col("itemDetails").list.len() > 0))
+        .select(COL_ROW, "itemDetails")
+        .explode("itemDetails")
+        .unnest("itemDetails")
+        .select(
+            COL_ROW,
+            item_lines(
+                pl.col("itemSKU"), pl.col("itemName"), pl.col("itemCategory"), pl.col("price"), pl.col("quantity")
+            ).alias("line"),
+        )
+        .group_by(COL_ROW, maintain_order=True)
+        .agg(pl.col("line"))
+    )
+    rows = rows.join(lines, on=COL_ROW, how="left", maintain_order="left")
+    count_only = pl.when(count > 0).then(pl.format('{{"item_count":{}}}', count))
+    with_lines = items_object(pl.col("line").fill_null(pl.lit([], pl.List(S))), count)
+    return rows.with_columns(pl.when(is_order).then(pl.coalesce(with_lines, count_only)).alias("items"))
 
 
 def _error() -> pl.Expr:
@@ -337,51 +266,20 @@ def _raw() -> pl.Expr:
 # --------------------------------------------------------------------------- plugin entry points
 
 
-def earlier_visits(path: str) -> pl.DataFrame:
-    """(idVisit, page) of the visits in the pages saved next to ``path`` whose names sort before it.
-
-    Pages of a period that still receives visits shift while they are saved, so
-    one visit can be in two files. The first page (by name) that holds a visit
-    is where it is imported from; later copies are rejected, naming that page.
-    """
-    folder, name = os.path.split(os.path.abspath(path))
-    frames = []
-    for other in sorted(os.listdir(folder)):
-        stem, ext = os.path.splitext(other)
-        compression = _COMPRESSION.get(ext.lower())
-        if compression:
-            stem, ext = os.path.splitext(stem)
-        if other >= name or ext.lower() not in _PAGE_ENDINGS:
-            continue
-        full = os.path.join(folder, other)
-        info = os.stat(full)
-        ids = _page_visit_ids(full, compression, info.st_size, info.st_mtime_ns)
-        frames.append(pl.DataFrame({"idVisit": ids, "_seen_in": pl.Series([other] * len(ids), dtype=S)}))
-    if not frames:
-        return pl.DataFrame(schema={"idVisit": S, "_seen_in": S})
-    return pl.concat(frames).unique("idVisit", keep="first", maintain_order=True)
-
-
-@functools.lru_cache(maxsize=4096)
-def _page_visit_ids(path: str, compression: str | None, size: int, mtime_ns: int) -> pl.Series:
-    """The idVisit values of one saved page (a text scan: a damaged page is refused when it is read)."""
-    try:
-        data = b"".join(iter_decompressed(path, compression))
-    except SourceError:
-        return pl.Series([], dtype=S)
-    return pl.Series([m.decode() for m in _VISIT_ID.findall(data)], dtype=S)
-
-
 def iter_frames(source: SourceFile, options: ReadOptions) -> Iterator[pl.DataFrame]:
     """The file's action details as flat frames of at most ``chunk_rows`` rows."""
+    chosen = check_sites("the Live pages", run_sites(source, options), options)
     visits = read_page(source)
-    rows = finish(flatten(visits, seen=earlier_visits(source.path)), (COL_SOURCE_ERROR, COL_SOURCE_RAW))
+    for note in run_notes(source, options, chosen):
+        options.note(note)
+    rows = flatten(visits, seen=earlier_visits(source, options))
+    rows = finish(skip_other_sites(rows, pl.col("site_id"), chosen), (COL_SOURCE_ERROR, COL_SOURCE_RAW, COL_SKIP))
     for start in range(0, rows.height, options.chunk_rows):
         yield rows.slice(start, options.chunk_rows)
 
 
 def flat_schema(source: SourceFile, options: ReadOptions) -> dict[str, pl.DataType]:
-    """The fixed flat columns, after checking that the file starts like an export."""
+    """The fixed flat columns, after checking that the file starts like an export and the sites."""
     head, _ = take_head(iter_decompressed(source.path, source.compression), _SNIFF_BYTES)
     start = head.removeprefix(UTF8_BOM).lstrip()[:1]
     if start not in (b"[", b"{", b""):
@@ -389,6 +287,7 @@ def flat_schema(source: SourceFile, options: ReadOptions) -> dict[str, pl.DataTy
             f"{source.path}: not JSON (it starts with {head[:20]!r}): not a Live.getLastVisitsDetails "
             "export saved with format=json"
         )
+    check_sites("the Live pages", run_sites(source, options), options)
     return dict(FLAT_SCHEMA)
 
 

@@ -1,23 +1,38 @@
 """Matomo's raw log tables (a database dump): ``--format matomo_logs``.
 
-A Matomo site's history is in four MySQL tables, dumped one file per table
+A Matomo site's history is in its MySQL log tables, dumped one file per table
 (``mysql --batch -e 'SELECT * FROM matomo_log_visit' > matomo_log_visit.tsv``,
 or CSV with a header; ``.gz``/``.zst`` read directly; table prefix ``matomo_``,
-``piwik_``, any other ``<prefix>_`` or none):
+``piwik_``, any other ``<prefix>_`` or none; see ``matomo_tables``):
 
 * ``log_link_visit_action``: one row per action (page view, download, outlink,
   site search, event, content interaction), with ids into ``log_action``;
 * ``log_action``: the dictionary of URLs, titles, event categories, ... (its
   ``url_prefix`` code gives back the ``https://www.`` Matomo strips);
-* ``log_visit``: one row per visit: visitor, device, location, referrer;
+* ``log_visit``: one row per visit: site, visitor, device, location, referrer;
 * ``log_conversion``: goal conversions and ecommerce orders, with revenue;
-* optionally ``site`` (``SELECT idsite, currency FROM matomo_site``): the
-  currency of each site's revenue (Matomo keeps one per site, not per row).
+* optionally ``goal`` (each goal's name), ``log_conversion_item`` (each order's
+  items) and ``site`` (each site's name, URL and currency: Matomo keeps one
+  currency per site, not per row). Matomo's other tables are ignored, with a note.
 
 The rows of the import are the rows of ``log_link_visit_action`` and
-``log_conversion``; ``log_visit``, ``log_action`` and ``site`` are looked up
-(those files yield no rows of their own). Each action file finds its tables in
-its own folder, by the same prefix, so pass the folder or all the files.
+``log_conversion``; the other tables are looked up (their files yield no rows).
+Each action file finds its tables in its own folder, by the same prefix, so
+pass the folder or all the files. A dump of several sites is refused until
+one is chosen (``--matomo-site ID``, see ``matomo_sites``).
+
+What the rows are, in Matomo's terms (``core/Tracker/Action.php`` types, and how
+Matomo's own reports read them):
+
+* ``idaction_url`` = 0 with no name, event or content: a page view whose URL
+  Matomo did not record; its reports list it as "Page URL not defined". It is
+  a page view with no URL here, which the presets skip by a named filter
+  (Umami stores no page view without a page).
+* Outlinks, downloads and site searches carry no page of their own: the page is
+  ``idaction_url_ref``, the visit's last page view. Piwik 1.x set that column to
+  the previous action of any kind, so a download after an outlink named the
+  outlink's target: such a reference is followed back through the visit's earlier
+  clicks to the page view (:class:`ClickPages`).
 
 Memory, as the tables' sizes are very different:
 
@@ -31,7 +46,8 @@ Memory, as the tables' sizes are very different:
   actions likewise as they are read; partition k of both is then joined on its
   own. Memory is then one partition of visits plus one chunk of actions; disk
   is about the size of both tables' used columns (``BACKFILL_TMPDIR``).
-* ``log_link_visit_action`` and ``log_conversion`` stream in chunks.
+* ``log_link_visit_action`` and ``log_conversion`` stream in chunks; ``goal``,
+  ``site`` and the orders' items (one JSON text per order) are held whole.
 
 A row that cannot become an event names itself: an action id with no
 ``log_action`` row, an ``idvisit`` with no ``log_visit`` row, a ``server_time``
@@ -45,36 +61,47 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import re
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import polars as pl
 
-from backfill.errors import SourceError
-from backfill.schema import COL_SOURCE_ERROR, COL_SOURCE_RAW
+from backfill.schema import COL_ROW, COL_SKIP, COL_SOURCE_ERROR, COL_SOURCE_RAW
 from backfill.sources import FormatPlugin, ReadOptions, SourceFile
-from backfill.sources import csv as csv_reader
-from backfill.sources.compression import iter_decompressed, local_file, take_head, temp_dir
+from backfill.sources.compression import temp_dir
 from backfill.sources.matomo_codes import (
     EVENT_NAMES,
     FLAT_SCHEMA,
-    URL_PREFIXES,
-    browser_expr,
-    country_expr,
-    device_expr,
+    absolute_url,
     finish,
     hostname_expr,
-    language_expr,
-    os_expr,
     positive,
-    region_expr,
-    screen_expr,
     text,
-    visitor_expr,
+    unsanitize,
 )
-from backfill.transform import map_unique
+from backfill.sources.matomo_sites import check_sites, skip_other_sites
+from backfill.sources.matomo_tables import (
+    NEEDS,
+    TABLE_COLUMNS,
+    TableFile,
+    dump_sites,
+    epoch_expr,
+    header,
+    id_expr,
+    ignored_note,
+    load_actions,
+    load_goals,
+    load_items,
+    load_sites,
+    needed,
+    own_table,
+    read_table,
+    sibling,
+    table_file,
+    text_column,
+    unescape,
+)
+from backfill.sources.matomo_visits import VisitNotes, shape_visits
 
 S = pl.String()
 U64 = pl.UInt64()
@@ -83,269 +110,16 @@ U64 = pl.UInt64()
 PARTITION_BYTES = 256 << 20
 #: Gzip/zstd dumps of these tables shrink about this much; used to estimate the size.
 COMPRESSION_RATIO = 6
-
-#: Required and optional columns of each table (others in the dump are not read).
-TABLE_COLUMNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "log_link_visit_action": (
-        ("idvisit", "server_time", "idaction_url"),
-        (
-            "idlink_va",
-            "idaction_url_ref",
-            "idaction_name",
-            "idaction_event_category",
-            "idaction_event_action",
-            "idaction_content_name",
-            "custom_float",
-            "search_cat",
-            "search_count",
-        ),
-    ),
-    "log_visit": (
-        ("idvisit", "idvisitor"),
-        (
-            "idsite",
-            "user_id",
-            "visit_first_action_time",
-            "referer_url",
-            "config_browser_name",
-            "config_os",
-            "config_os_version",
-            "config_device_type",
-            "config_resolution",
-            "location_browser_lang",
-            "location_country",
-            "location_region",
-            "location_city",
-        ),
-    ),
-    "log_action": (("idaction", "name", "type"), ("url_prefix",)),
-    "log_conversion": (("idvisit", "idgoal", "server_time"), ("idsite", "url", "revenue", "idorder")),
-    "site": (("idsite", "currency"), ()),
-}
-#: The tables whose rows are the import's rows, and the tables each one needs.
-NEEDS: dict[str, tuple[str, ...]] = {
-    "log_link_visit_action": ("log_visit", "log_action"),
-    "log_conversion": ("log_visit",),
-}
-_TABLE_FILE = re.compile(
-    r"^(?P<prefix>|.*_)(?P<table>log_link_visit_action|log_visit|log_action|log_conversion|site)"
-    r"\.(?P<ext>tsv|csv|txt)(?P<comp>\.gz|\.zst|\.zstd)?$",
-    re.IGNORECASE,
-)
-_COMPRESSION = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
-_DATETIME = "%Y-%m-%d %H:%M:%S"
-_MYSQL_ESCAPES = {"0": "\0", "b": "\b", "n": "\n", "r": "\r", "t": "\t", "Z": "\x1a", "\\": "\\"}
-_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
+#: log_action types of a click: outlink, download (a page is a URL, 1, or a title, 4).
+CLICK_TYPES = (2, 3)
+#: Kinds whose page is the visit's last page view (``idaction_url_ref``), not their own URL.
+REF_PAGE_KINDS = ("outlink", "download", "site_search")
 _PART = "__part"
+#: Links of a chain of clicks followed back at most (Piwik 1.x: click after click).
+MAX_CLICK_CHAIN = 1000
 
 
-# --------------------------------------------------------------------------- the dump's files
-
-
-@dataclass(frozen=True)
-class TableFile:
-    """One table's file in a dump."""
-
-    path: str
-    table: str
-    prefix: str
-    compression: str | None
-    tsv: bool  # mysql --batch / INTO OUTFILE: tab-separated, unquoted, backslash escapes
-
-    @property
-    def dialect(self) -> csv_reader.Dialect:
-        return csv_reader.Dialect("\t", "", True) if self.tsv else csv_reader.Dialect(",", '"', True)
-
-
-def table_file(path: str) -> TableFile | None:
-    """The table a file holds, from its name (``matomo_log_visit.tsv.gz``); None if it is none."""
-    match = _TABLE_FILE.match(os.path.basename(path))
-    if match is None:
-        return None
-    comp = (match["comp"] or "").lower()
-    return TableFile(
-        path=path,
-        table=match["table"].lower(),
-        prefix=match["prefix"],
-        compression=_COMPRESSION.get(comp),
-        tsv=match["ext"].lower() != "csv",
-    )
-
-
-def _own_table(source: SourceFile) -> TableFile:
-    found = table_file(source.path)
-    if found is None:
-        raise SourceError(
-            f"{source.path}: not a Matomo log table: name each file after its table "
-            "(log_link_visit_action, log_visit, log_action, log_conversion, site), with an "
-            "optional prefix such as matomo_ or piwik_, ending .tsv, .csv or .txt (+ .gz/.zst), "
-            "e.g. matomo_log_visit.tsv.gz"
-        )
-    return found
-
-
-def sibling(own: TableFile, table: str) -> TableFile | None:
-    """The dump's file for ``table``: same folder, same prefix; SourceError if there are two."""
-    folder = os.path.dirname(own.path) or "."
-    found = []
-    for name in sorted(os.listdir(folder)):
-        other = table_file(os.path.join(folder, name))
-        if other is not None and other.table == table and other.prefix.lower() == own.prefix.lower():
-            found.append(other)
-    if len(found) > 1:
-        raise SourceError(
-            f"{folder}: the dump has {len(found)} files for table {own.prefix}{table} "
-            f"({', '.join(os.path.basename(f.path) for f in found)}); keep one"
-        )
-    return found[0] if found else None
-
-
-def _needed(own: TableFile, table: str) -> TableFile:
-    found = sibling(own, table)
-    if found is None:
-        raise SourceError(
-            f"{own.path}: the dump has no table {own.prefix}{table} next to it; {own.table} "
-            f"cannot be read without it. Export it into the same folder, e.g. "
-            f"mysql --batch -e 'SELECT * FROM {own.prefix or 'matomo_'}{table}' > {own.prefix}{table}.tsv"
-        )
-    return found
-
-
-def header(tf: TableFile, encoding: str) -> tuple[str, ...]:
-    """The table file's column names; SourceError when a required one is missing.
-
-    An empty file is an empty table (``mysql --batch`` prints nothing, not even the
-    header, for a query without rows): no columns, and no rows.
-    """
-    blocks = iter_decompressed(tf.path, tf.compression)
-    head, at_eof = take_head(blocks, csv_reader.HEADER_MAX_BYTES)
-    if encoding.lower().replace("-", "") not in ("utf8", "utf8sig"):
-        head = head.decode(encoding, "replace").encode("utf-8")
-    found = csv_reader.read_header(head, at_eof, tf.path, tf.dialect)
-    if found is None:
-        return ()
-    names = found.names
-    required = TABLE_COLUMNS[tf.table][0]
-    missing = [c for c in required if c not in names]
-    if missing:
-        shown = ", ".join(map(repr, names[:12]))
-        raise SourceError(
-            f"{tf.path}: table {tf.table} needs the column(s) {', '.join(map(repr, missing))}; "
-            f"the first line has {shown}. Export it with its header line (mysql --batch writes one; "
-            "not with -N / --skip-column-names)"
-        )
-    return names
-
-
-def read_table(tf: TableFile, options: ReadOptions, *, bad_records: str) -> Iterator[pl.DataFrame]:
-    """The used columns of a table file in chunks (text; missing optional columns null)."""
-    required, optional = TABLE_COLUMNS[tf.table]
-    names = header(tf, options.encoding)
-    if not names:
-        return
-    present = [c for c in (*required, *optional) if c in names]
-    with local_file(tf.path, tf.compression, options.encoding, ".txt") as path:
-        for frame in csv_reader.iter_csv(
-            path,
-            name=tf.path,
-            dialect=tf.dialect,
-            columns=present,
-            chunk_rows=options.chunk_rows,
-            bad_records=bad_records,
-        ):
-            missing = [pl.lit(None, S).alias(c) for c in (*required, *optional) if c not in frame.columns]
-            yield frame.with_columns(missing) if missing else frame
-
-
-def unescape(values: pl.Series) -> pl.Series:
-    """Undo mysql --batch's backslash escapes (``\\t``, ``\\n``, ``\\\\``) on the values that have one."""
-    if not values.str.contains("\\", literal=True).any():
-        return values
-    return map_unique(values, lambda v: _ESCAPE.sub(lambda m: _MYSQL_ESCAPES.get(m[1], m[1]), v), S)
-
-
-def _text_column(frame: pl.DataFrame, column: str, tsv: bool) -> pl.Series:
-    values = frame.select(text(pl.col(column)).alias(column)).get_column(column)
-    return unescape(values) if tsv else values
-
-
-def _id(column: str) -> pl.Expr:
-    """An id column as UInt64; 0 (Matomo's "none") and non-numbers are null."""
-    value = text(pl.col(column)).cast(U64, strict=False)
-    return pl.when(value != 0).then(value)
-
-
-def _epoch(column: str) -> pl.Expr:
-    return text(pl.col(column)).str.strptime(pl.Datetime("us"), _DATETIME, strict=False).dt.epoch("s")
-
-
-# --------------------------------------------------------------------------- dictionaries
-
-
-def load_actions(tf: TableFile, options: ReadOptions) -> pl.DataFrame:
-    """log_action as (idaction, a_type, a_text, a_found); URLs get their prefix back."""
-    frames = []
-    for raw in read_table(tf, options, bad_records="raise"):
-        name = _text_column(raw, "name", tf.tsv)
-        prefix = text(pl.col("url_prefix")).cast(pl.Int64, strict=False)
-        scheme = prefix.replace_strict(URL_PREFIXES, default=None, return_dtype=S)
-        frames.append(
-            raw.with_columns(name.alias("name")).select(
-                _id("idaction").alias("idaction"),
-                text(pl.col("type")).cast(pl.Int64, strict=False).alias("a_type"),
-                pl.when(scheme.is_not_null())
-                .then(pl.concat_str(scheme, pl.col("name")))
-                .otherwise(pl.col("name"))
-                .alias("a_text"),
-                pl.lit(True).alias("a_found"),
-            )
-        )
-    if not frames:
-        return pl.DataFrame(schema={"idaction": U64, "a_type": pl.Int64(), "a_text": S, "a_found": pl.Boolean()})
-    return pl.concat(frames).filter(pl.col("idaction").is_not_null()).unique("idaction", keep="first")
-
-
-def load_currencies(own: TableFile, options: ReadOptions) -> pl.DataFrame:
-    """site as (idsite, currency); empty when the dump has no site table."""
-    tf = sibling(own, "site")
-    frames = []
-    if tf is not None:
-        for raw in read_table(tf, options, bad_records="raise"):
-            frames.append(
-                raw.select(
-                    text(pl.col("idsite")).alias("idsite"),
-                    text(pl.col("currency")).str.to_uppercase().alias("currency"),
-                )
-            )
-    if not frames:
-        return pl.DataFrame(schema={"idsite": S, "currency": S})
-    return pl.concat(frames).unique("idsite", keep="first")
-
-
-def shape_visits(raw: pl.DataFrame, tsv: bool) -> pl.DataFrame:
-    """log_visit rows -> the visit columns each event gets (Umami's vocabulary)."""
-    raw = raw.with_columns(
-        _text_column(raw, c, tsv).alias(c) for c in ("referer_url", "location_city", "user_id", "idvisitor")
-    )
-    country = country_expr(pl.col("location_country"))
-    return raw.select(
-        _id("idvisit").alias("idvisit"),
-        text(pl.col("idsite")).alias("v_idsite"),
-        visitor_expr(pl.col("user_id"), pl.col("idvisitor")).alias("visitor_id"),
-        _epoch("visit_first_action_time").alias("v_first"),
-        text(pl.col("referer_url")).alias("v_referrer"),
-        screen_expr(pl.col("config_resolution")).alias("screen"),
-        language_expr(pl.col("location_browser_lang")).alias("language"),
-        browser_expr(pl.col("config_browser_name"), pl.col("config_os")).alias("browser"),
-        os_expr(pl.col("config_os"), pl.col("config_os_version")).alias("os"),
-        device_expr(pl.col("config_device_type")).alias("device"),
-        country.alias("country"),
-        region_expr(country, pl.col("location_region")).alias("region"),
-        text(pl.col("location_city")).alias("city"),
-    )
-
-
-# --------------------------------------------------------------------------- actions and conversions
+# --------------------------------------------------------------------------- actions
 
 
 def _lookup(frame: pl.DataFrame, actions: pl.DataFrame, column: str, prefix: str) -> pl.DataFrame:
@@ -363,20 +137,13 @@ def _orphan(column: str) -> pl.Expr:
     return pl.when(missing).then(pl.format(f"{column} {{}} has no row in log_action", pl.col(column)))
 
 
-def shape_actions(raw: pl.DataFrame, actions: pl.DataFrame, tsv: bool) -> pl.DataFrame:
-    """log_link_visit_action rows -> events (without the visit's columns yet)."""
-    ids = ("idaction_url", "idaction_url_ref", "idaction_name", "idaction_event_category", "idaction_event_action")
-    frame = raw.with_columns(
-        *(_id(c).alias(c) for c in ids),
-        _id("idaction_content_name").alias("content"),
-        _id("idvisit").alias("idvisit"),
-        _epoch("server_time").alias("timestamp"),
-        _text_column(raw, "search_cat", tsv).alias("search_cat"),
-    )
-    for column, prefix in zip(ids, ("url", "ref", "nam", "cat", "act"), strict=True):
-        frame = _lookup(frame, actions, column, prefix)
-    page_type = pl.coalesce(pl.col("url_type"), pl.col("nam_type"))
-    kind = (
+_IDS = ("idaction_url", "idaction_url_ref", "idaction_name", "idaction_event_category", "idaction_event_action")
+
+
+def _kind(url_is_zero: pl.Expr) -> pl.Expr:
+    """The action's kind, from its columns and the log_action types of its URL / name."""
+    page_type = pl.col("page_type")
+    return (
         pl.when(pl.col("idaction_event_category").is_not_null())
         .then(pl.lit("event"))
         .when(pl.col("content").is_not_null())
@@ -389,22 +156,40 @@ def shape_actions(raw: pl.DataFrame, actions: pl.DataFrame, tsv: bool) -> pl.Dat
         .then(pl.lit("download"))
         .when(page_type == 8)
         .then(pl.lit("site_search"))
+        .when(url_is_zero & page_type.is_null())  # Matomo's "Page URL not defined"
+        .then(pl.lit("pageview"))
     )
-    frame = frame.with_columns(kind.alias("kind"), page_type.alias("page_type"))
-    link = pl.col("kind").is_in(["outlink", "download"])
+
+
+def shape_actions(raw: pl.DataFrame, actions: pl.DataFrame, tsv: bool, clicks: ClickPages) -> pl.DataFrame:
+    """log_link_visit_action rows -> events (without the visit's columns yet)."""
+    url_is_zero = text(pl.col("idaction_url")).cast(pl.Int64, strict=False) == 0
+    frame = raw.with_columns(
+        *(id_expr(c).alias(c) for c in _IDS),
+        id_expr("idaction_content_name").alias("content"),
+        id_expr("idvisit").alias("idvisit"),
+        epoch_expr("server_time").alias("timestamp"),
+        text(pl.col("idsite")).alias("a_idsite"),
+        text_column(raw, "search_cat", tsv).alias("search_cat"),
+        url_is_zero.fill_null(False).alias("_url_zero"),
+    )
+    for column, prefix in zip(_IDS, ("url", "ref", "nam", "cat", "act"), strict=True):
+        frame = _lookup(frame, actions, column, prefix)
+    frame = frame.with_columns(pl.coalesce(pl.col("url_type"), pl.col("nam_type")).alias("page_type"))
+    frame = clicks.with_pages(frame.with_columns(_kind(pl.col("_url_zero")).alias("kind")))
     is_event = pl.col("kind") == "event"
+    link = pl.col("kind").is_in(["outlink", "download"])
     value = text(pl.col("custom_float")).cast(pl.Float64, strict=False)
     return frame.with_columns(
         pl.when(is_event)
         .then(pl.col("act_text"))
         .otherwise(pl.col("kind").replace_strict(EVENT_NAMES, default=None, return_dtype=S))
         .alias("event_name"),
-        pl.when(link | (pl.col("kind") == "site_search"))
-        .then(pl.col("ref_text"))
-        .otherwise(pl.col("url_text"))
-        .alias("url"),
+        absolute_url(
+            pl.when(pl.col("kind").is_in(REF_PAGE_KINDS)).then(pl.col("page_text")).otherwise(pl.col("url_text"))
+        ).alias("url"),
         pl.when(pl.col("kind") == "pageview").then(pl.col("nam_text")).alias("title"),
-        pl.when(link).then(pl.col("url_text")).alias("link_url"),
+        pl.when(link).then(absolute_url(pl.col("url_text"))).alias("link_url"),
         pl.when(is_event).then(pl.col("cat_text")).otherwise(pl.col("search_cat")).alias("category"),
         pl.when(is_event).then(pl.col("act_text")).alias("action"),
         pl.when(is_event).then(pl.col("nam_text")).alias("label"),
@@ -413,28 +198,112 @@ def shape_actions(raw: pl.DataFrame, actions: pl.DataFrame, tsv: bool) -> pl.Dat
         pl.when(pl.col("kind") == "site_search")
         .then(text(pl.col("search_count")).cast(pl.Int64, strict=False))
         .alias("search_count"),
-        _action_error(ids).alias("_error"),
+        _action_error().alias("_error"),
     )
 
 
-def _action_error(ids: tuple[str, ...]) -> pl.Expr:
+def _action_error() -> pl.Expr:
     """Why an action row cannot become an event, or null."""
+    shown = [pl.col(c).cast(S).fill_null("NULL") for c in ("idaction_url", "idaction_name")]
     return pl.coalesce(
         pl.when(pl.col("timestamp").is_null()).then(
-            pl.format("server_time {} is not a time (YYYY-MM-DD HH:MM:SS)", text(pl.col("server_time")))
+            pl.format("server_time {} is not a time (YYYY-MM-DD HH:MM:SS)", text(pl.col("server_time")).fill_null(""))
         ),
-        *(_orphan(c) for c in ids),
+        *(_orphan(c) for c in _IDS),
         pl.when(pl.col("kind").is_null()).then(
             pl.format(
-                "action of type {} (idaction_url {}) is not a page view, download, outlink, site search or event",
-                pl.col("page_type"),
-                pl.col("idaction_url"),
+                "an action with no page URL, name, event or content (idaction_url {}, idaction_name {}, "
+                "log_action type {}): not a page view, download, outlink, site search or event",
+                *shown,
+                pl.col("page_type").cast(S).fill_null("none"),
             )
         ),
         pl.when((pl.col("kind") == "event") & pl.col("act_text").is_null()).then(
             pl.lit("an event without an action (idaction_event_action is empty)")
         ),
     )
+
+
+class ClickPages:
+    """The page view an outlink, download or site search was on, where the row does not say it.
+
+    Matomo 2 and later write the visit's last page view into ``idaction_url_ref``;
+    Piwik 1.x wrote the visit's last action of any kind, so a click after a click
+    names the first click's target. Such a reference is followed back: the latest
+    earlier click of the same visit with that target has the reference wanted (or
+    one more click to follow). The clicks of the whole file are read for that, once,
+    and only when a row needs it (never for a Matomo 2+ dump).
+    """
+
+    def __init__(self, own: TableFile, options: ReadOptions, actions: pl.DataFrame) -> None:
+        self._own, self._options, self._actions = own, options, actions
+        self._chain: pl.DataFrame | None = None
+
+    def with_pages(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """``page_text``: the page of the rows whose kind takes the visit's last page view."""
+        frame = frame.with_columns(
+            pl.when(pl.col("ref_type").is_in(CLICK_TYPES))
+            .then(None)
+            .otherwise(pl.col("idaction_url_ref"))
+            .alias("_page")
+        )
+        follow = pl.col("kind").is_in(REF_PAGE_KINDS) & pl.col("ref_type").is_in(CLICK_TYPES)
+        need = frame.filter(follow).select(
+            COL_ROW, "idvisit", pl.col("idaction_url_ref").alias("target"), pl.col(COL_ROW).alias("pos")
+        )
+        if need.height:
+            pages = self._follow(need)
+            frame = frame.join(pages, on=COL_ROW, how="left", maintain_order="left").with_columns(
+                pl.coalesce(pl.col("_page"), pl.col("_followed")).alias("_page")
+            )
+        texts = self._actions.select(pl.col("idaction").alias("_page"), pl.col("a_text").alias("page_text"))
+        return frame.join(texts, on="_page", how="left", maintain_order="left")
+
+    def _follow(self, need: pl.DataFrame) -> pl.DataFrame:
+        chain = self._clicks()
+        types = self._actions.select(pl.col("idaction").alias("c_ref"), pl.col("a_type").alias("c_type"))
+        found = []
+        for _ in range(MAX_CLICK_CHAIN):
+            if need.height == 0:
+                break
+            hit = need.sort("pos").join_asof(
+                chain,
+                on="pos",
+                by=["idvisit", "target"],
+                strategy="backward",
+                allow_exact_matches=False,
+                check_sortedness=False,  # both sorted by pos just above / when built
+            )
+            hit = hit.join(types, on="c_ref", how="left")
+            again = pl.col("c_type").is_in(CLICK_TYPES).fill_null(False)
+            found.append(hit.filter(again.not_()).select(COL_ROW, pl.col("c_ref").alias("_followed")))
+            need = hit.filter(again).select(
+                COL_ROW, "idvisit", pl.col("c_ref").alias("target"), pl.col("c_pos").alias("pos")
+            )
+        return pl.concat(found) if found else pl.DataFrame(schema={COL_ROW: pl.UInt64(), "_followed": U64})
+
+    def _clicks(self) -> pl.DataFrame:
+        """(idvisit, target, pos, c_ref, c_pos) of every click of the file, in file order."""
+        if self._chain is not None:
+            return self._chain
+        click_ids = self._actions.filter(pl.col("a_type").is_in(CLICK_TYPES)).get_column("idaction")
+        frames = []
+        columns = ("idvisit", "idaction_url", "idaction_url_ref")
+        for raw in read_table(self._own, self._options, bad_records="reject", columns=columns):
+            rows = raw.select(
+                id_expr("idvisit").alias("idvisit"),
+                id_expr("idaction_url").alias("target"),
+                pl.col(COL_ROW).cast(pl.UInt64).alias("pos"),
+                id_expr("idaction_url_ref").alias("c_ref"),
+            )
+            frames.append(rows.filter(pl.col("target").is_in(click_ids.implode())))
+        schema = {"idvisit": U64, "target": U64, "pos": pl.UInt64(), "c_ref": U64}
+        chain = pl.concat(frames) if frames else pl.DataFrame(schema=schema)
+        self._chain = chain.with_columns(pl.col("pos").alias("c_pos")).sort("pos")
+        return self._chain
+
+
+# --------------------------------------------------------------------------- conversions
 
 
 def shape_conversions(raw: pl.DataFrame, tsv: bool) -> pl.DataFrame:
@@ -448,26 +317,52 @@ def shape_conversions(raw: pl.DataFrame, tsv: bool) -> pl.DataFrame:
         .when(goal > 0)
         .then(pl.lit("goal"))
     )
-    frame = raw.with_columns(_text_column(raw, "url", tsv).alias("url"), kind.alias("kind"))
+    frame = raw.with_columns(unsanitize(text_column(raw, "url", tsv)).alias("url"), kind.alias("kind"))
     is_goal = pl.col("kind") == "goal"
     return frame.with_columns(
-        _id("idvisit").alias("idvisit"),
-        _epoch("server_time").alias("timestamp"),
+        id_expr("idvisit").alias("idvisit"),
+        epoch_expr("server_time").alias("timestamp"),
         text(pl.col("idsite")).alias("c_idsite"),
-        pl.when(is_goal)
-        .then(pl.concat_str(pl.lit("goal_"), goal.cast(S)))
-        .otherwise(pl.col("kind").replace_strict(EVENT_NAMES, default=None, return_dtype=S))
-        .alias("event_name"),
+        absolute_url(pl.col("url")).alias("url"),
         pl.when(is_goal).then(goal.cast(S)).alias("goal_id"),
-        pl.when(pl.col("kind") == "ecommerce_order").then(text(pl.col("idorder"))).alias("order_id"),
+        pl.when(pl.col("kind") == "ecommerce_order").then(text_column(raw, "idorder", tsv)).alias("order_id"),
+        text(pl.col("items")).cast(pl.Int64, strict=False).alias("item_count"),
         positive(pl.col("revenue")).alias("revenue"),
         pl.coalesce(
             pl.when(pl.col("kind").is_null()).then(pl.format("idgoal {} is not a goal id", text(pl.col("idgoal")))),
-            pl.when(_epoch("server_time").is_null()).then(
+            pl.when(epoch_expr("server_time").is_null()).then(
                 pl.format("server_time {} is not a time (YYYY-MM-DD HH:MM:SS)", text(pl.col("server_time")))
             ),
         ).alias("_error"),
     )
+
+
+class Conversions:
+    """What a conversion row takes from the other tables: goal names, currencies, order items."""
+
+    def __init__(self, own: TableFile, options: ReadOptions, actions: pl.DataFrame | None) -> None:
+        self.goals = load_goals(own, options)
+        self.currencies = load_sites(own, options).select(pl.col("idsite").alias("c_idsite"), "currency")
+        self.items = None if actions is None else load_items(own, options, actions)
+
+    def attach(self, conversions: pl.DataFrame) -> pl.DataFrame:
+        frame = conversions.join(self.goals, on=["c_idsite", "goal_id"], how="left", maintain_order="left")
+        frame = frame.join(self.currencies, on="c_idsite", how="left", maintain_order="left")
+        is_goal, is_order = pl.col("kind") == "goal", pl.col("kind") == "ecommerce_order"
+        columns = [
+            pl.when(is_goal)
+            .then(pl.coalesce(pl.col("goal_name"), pl.concat_str(pl.lit("goal_"), pl.col("goal_id"))))
+            .otherwise(pl.col("kind").replace_strict(EVENT_NAMES, default=None, return_dtype=S))
+            .alias("event_name"),
+            pl.when(pl.col("revenue").is_not_null()).then(pl.col("currency")).alias("currency"),
+        ]
+        count_only = pl.when(pl.col("item_count") > 0).then(pl.format('{{"item_count":{}}}', pl.col("item_count")))
+        if self.items is not None:
+            frame = frame.join(self.items, on=["idvisit", "order_id"], how="left", maintain_order="left")
+            columns.append(pl.when(is_order).then(pl.coalesce(pl.col("order_items"), count_only)).alias("items"))
+        else:
+            columns.append(pl.when(is_order).then(count_only).alias("items"))
+        return frame.with_columns(columns)
 
 
 # --------------------------------------------------------------------------- joining the visits
@@ -477,14 +372,15 @@ def attach_visits(events: pl.DataFrame, visits: pl.DataFrame) -> pl.DataFrame:
     """Add each event's visit columns; an event whose visit is missing gets an error."""
     joined = events.join(visits, on="idvisit", how="left", maintain_order="left")
     first = pl.col("v_first").is_null() | (pl.col("timestamp") <= pl.col("v_first"))
-    orphan = pl.when(pl.col("idvisit").is_not_null() & pl.col("visitor_id").is_null()).then(
+    orphan = pl.when(pl.col("idvisit").is_not_null() & pl.col("v_found").is_null()).then(
         pl.format("idvisit {} has no row in log_visit", pl.col("idvisit"))
     )
     no_visit = pl.when(pl.col("idvisit").is_null()).then(pl.lit("no idvisit"))
     error = pl.coalesce(pl.col("_error"), no_visit, orphan)
+    own_site = pl.col("a_idsite") if "a_idsite" in joined.columns else pl.col("c_idsite")
     return joined.with_columns(
         pl.col("idvisit").cast(S).alias("visit_id"),
-        pl.col("v_idsite").alias("site_id"),
+        pl.coalesce(own_site, pl.col("v_idsite")).alias("site_id"),
         pl.when(first).then(pl.col("v_referrer")).alias("referrer"),
         hostname_expr(pl.col("url")).alias("hostname"),
         error.alias("_error"),
@@ -518,10 +414,14 @@ def join_visits(
     visits_file: TableFile,
     options: ReadOptions,
     partitions: int | None = None,
+    notes: VisitNotes | None = None,
 ) -> Iterator[pl.DataFrame]:
     """Each chunk of events with its visit's columns, holding at most one partition of visits."""
     parts = visit_partitions(visits_file) if partitions is None else partitions
-    visit_chunks = (shape_visits(raw, visits_file.tsv) for raw in read_table(visits_file, options, bad_records="raise"))
+    notes = notes or VisitNotes(visits_file.path, "visit")
+    visit_chunks = (
+        shape_visits(raw, visits_file.tsv, notes) for raw in read_table(visits_file, options, bad_records="raise")
+    )
     if parts == 1:
         visits = _unique_visits(list(visit_chunks))
         for chunk in events:
@@ -540,7 +440,8 @@ def join_visits(
 def _unique_visits(frames: list[pl.DataFrame]) -> pl.DataFrame:
     """One row per idvisit (a duplicated visit row must not duplicate its events)."""
     if not frames:
-        return shape_visits(pl.DataFrame(schema=dict.fromkeys(sum(TABLE_COLUMNS["log_visit"], ()), S)), False)
+        empty = pl.DataFrame(schema=dict.fromkeys(sum(TABLE_COLUMNS["log_visit"], ()), S))
+        return shape_visits(empty, False, VisitNotes("", "visit"))
     return pl.concat(frames).filter(pl.col("idvisit").is_not_null()).unique("idvisit", keep="first")
 
 
@@ -559,40 +460,75 @@ def _spill(chunks: Iterator[pl.DataFrame], parts: int, stem: str) -> list[list[s
 # --------------------------------------------------------------------------- plugin entry points
 
 
+def _chosen_site(own: TableFile, options: ReadOptions) -> str | None:
+    """``--matomo-site``, after checking the dump's sites (refused: several and none chosen)."""
+    folder = os.path.dirname(own.path) or "."
+    unknown = "" if sibling(own, "site") else " (names and URLs are in the site table, not in this dump)"
+    return check_sites(folder, dump_sites(own, options), options, unknown=unknown)
+
+
+def _table_notes(own: TableFile, options: ReadOptions) -> None:
+    """What the dump lacks or holds beyond the tables read, said once per dump."""
+    note = ignored_note(own)
+    if note:
+        options.note(note)
+    absent = [t for t in ("log_conversion", "goal", "log_conversion_item", "site") if sibling(own, t) is None]
+    folder = os.path.dirname(own.path) or "."
+    said = {
+        "log_conversion": "no goal conversions or ecommerce orders are imported",
+        "goal": "goal conversions are named goal_<idgoal>, not by the goal's name",
+        "log_conversion_item": "orders are imported without their items",
+        "site": "revenue has no currency (rejected), and sites are known by id only",
+    }
+    for table in absent:
+        if table != "log_conversion" and "log_conversion" in absent:
+            continue
+        dump = f"mysql --batch -e 'SELECT * FROM {own.prefix or 'matomo_'}{table}' > {own.prefix}{table}.tsv"
+        options.note(f"{folder}: the dump has no table {own.prefix}{table}: {said[table]} (dump it too: {dump})")
+
+
 def iter_events(source: SourceFile, options: ReadOptions, partitions: int | None = None) -> Iterator[pl.DataFrame]:
-    """The events of one table file (none for the dictionary tables), each with ``_row``."""
-    own = _own_table(source)
+    """The events of one table file (none for the other tables), each with ``_row``."""
+    own = own_table(source.path)
+    if not own.used:
+        note = ignored_note(own)
+        if note:
+            options.note(note)
+        return
     if own.table not in NEEDS:
         header(own, options.encoding)  # a broken dictionary file is named even if no action file is read
         return
-    visits_file = _needed(own, "log_visit")
-    if own.table == "log_link_visit_action":
-        actions = load_actions(_needed(own, "log_action"), options)
-        raw_chunks = read_table(own, options, bad_records="reject")
-        events = (shape_actions(raw, actions, own.tsv) for raw in raw_chunks)
+    chosen = _chosen_site(own, options)
+    _table_notes(own, options)
+    visits_file = needed(own, "log_visit")
+    notes = VisitNotes(visits_file.path, "visit", site=chosen)
+    actions = load_actions(needed(own, "log_action"), options) if own.table == "log_link_visit_action" else None
+    raw_chunks = read_table(own, options, bad_records="reject")
+    if actions is not None:
+        clicks = ClickPages(own, options, actions)
+        events = (shape_actions(raw, actions, own.tsv, clicks) for raw in raw_chunks)
     else:
-        currencies = load_currencies(own, options)
-        raw_chunks = read_table(own, options, bad_records="reject")
-        events = (_with_currency(shape_conversions(raw, own.tsv), currencies) for raw in raw_chunks)
-    for frame in join_visits(events, visits_file, options, partitions):
-        frame = _with_errors(frame)
-        if "currency" not in frame.columns:
-            frame = frame.with_columns(pl.lit(None, S).alias("currency"))
-        yield finish(frame, (COL_SOURCE_ERROR, COL_SOURCE_RAW))
-
-
-def _with_currency(conversions: pl.DataFrame, currencies: pl.DataFrame) -> pl.DataFrame:
-    return conversions.join(
-        currencies.rename({"idsite": "c_idsite"}), on="c_idsite", how="left", maintain_order="left"
-    ).with_columns(pl.when(pl.col("revenue").is_not_null()).then(pl.col("currency")).alias("currency"))
+        dictionary = sibling(own, "log_action") if sibling(own, "log_conversion_item") else None
+        conversions = Conversions(own, options, None if dictionary is None else load_actions(dictionary, options))
+        events = (conversions.attach(shape_conversions(raw, own.tsv)) for raw in raw_chunks)
+    for frame in join_visits(events, visits_file, options, partitions, notes):
+        frame = skip_other_sites(_with_errors(frame), pl.col("site_id"), chosen)
+        yield finish(frame, (COL_SOURCE_ERROR, COL_SOURCE_RAW, COL_SKIP))
+    if own.table == "log_link_visit_action":
+        for note in notes.finish():
+            options.note(note)
 
 
 def flat_schema(source: SourceFile, options: ReadOptions) -> dict[str, pl.DataType]:
-    """The fixed flat columns, after checking that this file and the tables it needs are there."""
-    own = _own_table(source)
+    """The fixed flat columns, after checking that this file, the tables it needs and the sites are right."""
+    own = own_table(source.path)
+    if not own.used:
+        return dict(FLAT_SCHEMA)
     header(own, options.encoding)
     for table in NEEDS.get(own.table, ()):
-        header(_needed(own, table), options.encoding)
+        header(needed(own, table), options.encoding)
+    if own.table in NEEDS:
+        _chosen_site(own, options)
     return dict(FLAT_SCHEMA)
 
 
@@ -605,13 +541,14 @@ def sniff(path: str) -> bool:
                 for name in os.listdir(path)
             )
         return False
-    return table_file(path) is not None
+    found = table_file(path)
+    return found is not None and found.used
 
 
 PLUGIN = FormatPlugin(
     name="matomo_logs",
     description="Matomo raw log tables: log_link_visit_action, log_visit, log_action, log_conversion "
-    "(mysql --batch TSV or CSV, one file per table, .gz/.zst)",
+    "(+ goal, log_conversion_item, site; mysql --batch TSV or CSV, one file per table, .gz/.zst)",
     iter_frames=iter_events,
     schema=flat_schema,
     extensions=(".txt",),
