@@ -101,6 +101,15 @@ RAW_SCHEMA: dict[str, pl.DataType] = {
 
 #: Order in which a param's value fields are taken when more than one is set.
 VALUE_ORDER = ("string_value", "int_value", "double_value", "float_value")
+#: The same for a number param (``value``): a decimal field before an integer one. GA4's tag
+#: writes an amount with decimals to double_value; an int_value beside it that differs is
+#: the same amount in minor units (3082 cents for 30.82) or another tool's figure.
+NUMBER_ORDER = ("double_value", "float_value", "string_value", "int_value")
+#: Relative difference under which two value fields hold the same number (float_value
+#: is a 32-bit float: 30.82 comes back as 30.8199997).
+_SAME_NUMBER = 1e-6
+#: Disagreeing params named by file:line in the note, at most.
+_NAMED_LINES = 5
 
 #: event_params keys turned into columns (same name), with their flat dtype.
 PARAM_KEYS: dict[str, pl.DataType] = {
@@ -175,8 +184,10 @@ EXTENSIONS = (".avro",)
 _INDEX = "__ga4_i"
 _PARAM = "__ga4_param"
 _UTM_PREFIX = "__ga4_utm_"
-#: Per event: its first param with more than one value field set, shown ("value: int_value 3082, ...").
+#: Per event: its first param whose value fields disagree, shown ("value: int_value 3082, ...").
 _MULTI = "__ga4_multi"
+#: Per event: its first param with more than one value field set, all holding the same value.
+_SAME = "__ga4_same"
 
 
 # --------------------------------------------------------------------------- plugin entry points
@@ -198,21 +209,58 @@ def iter_frames(source: SourceFile, options: ReadOptions) -> Iterator[pl.DataFra
         raw_chunks = _iter_avro(source, chunk_rows)
     else:
         raw_chunks = _iter_json(source, options, chunk_rows)
-    doubled, example = 0, None
+    fields = _FieldClashes(source.path)
     for raw in raw_chunks:
         raw, params = raw if isinstance(raw, tuple) else (raw, None)
         if params is None:
             params = _params(raw.with_columns(pl.int_range(pl.len(), dtype=pl.UInt32()).alias(_INDEX)))
-        if _MULTI in params.columns:
-            found = params.get_column(_MULTI).drop_nulls()
-            doubled += found.len()
-            example = example or (found[0] if found.len() else None)
+        fields.add(raw, params)
         yield flatten(raw, params)
-    if doubled:
-        options.note(
-            f"ga4: {source.path}: {doubled:,} events have a param with more than one value field set "
-            f"(the first: {example}); the first set of {', '.join(VALUE_ORDER)} was used (mappings/ga4.yaml)"
-        )
+    for note in fields.notes():
+        options.note(note)
+
+
+class _FieldClashes:
+    """Events with a param in more than one value field, over a file: the ones whose
+    fields disagree (named by line) and the ones that only repeat the same value."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.disagree = 0
+        self.lines: list[tuple[int, str]] = []
+        self.same = 0
+        self.same_example: str | None = None
+
+    def add(self, raw: pl.DataFrame, params: pl.DataFrame) -> None:
+        if _MULTI not in params.columns:
+            return
+        clashes = params.filter(pl.col(_MULTI).is_not_null())
+        self.disagree += clashes.height
+        if clashes.height and len(self.lines) < _NAMED_LINES:
+            rows = raw.get_column(COL_ROW).gather(clashes.get_column(_INDEX).head(_NAMED_LINES - len(self.lines)))
+            self.lines += zip(rows.to_list(), clashes.get_column(_MULTI).to_list(), strict=False)
+        same = params.get_column(_SAME).drop_nulls()
+        self.same += same.len()
+        self.same_example = self.same_example or (same[0] if same.len() else None)
+
+    def notes(self) -> list[str]:
+        notes = []
+        if self.disagree:
+            named = "; ".join(f"{self.path}:{line} ({shown})" for line, shown in self.lines)
+            more = f"; and {self.disagree - len(self.lines):,} more" if self.disagree > len(self.lines) else ""
+            notes.append(
+                f"ga4: {self.disagree:,} events have a param whose value fields disagree: {named}{more}. "
+                f"For `value` the decimal field was kept ({', '.join(NUMBER_ORDER)}, the first set): GA4's tag "
+                "writes an amount with decimals to double_value, and an int_value that differs from it is "
+                "usually the same amount in minor units (cents); for text params the first set of "
+                f"{', '.join(VALUE_ORDER)} (mappings/ga4.yaml). Check these lines in GA4 if the amounts matter"
+            )
+        if self.same:
+            notes.append(
+                f"ga4: {self.path}: {self.same:,} events have a param in more than one value field, "
+                f"all the same value (e.g. {self.same_example}); nothing to choose, that value was used"
+            )
+        return notes
 
 
 #: Top-level fields every GA4 export row has; together they are GA4's and nobody else's.
@@ -503,17 +551,39 @@ def _pivot(long: pl.DataFrame) -> pl.DataFrame:
     parts = [expr.cast(S) for expr, dtype in values if dtype is not None]
     if not parts:
         return empty
-    named = [(f, expr.cast(S)) for f, (expr, dtype) in zip(VALUE_ORDER, values, strict=True) if dtype is not None]
-    doubled = pl.sum_horizontal(expr.is_not_null() for _, expr in named) > 1
+    named = {f: expr.cast(S) for f, (expr, dtype) in zip(VALUE_ORDER, values, strict=True) if dtype is not None}
+    doubled = pl.sum_horizontal(expr.is_not_null() for expr in named.values()) > 1
     shown = pl.concat_str(
         pl.col("k"),
         pl.lit(": "),
-        pl.concat_str([pl.lit(f"{f} ") + expr for f, expr in named], separator=", ", ignore_nulls=True),
+        pl.concat_str([pl.lit(f"{f} ") + expr for f, expr in named.items()], separator=", ", ignore_nulls=True),
     )
-    long = long.select(_INDEX, "k", pl.coalesce(parts).alias("v"), pl.when(doubled).then(shown).alias("m"))
+    numbers = [expr.str.strip_chars().cast(F64, strict=False) for expr in named.values()]
+    all_numbers = pl.sum_horizontal(n.is_not_null() for n in numbers) == pl.sum_horizontal(
+        expr.is_not_null() for expr in named.values()
+    )
+    high, low = pl.max_horizontal(numbers), pl.min_horizontal(numbers)
+    same_number = all_numbers & ((high - low).abs() <= _SAME_NUMBER * pl.max_horizontal(high.abs(), low.abs(), 1.0))
+    texts = [expr.str.strip_chars() for expr in named.values()]
+    same_text = pl.max_horizontal(texts) == pl.min_horizontal(texts)
+    agree = doubled & (same_number | same_text).fill_null(False)
+    number_keys = [k for k, t in PARAM_KEYS.items() if t == F64]
+    value = (
+        pl.when(pl.col("k").is_in(number_keys))
+        .then(pl.coalesce(named[f] for f in NUMBER_ORDER if f in named))
+        .otherwise(pl.coalesce(parts))
+    )
+    long = long.select(
+        _INDEX,
+        "k",
+        value.alias("v"),
+        pl.when(doubled & agree.not_()).then(shown).alias("m"),
+        pl.when(agree).then(shown).alias("same"),
+    )
     return long.group_by(_INDEX, maintain_order=True).agg(
         *(pl.col("v").filter(pl.col("k") == k).first().alias(_PARAM + k) for k in PARAM_KEYS),
         pl.col("m").drop_nulls().first().alias(_MULTI),
+        pl.col("same").drop_nulls().first().alias(_SAME),
     )
 
 
