@@ -20,9 +20,9 @@ Why each choice:
   params are keys nobody reads (GA's and the tag manager's own); after the
   explode only the values of known keys are decoded (``str.json_decode``).
 * **event_params are flattened column-wise**: the list is exploded with a row
-  index, each element's value is ``coalesce(string_value, int_value,
-  double_value, float_value)`` as text (that order when a value struct has more
-  than one field set; the first occurrence wins when a key repeats in one event),
+  index, each element's value is its one set value field as text (when a value
+  struct has more than one, :mod:`backfill.sources.ga4_values` chooses and notes
+  the events whose fields disagree; the first occurrence wins when a key repeats in one event),
   and one ``filter(key == k).first()`` aggregation per known key
   (:data:`PARAM_KEYS`) turns the long frame back into columns, joined on the row
   index. Keys not listed are ignored: the column set must be fixed for the
@@ -51,6 +51,7 @@ from backfill.sources import FormatPlugin, ReadOptions, SourceFile, sniffing
 from backfill.sources import ndjson as ndjson_reader
 from backfill.sources import parquet as parquet_reader
 from backfill.sources.compression import GZIP_MAGIC, ZSTD_MAGIC, local_file
+from backfill.sources.ga4_values import DISAGREE, SAME, VALUE_ORDER, FieldClashes, choose
 
 AVRO_MAGIC = b"Obj\x01"
 
@@ -98,18 +99,6 @@ RAW_SCHEMA: dict[str, pl.DataType] = {
     ),
     "ecommerce": pl.Struct({"purchase_revenue": F64, "purchase_revenue_in_usd": F64, "transaction_id": S}),
 }
-
-#: Order in which a param's value fields are taken when more than one is set.
-VALUE_ORDER = ("string_value", "int_value", "double_value", "float_value")
-#: The same for a number param (``value``): a decimal field before an integer one. GA4's tag
-#: writes an amount with decimals to double_value; an int_value beside it that differs is
-#: the same amount in minor units (3082 cents for 30.82) or another tool's figure.
-NUMBER_ORDER = ("double_value", "float_value", "string_value", "int_value")
-#: Relative difference under which two value fields hold the same number (float_value
-#: is a 32-bit float: 30.82 comes back as 30.8199997).
-_SAME_NUMBER = 1e-6
-#: Disagreeing params named by file:line in the note, at most.
-_NAMED_LINES = 5
 
 #: event_params keys turned into columns (same name), with their flat dtype.
 PARAM_KEYS: dict[str, pl.DataType] = {
@@ -184,10 +173,6 @@ EXTENSIONS = (".avro",)
 _INDEX = "__ga4_i"
 _PARAM = "__ga4_param"
 _UTM_PREFIX = "__ga4_utm_"
-#: Per event: its first param whose value fields disagree, shown ("value: int_value 3082, ...").
-_MULTI = "__ga4_multi"
-#: Per event: its first param with more than one value field set, all holding the same value.
-_SAME = "__ga4_same"
 
 
 # --------------------------------------------------------------------------- plugin entry points
@@ -209,58 +194,15 @@ def iter_frames(source: SourceFile, options: ReadOptions) -> Iterator[pl.DataFra
         raw_chunks = _iter_avro(source, chunk_rows)
     else:
         raw_chunks = _iter_json(source, options, chunk_rows)
-    fields = _FieldClashes(source.path)
+    fields = FieldClashes(source.path)
     for raw in raw_chunks:
         raw, params = raw if isinstance(raw, tuple) else (raw, None)
         if params is None:
             params = _params(raw.with_columns(pl.int_range(pl.len(), dtype=pl.UInt32()).alias(_INDEX)))
-        fields.add(raw, params)
+        fields.add(raw.get_column(COL_ROW), params, _INDEX)
         yield flatten(raw, params)
     for note in fields.notes():
         options.note(note)
-
-
-class _FieldClashes:
-    """Events with a param in more than one value field, over a file: the ones whose
-    fields disagree (named by line) and the ones that only repeat the same value."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.disagree = 0
-        self.lines: list[tuple[int, str]] = []
-        self.same = 0
-        self.same_example: str | None = None
-
-    def add(self, raw: pl.DataFrame, params: pl.DataFrame) -> None:
-        if _MULTI not in params.columns:
-            return
-        clashes = params.filter(pl.col(_MULTI).is_not_null())
-        self.disagree += clashes.height
-        if clashes.height and len(self.lines) < _NAMED_LINES:
-            rows = raw.get_column(COL_ROW).gather(clashes.get_column(_INDEX).head(_NAMED_LINES - len(self.lines)))
-            self.lines += zip(rows.to_list(), clashes.get_column(_MULTI).to_list(), strict=False)
-        same = params.get_column(_SAME).drop_nulls()
-        self.same += same.len()
-        self.same_example = self.same_example or (same[0] if same.len() else None)
-
-    def notes(self) -> list[str]:
-        notes = []
-        if self.disagree:
-            named = "; ".join(f"{self.path}:{line} ({shown})" for line, shown in self.lines)
-            more = f"; and {self.disagree - len(self.lines):,} more" if self.disagree > len(self.lines) else ""
-            notes.append(
-                f"ga4: {self.disagree:,} events have a param whose value fields disagree: {named}{more}. "
-                f"For `value` the decimal field was kept ({', '.join(NUMBER_ORDER)}, the first set): GA4's tag "
-                "writes an amount with decimals to double_value, and an int_value that differs from it is "
-                "usually the same amount in minor units (cents); for text params the first set of "
-                f"{', '.join(VALUE_ORDER)} (mappings/ga4.yaml). Check these lines in GA4 if the amounts matter"
-            )
-        if self.same:
-            notes.append(
-                f"ga4: {self.path}: {self.same:,} events have a param in more than one value field, "
-                f"all the same value (e.g. {self.same_example}); nothing to choose, that value was used"
-            )
-        return notes
 
 
 #: Top-level fields every GA4 export row has; together they are GA4's and nobody else's.
@@ -548,42 +490,15 @@ def _pivot(long: pl.DataFrame) -> pl.DataFrame:
     empty = pl.DataFrame(schema={_INDEX: pl.UInt32(), **{_PARAM + k: S for k in PARAM_KEYS}})
     inner = {"value": long.schema["value"]}
     values = [_path(inner, "value", f) for f in VALUE_ORDER]
-    parts = [expr.cast(S) for expr, dtype in values if dtype is not None]
-    if not parts:
-        return empty
     named = {f: expr.cast(S) for f, (expr, dtype) in zip(VALUE_ORDER, values, strict=True) if dtype is not None}
-    doubled = pl.sum_horizontal(expr.is_not_null() for expr in named.values()) > 1
-    shown = pl.concat_str(
-        pl.col("k"),
-        pl.lit(": "),
-        pl.concat_str([pl.lit(f"{f} ") + expr for f, expr in named.items()], separator=", ", ignore_nulls=True),
-    )
-    numbers = [expr.str.strip_chars().cast(F64, strict=False) for expr in named.values()]
-    all_numbers = pl.sum_horizontal(n.is_not_null() for n in numbers) == pl.sum_horizontal(
-        expr.is_not_null() for expr in named.values()
-    )
-    high, low = pl.max_horizontal(numbers), pl.min_horizontal(numbers)
-    same_number = all_numbers & ((high - low).abs() <= _SAME_NUMBER * pl.max_horizontal(high.abs(), low.abs(), 1.0))
-    texts = [expr.str.strip_chars() for expr in named.values()]
-    same_text = pl.max_horizontal(texts) == pl.min_horizontal(texts)
-    agree = doubled & (same_number | same_text).fill_null(False)
-    number_keys = [k for k, t in PARAM_KEYS.items() if t == F64]
-    value = (
-        pl.when(pl.col("k").is_in(number_keys))
-        .then(pl.coalesce(named[f] for f in NUMBER_ORDER if f in named))
-        .otherwise(pl.coalesce(parts))
-    )
-    long = long.select(
-        _INDEX,
-        "k",
-        value.alias("v"),
-        pl.when(doubled & agree.not_()).then(shown).alias("m"),
-        pl.when(agree).then(shown).alias("same"),
-    )
+    if not named:
+        return empty
+    value, disagree, same = choose(named, pl.col("k"), [k for k, t in PARAM_KEYS.items() if t == F64])
+    long = long.select(_INDEX, "k", value.alias("v"), disagree.alias("m"), same.alias("same"))
     return long.group_by(_INDEX, maintain_order=True).agg(
         *(pl.col("v").filter(pl.col("k") == k).first().alias(_PARAM + k) for k in PARAM_KEYS),
-        pl.col("m").drop_nulls().first().alias(_MULTI),
-        pl.col("same").drop_nulls().first().alias(_SAME),
+        pl.col("m").drop_nulls().first().alias(DISAGREE),
+        pl.col("same").drop_nulls().first().alias(SAME),
     )
 
 
