@@ -42,7 +42,7 @@ def choose(fields: dict[str, pl.Expr], key: pl.Expr, number_keys: list[str]) -> 
         pl.lit(": "),
         pl.concat_str([pl.lit(f"{f} ") + expr for f, expr in fields.items()], separator=", ", ignore_nulls=True),
     )
-    numbers = [expr.str.strip_chars().cast(pl.Float64, strict=False) for expr in fields.values()]
+    numbers = [_as_number(expr) for expr in fields.values()]
     all_numbers = pl.sum_horizontal(n.is_not_null() for n in numbers) == pl.sum_horizontal(set_fields)
     high, low = pl.max_horizontal(numbers), pl.min_horizontal(numbers)
     same_number = all_numbers & ((high - low).abs() <= SAME_NUMBER * pl.max_horizontal(high.abs(), low.abs(), 1.0))
@@ -55,6 +55,15 @@ def choose(fields: dict[str, pl.Expr], key: pl.Expr, number_keys: list[str]) -> 
         .otherwise(pl.coalesce(fields[f] for f in VALUE_ORDER if f in fields))
     )
     return value, pl.when(doubled & agree.not_()).then(shown), pl.when(agree).then(shown)
+
+
+def _as_number(text: pl.Expr) -> pl.Expr:
+    """A value field as a number; "true" / "false" count as 1 / 0 (``outbound`` is written
+    both ways: string_value "true" beside int_value 1 say the same)."""
+    clean = text.str.strip_chars()
+    words = {"true": 1.0, "false": 0.0}
+    boolean = clean.str.to_lowercase().replace_strict(words, default=None, return_dtype=pl.Float64)
+    return pl.coalesce(clean.cast(pl.Float64, strict=False), boolean)
 
 
 class FieldClashes:
