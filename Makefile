@@ -46,8 +46,12 @@ test-latest: $(UV) postgres
 	if [ "$(BOUNDS)" = off ]; then $(PYTHON) .ci/bare_requirements.py > "$$tmp/overrides.txt" || exit 1; \
 		override="--override $$tmp/overrides.txt"; fi; \
 	$(UV) pip install --quiet --python "$$tmp/venv/bin/python" --upgrade $$override -e '.[dev]' || exit 1; \
-	echo "newest versions (BOUNDS=$(BOUNDS)):"; \
-	$(UV) pip freeze --python "$$tmp/venv/bin/python" | grep -v '^-e' | tr '\n' ' '; echo; \
+	$(UV) pip freeze --quiet --python "$$tmp/venv/bin/python" | grep -v '^-e' | sort > "$$tmp/newest.txt"; \
+	$(UV) export --frozen --quiet --no-hashes --no-emit-project --no-header --no-annotate --extra dev \
+		| sed 's/ *;.*//' | sort > "$$tmp/locked.txt"; \
+	echo "newest versions (BOUNDS=$(BOUNDS)):"; tr '\n' ' ' < "$$tmp/newest.txt"; echo; \
+	newer=$$(comm -13 "$$tmp/locked.txt" "$$tmp/newest.txt" | tr '\n' ' '); \
+	if [ -n "$$newer" ]; then echo "not in uv.lock: $$newer"; else echo "(every one as in uv.lock)"; fi; \
 	"$$tmp/venv/bin/python" -m pytest -n 2 -p no:cacheprovider
 
 # The main job on the shipped sample: a dry run unless UMAMI_HOST (and UMAMI_WEBSITE_ID) are set.

@@ -597,6 +597,8 @@ def run_import(
         if missing:
             raise ConfigError(f"prepared data of the checkpoint is missing ({missing[0]}); run with --restart")
         say(f"resuming the import from {checkpoint_path}")
+        if note := prepared.visits.foreign_hash_note():
+            say(note)
     else:
         if checkpoint is None:
             checkpoint = Checkpoint.new(fingerprint, DEFAULT_LANES)

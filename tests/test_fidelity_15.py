@@ -209,25 +209,36 @@ def test_ga4_page_view_without_page_location_is_rejected(tmp_path: Path) -> None
     assert all("without a url" in r["reason"] and "page_location" in r["reason"] for r in found)
 
 
-def test_ga4_value_with_two_fields_follows_the_documented_rule_and_is_counted(tmp_path: Path) -> None:
+def test_ga4_value_fields_that_disagree_keep_the_decimal_and_are_named_by_line(tmp_path: Path) -> None:
     location = {"key": "page_location", "value": {"string_value": "https://www.shop.example/c"}}
-    both = {"key": "value", "value": {"int_value": "3082", "double_value": 30.82}}
+    cents = {"key": "value", "value": {"int_value": "3082", "double_value": 30.82}}  # the same amount in cents
     one = {"key": "value", "value": {"double_value": 12.5}}
+    agreeing = {"key": "value", "value": {"string_value": "16.22", "double_value": 16.22}}
+    single_float = {"key": "value", "value": {"float_value": 30.8199996948, "double_value": 30.82}}
     rows = [
-        ga4_event(1, "view_item", [location, both]),
+        ga4_event(1, "view_item", [location, cents]),
         ga4_event(2, "view_item", [location, one]),
+        ga4_event(3, "view_item", [location, agreeing]),
+        ga4_event(4, "view_item", [location, single_float]),
+        ga4_event(5, "view_item", [location, {"key": "value", "value": {"int_value": "7", "double_value": 9.5}}]),
+        ga4_event(6, "click", [location, {"key": "outbound", "value": {"string_value": "true", "int_value": "1"}}]),
     ]
     source = tmp_path / "events_20240301.json.gz"
     with gzip.open(source, "wt") as fh:
         fh.write("\n".join(json.dumps(r) for r in rows) + "\n")
     result, report = validate(tmp_path, source, "ga4")
-    assert counts(report) == (2, 2, 0, 0), result.stdout + result.stderr
-    assert [p["data"]["value"] for p in payloads(tmp_path)] == [3082, 12.5]
-    notes = [n for n in report["notes"] if "more than one value field" in n]
-    assert len(notes) == 1 and "1 events" in notes[0] and "value: int_value 3082, double_value 30.82" in notes[0]
-    assert notes[0] in result.stdout
+    assert counts(report) == (6, 6, 0, 0), result.stdout + result.stderr
+    assert [p["data"].get("value") for p in payloads(tmp_path)] == [30.82, 12.5, 16.22, 30.82, 9.5, None]
+    disagree = [n for n in report["notes"] if "value fields disagree" in n]
+    assert len(disagree) == 1 and "2 events" in disagree[0], report["notes"]
+    assert f"{source}:1 (value: int_value 3082, double_value 30.82)" in disagree[0]
+    assert f"{source}:5 (value: int_value 7, double_value 9.5)" in disagree[0]
+    assert "16.22" not in disagree[0] and ":3 " not in disagree[0]  # agreeing fields are not a disagreement
+    assert "cents" in disagree[0] and disagree[0] in result.stdout  # the choice is explained where it is seen
+    same = [n for n in report["notes"] if "all the same value" in n]
+    assert len(same) == 1 and "3 events" in same[0], report["notes"]  # outbound "true" and 1 agree
     preset = (ROOT / "mappings" / "ga4.yaml").read_text()
-    assert "more than one value field" in preset  # the rule is documented where users read it
+    assert "value fields disagree" in preset  # the rule is documented where users read it
 
 
 # --------------------------------------------------------------------------- nothing silent

@@ -16,7 +16,7 @@ import pytest
 from backfill.sources import PLUGINS, ReadOptions, expand_sources, iter_chunks, read_schema
 from backfill.sources.plausible_csv import assemble_days, iter_export_frames, read_export
 from backfill.synthesize_plausible import OUTPUT_SCHEMA, PlausibleDay, plan_day, synthesize_day
-from tests.conftest import MAPPINGS, SAMPLES, import_into
+from tests.conftest import MAPPINGS, SAMPLES, import_into, run_cli
 from tests.fake_umami import FakeUmami
 
 PL_DIR = SAMPLES / "plausible_csv"
@@ -573,3 +573,28 @@ def test_reader_matches_distinct_visitors_per_event_name_end_to_end() -> None:
         .sort("date", "name")
     )
     assert got.to_dicts() == want.to_dicts()
+
+
+def test_windows_versions_stay_apart_and_other_os_versions_merge(tmp_path: Path) -> None:
+    """Umami names Windows by version (Windows 7, Windows 10) and nothing else (Mac OS):
+    each visitor gets the name Umami stored for that visitor's browser."""
+    oses = (
+        '"date","operating_system","operating_system_version","visitors","visits","visit_duration","bounces"\n'
+        '"2024-03-01","Windows","7",4,4,0,4\n"2024-03-01","Windows","10",2,2,0,2\n'
+        '"2024-03-01","Windows","11",1,1,0,1\n"2024-03-01","Mac","10.15",2,2,0,2\n"2024-03-01","Mac","14",1,1,0,1\n'
+    )
+    visitors = '"date","visitors","pageviews","bounces","visits","visit_duration"\n"2024-03-01",10,10,10,10,0\n'
+    path = tmp_path / "site.test_20240302.zip"
+    path.write_bytes(
+        zip_bytes(
+            {
+                "imported_visitors_20240301_20240301.csv": visitors,
+                "imported_operating_systems_20240301_20240301.csv": oses,
+            }
+        )
+    )
+    out = tmp_path / "payloads.ndjson"
+    result = run_cli("validate", path, "-m", "plausible-csv", "--out", out)
+    assert result.code == 0, result.stdout + result.stderr
+    os_of = {p["payload"]["id"]: p["payload"].get("os") for p in map(json.loads, out.read_text().splitlines())}
+    assert Counter(os_of.values()) == {"Windows 7": 4, "Windows 10": 3, "Mac OS": 3}

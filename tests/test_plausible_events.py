@@ -254,3 +254,43 @@ def test_import_into_fake_umami(tmp_path: Path) -> None:
     assert any(e["url_query"] and "utm_campaign=" in e["url_query"] for e in pageviews)
     metas = [d for d in event_data if d.get("data_key") == "meta"]
     assert metas and any("O'Brien's blend" in str(d.get("string_value")) for d in metas)
+
+
+#: (operating_system, operating_system_version) as Plausible stores them (device-detector's
+#: names, version cut to major.minor) -> the OS Umami stored for that visitor's browser.
+OS_VERSIONS = [
+    ("Windows", "7", "Windows 7"),
+    ("Windows", "10", "Windows 10"),
+    ("Windows", "11", "Windows 10"),  # a Windows 11 browser still says "Windows NT 10.0"
+    ("Windows", "8.1", "Windows 8.1"),
+    ("Windows", "XP", "Windows XP"),
+    ("Windows", "Vista", "Windows Vista"),
+    ("Windows", "Server 2003", "Windows Server 2003"),
+    ("Windows", "", "Windows 10"),
+    ("Windows", "NT", "Windows NT"),  # no Umami name: kept visible, not counted as 10
+    ("Windows Phone", "10.0", "Windows Mobile"),
+    ("Mac", "10.15", "Mac OS"),
+    ("GNU/Linux", "", "Linux"),
+    ("Ubuntu", "22.04", "Linux"),
+    ("iOS", "17.1", "iOS"),
+    ("iPadOS", "17.3", "iOS"),
+    ("Android", "14", "Android OS"),
+    ("Chrome OS", "118.0", "Chrome OS"),
+]
+
+
+def test_os_versions_become_the_names_umami_stores(tmp_path: Path) -> None:
+    rows = [
+        {**EVENT, "user_id": str(1000 + i), "operating_system": name, "operating_system_version": version}
+        for i, (name, version, _) in enumerate(OS_VERSIONS)
+    ]
+    rows.append(
+        {**EVENT, "user_id": "2000", "operating_system": "iOS", "operating_system_version": "17.1", "browser": "Chrome"}
+    )
+    out = tmp_path / "payloads.ndjson"
+    source = write_json(tmp_path / "events_v2.ndjson.gz", rows)
+    result = run_cli("validate", source, "-m", "plausible-events", "--out", out)
+    assert result.code == 0, result.stdout + result.stderr
+    sent = {p["payload"]["id"]: p["payload"] for p in map(json.loads, out.read_text().splitlines())}
+    assert [sent[str(1000 + i)].get("os") for i in range(len(OS_VERSIONS))] == [umami for *_, umami in OS_VERSIONS]
+    assert (sent["2000"]["os"], sent["2000"]["browser"]) == ("iOS", "crios")  # the browser still sees iOS

@@ -20,9 +20,9 @@ Why each choice:
   params are keys nobody reads (GA's and the tag manager's own); after the
   explode only the values of known keys are decoded (``str.json_decode``).
 * **event_params are flattened column-wise**: the list is exploded with a row
-  index, each element's value is ``coalesce(string_value, int_value,
-  double_value, float_value)`` as text (that order when a value struct has more
-  than one field set; the first occurrence wins when a key repeats in one event),
+  index, each element's value is its one set value field as text (when a value
+  struct has more than one, :mod:`backfill.sources.ga4_values` chooses and notes
+  the events whose fields disagree; the first occurrence wins when a key repeats in one event),
   and one ``filter(key == k).first()`` aggregation per known key
   (:data:`PARAM_KEYS`) turns the long frame back into columns, joined on the row
   index. Keys not listed are ignored: the column set must be fixed for the
@@ -51,6 +51,7 @@ from backfill.sources import FormatPlugin, ReadOptions, SourceFile, sniffing
 from backfill.sources import ndjson as ndjson_reader
 from backfill.sources import parquet as parquet_reader
 from backfill.sources.compression import GZIP_MAGIC, ZSTD_MAGIC, local_file
+from backfill.sources.ga4_values import DISAGREE, SAME, VALUE_ORDER, FieldClashes, choose
 
 AVRO_MAGIC = b"Obj\x01"
 
@@ -98,9 +99,6 @@ RAW_SCHEMA: dict[str, pl.DataType] = {
     ),
     "ecommerce": pl.Struct({"purchase_revenue": F64, "purchase_revenue_in_usd": F64, "transaction_id": S}),
 }
-
-#: Order in which a param's value fields are taken when more than one is set.
-VALUE_ORDER = ("string_value", "int_value", "double_value", "float_value")
 
 #: event_params keys turned into columns (same name), with their flat dtype.
 PARAM_KEYS: dict[str, pl.DataType] = {
@@ -175,8 +173,6 @@ EXTENSIONS = (".avro",)
 _INDEX = "__ga4_i"
 _PARAM = "__ga4_param"
 _UTM_PREFIX = "__ga4_utm_"
-#: Per event: its first param with more than one value field set, shown ("value: int_value 3082, ...").
-_MULTI = "__ga4_multi"
 
 
 # --------------------------------------------------------------------------- plugin entry points
@@ -198,21 +194,15 @@ def iter_frames(source: SourceFile, options: ReadOptions) -> Iterator[pl.DataFra
         raw_chunks = _iter_avro(source, chunk_rows)
     else:
         raw_chunks = _iter_json(source, options, chunk_rows)
-    doubled, example = 0, None
+    fields = FieldClashes(source.path)
     for raw in raw_chunks:
         raw, params = raw if isinstance(raw, tuple) else (raw, None)
         if params is None:
             params = _params(raw.with_columns(pl.int_range(pl.len(), dtype=pl.UInt32()).alias(_INDEX)))
-        if _MULTI in params.columns:
-            found = params.get_column(_MULTI).drop_nulls()
-            doubled += found.len()
-            example = example or (found[0] if found.len() else None)
+        fields.add(raw.get_column(COL_ROW), params, _INDEX)
         yield flatten(raw, params)
-    if doubled:
-        options.note(
-            f"ga4: {source.path}: {doubled:,} events have a param with more than one value field set "
-            f"(the first: {example}); the first set of {', '.join(VALUE_ORDER)} was used (mappings/ga4.yaml)"
-        )
+    for note in fields.notes():
+        options.note(note)
 
 
 #: Top-level fields every GA4 export row has; together they are GA4's and nobody else's.
@@ -500,20 +490,15 @@ def _pivot(long: pl.DataFrame) -> pl.DataFrame:
     empty = pl.DataFrame(schema={_INDEX: pl.UInt32(), **{_PARAM + k: S for k in PARAM_KEYS}})
     inner = {"value": long.schema["value"]}
     values = [_path(inner, "value", f) for f in VALUE_ORDER]
-    parts = [expr.cast(S) for expr, dtype in values if dtype is not None]
-    if not parts:
+    named = {f: expr.cast(S) for f, (expr, dtype) in zip(VALUE_ORDER, values, strict=True) if dtype is not None}
+    if not named:
         return empty
-    named = [(f, expr.cast(S)) for f, (expr, dtype) in zip(VALUE_ORDER, values, strict=True) if dtype is not None]
-    doubled = pl.sum_horizontal(expr.is_not_null() for _, expr in named) > 1
-    shown = pl.concat_str(
-        pl.col("k"),
-        pl.lit(": "),
-        pl.concat_str([pl.lit(f"{f} ") + expr for f, expr in named], separator=", ", ignore_nulls=True),
-    )
-    long = long.select(_INDEX, "k", pl.coalesce(parts).alias("v"), pl.when(doubled).then(shown).alias("m"))
+    value, disagree, same = choose(named, pl.col("k"), [k for k, t in PARAM_KEYS.items() if t == F64])
+    long = long.select(_INDEX, "k", value.alias("v"), disagree.alias("m"), same.alias("same"))
     return long.group_by(_INDEX, maintain_order=True).agg(
         *(pl.col("v").filter(pl.col("k") == k).first().alias(_PARAM + k) for k in PARAM_KEYS),
-        pl.col("m").drop_nulls().first().alias(_MULTI),
+        pl.col("m").drop_nulls().first().alias(DISAGREE),
+        pl.col("same").drop_nulls().first().alias(SAME),
     )
 
 

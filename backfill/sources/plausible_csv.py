@@ -52,6 +52,7 @@ from backfill.synthesize_plausible import (
     Source,
     synthesize_day,
 )
+from backfill.umami.vocabulary import os_with_version
 
 #: table -> (text columns, numeric columns) read from it; others are ignored.
 TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -388,7 +389,11 @@ def assemble_days(export: PlausibleExport) -> list[PlausibleDay]:
         ("operating_systems", "operating_system", "oses"),
     ):
         if table in t:
-            for d, rows in _grouped(t[table], [column], "visitors").items():
+            frame = t[table]
+            if table == "operating_systems":  # Windows + 7 is Umami's Windows 7: one name per version that differs
+                named = os_with_version(pl.col(column), pl.col("operating_system_version"))
+                frame = frame.with_columns(named.fill_null("").alias(column))
+            for d, rows in _grouped(frame, [column], "visitors").items():
                 setattr(day(d), attr, [(v.strip() or None, n) for v, n in rows if n > 0])
     if "locations" in t:
         frame = t["locations"].with_columns(

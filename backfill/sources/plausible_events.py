@@ -55,6 +55,7 @@ from backfill.sources import FormatPlugin, ReadOptions, SourceFile, sniffing
 from backfill.sources import csv as csv_reader
 from backfill.sources import ndjson as ndjson_reader
 from backfill.sources.compression import UTF8_BOM, iter_decompressed, local_file, take_head
+from backfill.umami.vocabulary import os_with_version
 
 S = pl.String()
 F64 = pl.Float64()
@@ -123,6 +124,7 @@ FLAT_SCHEMA: dict[str, pl.DataType] = {
     "device": S,  # screen_size: Desktop | Laptop | Tablet | Mobile
     "operating_system": S,
     "operating_system_version": S,
+    "os": S,  # the two as one name: "Windows" + "7" -> "Windows 7" (what Umami stored for it)
     "browser": S,
     "browser_version": S,
     "revenue": F64,  # revenue_reporting_amount; null when 0 or null
@@ -341,6 +343,7 @@ def flatten(raw: pl.DataFrame, container: str = "json") -> pl.DataFrame:
         _text(pl.col("screen_size")).alias("device"),
         _text(pl.col("operating_system")).alias("operating_system"),
         _text(pl.col("operating_system_version")).alias("operating_system_version"),
+        os_with_version(_text(pl.col("operating_system")), _text(pl.col("operating_system_version"))).alias("os"),
         _text(pl.col("browser")).alias("browser"),
         _text(pl.col("browser_version")).alias("browser_version"),
         pl.when(revenue != 0).then(revenue).alias("revenue"),

@@ -185,6 +185,28 @@ OS_ALIASES: dict[str, tuple[str, ...]] = {
     "OS/2": ("OS/2",),
 }
 
+#: Windows as Umami stores it, by the version a source reports beside "Windows" (lower
+#: case): device-detector's names (Plausible, Matomo), the NT numbers some user agents
+#: carry, and server releases, each mapped through the "Windows NT x.y" its browsers
+#: send, which is all detect-browser reads. Windows 11 and the 2016+ servers send
+#: NT 10.0, so Umami stores them as "Windows 10".
+WINDOWS_VERSIONS: dict[str, str] = {
+    **dict.fromkeys(("10", "11", "10.0", "server 2016", "server 2019", "server 2022", "server 2025"), "Windows 10"),
+    **dict.fromkeys(("8.1", "6.3", "server 2012 r2"), "Windows 8.1"),
+    **dict.fromkeys(("8", "6.2", "server 2012"), "Windows 8"),
+    **dict.fromkeys(("7", "6.1", "server 2008 r2"), "Windows 7"),
+    **dict.fromkeys(("vista", "6.0", "server 2008"), "Windows Vista"),
+    **dict.fromkeys(("server 2003", "5.2"), "Windows Server 2003"),
+    **dict.fromkeys(("xp", "5.1"), "Windows XP"),
+    **dict.fromkeys(("2000", "5.0"), "Windows 2000"),
+    **dict.fromkeys(("me", "4.90"), "Windows ME"),
+    **dict.fromkeys(("98", "4.10"), "Windows 98"),
+    "95": "Windows 95",
+    **dict.fromkeys(("3.1", "3.11"), "Windows 3.11"),
+}
+#: OS names whose version decides Umami's name (Windows RT is Windows 8 / 8.1 on ARM).
+_VERSIONED_OSES = ("windows", "windows rt")
+
 #: Umami device -> names other tools use for it. Umami stores ua-parser's
 #: device types, or desktop / laptop from the screen width.
 DEVICE_ALIASES: dict[str, tuple[str, ...]] = {
@@ -262,6 +284,23 @@ def normalize_browser(expr: pl.Expr, os: pl.Expr | None = None) -> pl.Expr:
 def normalize_os(expr: pl.Expr) -> pl.Expr:
     """Map a source's operating system name to the one Umami stores."""
     return _normalize(expr, OPERATING_SYSTEMS)
+
+
+def os_with_version(name: pl.Expr, version: pl.Expr) -> pl.Expr:
+    """A source's OS name and version -> one OS name (still to be normalised): the name
+    Umami gives that Windows version ("Windows" + "7" is "Windows 7"), else the name.
+
+    Only Windows has versions in Umami's vocabulary; "Mac" + "10.15", "iOS" + "17.1",
+    "Android" + "14" keep their name (Umami stores "Mac OS", "iOS", "Android OS").
+    A Windows version it does not know ("NT") stays visible as "Windows NT" rather than
+    being counted as Windows 10; no version at all is today's Windows (10).
+    """
+    text = name.cast(pl.String).str.strip_chars()
+    ver = version.cast(pl.String).str.strip_chars()
+    known = ver.str.to_lowercase().replace_strict(WINDOWS_VERSIONS, default=None, return_dtype=pl.String)
+    windows = pl.coalesce(known, pl.concat_str(pl.lit("Windows "), ver))
+    versioned = text.str.to_lowercase().is_in(_VERSIONED_OSES) & (ver.fill_null("") != "")
+    return pl.when(versioned).then(windows).otherwise(text)
 
 
 def normalize_device(expr: pl.Expr) -> pl.Expr:

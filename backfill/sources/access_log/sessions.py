@@ -59,7 +59,8 @@ class VisitState:
         ).filter(pl.col("__page"))
         if page.height == 0:
             return chunk.with_columns(pl.lit(None, pl.String).alias("visit"))
-        page = page.sort(_KEY, _TS).join(self.frame, on=_KEY, how="left")
+        # shift/forward_fill below need (client, time) order: a join keeps it only when asked
+        page = page.sort(_KEY, _TS).join(self.frame, on=_KEY, how="left", maintain_order="left")
         # a client whose lines go back further than any disorder (the same log read again,
         # or files given out of order) starts afresh instead of joining a later visit
         stale = pl.col(_TS).min().over(_KEY) < pl.col(_LAST) - KEEP_S
