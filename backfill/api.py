@@ -576,6 +576,7 @@ def run_import(
     ):
         prepared = Prepared.from_dict(checkpoint.prepared)
         summary = _import_summary(config, plan_, prepared, checkpoint.send_ledger, Ledger(), 0)
+        summary.destination = sink.destination()
         again = (
             "--restart writes it again and adds nothing (every row's id is already there)"
             if sink.kind == "postgres"
@@ -645,6 +646,7 @@ def run_import(
         for reason, count in prepared.ledger.rejected.items():
             run_ledger.reject(reason, count, prepared.ledger.examples.get(reason))
     summary = _import_summary(config, plan_, prepared, checkpoint.send_ledger, run_ledger, pending)
+    summary.destination = sink.destination()
     summary.elapsed_s = time.monotonic() - started
     summary.stopped = stopped
     if sink.kind == "postgres":
