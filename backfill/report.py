@@ -223,6 +223,8 @@ class Summary:
     title: str | None = None  # replaces "== <mode> summary ==" (a merged report)
     #: Where the rows went, without credentials (the sink's ``destination()``); None in a dry run.
     destination: dict[str, Any] | None = None
+    #: Aggregated sources: what they reported per day, before events were made of it.
+    reported_days: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def balances(self) -> bool:
@@ -246,6 +248,7 @@ class Summary:
             "timings": {k: round(v, 4) if isinstance(v, float) else v for k, v in self.timings.items()},
             "shard": list(self.shard) if self.shard else None,
             "destination": self.destination,
+            "reported_days": self.reported_days,
         }
 
     def render(self) -> str:

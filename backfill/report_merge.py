@@ -179,6 +179,7 @@ def merge_reports(paths: list[str | Path]) -> Merged:
         elapsed_s=max(float(r.data.get("elapsed_s") or 0.0) for r in reports),
         timings=_merge_timings(reports),
         destination=reports[0].data.get("destination"),
+        reported_days=list(reports[0].data.get("reported_days") or []),  # every shard reads every day
         title=f"== {mode} summary, merged from {len(reports)} shard report{'s' if len(reports) > 1 else ''} ==",
     )
     merged = Merged(summary, shards, sum(r.shard_skips for r in reports), (shards - 1) * read, reports)

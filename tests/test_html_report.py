@@ -322,3 +322,15 @@ def test_report_html_refuses_a_file_that_is_no_report(tmp_path: Path) -> None:
     result = run_cli("report", "html", other, "-o", tmp_path / "x.html", cwd=ROOT)
     assert result.code == 2 and "not a backfill report" in result.stderr
     assert not (tmp_path / "x.html").exists()
+
+
+def test_an_aggregated_source_shows_what_it_reported_beside_what_was_synthesized(tmp_path: Path) -> None:
+    html = tmp_path / "ga.html"
+    _, report = validate(tmp_path, SAMPLES / "ga_reports" / "ga4_de_events.csv", "ga_report", "--html", html)
+    reported = report["reported_days"]
+    assert len(reported) == 7 and all(set(d) == {"day", *METRICS} for d in reported)
+    assert reported == report["stats"]["days"]  # the synthesizer reproduces each day's totals
+    page = html.read_text()
+    assert page.count('class="mark-line role-mark series_marks"') == 2 * len(METRICS)  # reported, synthesized
+    assert "Every day's synthesized figures equal the reported ones." in page
+    assert f"{sum(d['pageviews'] for d in reported):,}" in page

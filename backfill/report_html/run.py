@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from .page import Page, cell, esc, num, raw, table
+from .page import Page, cell, differs_mark, esc, num, raw, table
 from .sections import (
     METRIC_TEXT,
     METRICS,
     SCROLL_ROWS,
+    by_day,
     day_figures,
     destination_text,
+    differing_days,
     ledger_section,
     notes_list,
     run_facts,
@@ -69,7 +71,7 @@ def run_page(report: dict[str, Any]) -> Page:
         ledger_section(ledger, accepted_label=accepted_label(report), dry=dry, caption="Where every row read went"),
     )
     page.add("run", "The run", _run_details(report))
-    page.add("days", "Per day", _days(stats))
+    page.add("days", "Per day", _days(report))
     page.add("top", "What the sources hold", _tops(stats))
     return page
 
@@ -115,9 +117,11 @@ def _shards_table(merge: dict[str, Any]) -> str:
     return table("The shards merged", headers, rows, numeric_headers=[False, False, True, True, True, True, True])
 
 
-def _days(stats: dict[str, Any]) -> str:
+def _days(report: dict[str, Any]) -> str:
+    stats = report.get("stats") or {}
     days = stats.get("days") or []
-    if not days:
+    reported = report.get("reported_days") or []
+    if not days and not reported:
         return "" if "days" not in stats else '<p class="muted">No row would be sent: no day to show.</p>'
     estimated = (
         ""
@@ -134,19 +138,67 @@ def _days(stats: dict[str, Any]) -> str:
         "The figures are of the rows that passed the checks (sent, or that a dry run would send), counted as "
         f"Umami counts them.{esc(estimated)}</p>"
     )
-    charts = day_figures(days, {SERIES: None})
-    headers = ["day"] + [METRIC_TEXT[m][0] for m in METRICS]
-    rows = [[raw(esc(d["day"]), css="rowhead")] + [cell(int(d.get(m) or 0)) for m in METRICS] for d in days]
-    totals = [raw("total", css="rowhead")] + [cell(sum(int(d.get(m) or 0) for d in days)) for m in METRICS]
+    if reported:
+        return note + _reported_days(by_day(reported), by_day(days))
     figures = table(
         f"Per-day figures of the charts above ({len(days):,} days with rows; days not listed hold none)",
-        headers,
-        [*rows, totals],
+        ["day"] + [METRIC_TEXT[m][0] for m in METRICS],
+        [
+            *([raw(esc(d["day"]), css="rowhead")] + [cell(int(d.get(m) or 0)) for m in METRICS] for d in days),
+            [raw("total", css="rowhead")] + [cell(sum(int(d.get(m) or 0) for d in days)) for m in METRICS],
+        ],
         numeric_headers=[False, True, True, True, True],
         scroll=len(days) > SCROLL_ROWS,
         table_id="days-table",
     )
-    return note + charts + figures
+    return note + day_figures({SERIES: by_day(days)}) + figures
+
+
+def _reported_days(reported: dict[str, dict[str, int]], made: dict[str, dict[str, int]]) -> str:
+    """An aggregated source: what it reported per day against the events made of it."""
+    differs = differing_days(reported, made)
+    bad = sorted({day for days in differs.values() for day in days})
+    intro = (
+        "<p>This source holds per-day totals, not events: the importer made events whose totals, as Umami "
+        "counts them, equal the report's. <em>reported</em> is what the source says; <em>synthesized</em> "
+        "is what the events made of it hold after the checks (rows rejected, skipped or outside "
+        "<code>--since</code>/<code>--until</code> are not in it). A figure the source does not give is left "
+        "out.</p>"
+    )
+    if bad:
+        links = ", ".join(f'<a href="#day-{esc(d)}">{esc(d)}</a>' for d in bad[:60])
+        intro += f'<p><span class="bad">{len(bad):,} day(s) differ from the report:</span> {links}.</p>'
+    else:
+        intro += "<p>Every day's synthesized figures equal the reported ones.</p>"
+    headers = ["day", '<span class="sr">differs</span>']
+    groups: list[tuple[str, int]] = [("", 1), ("", 1)]
+    for m in METRICS:
+        name = METRIC_TEXT[m][0]
+        headers += [f'<span class="sr">{name}: </span>reported', f'<span class="sr">{name}: </span>synthesized']
+        groups.append((name, 2))
+    rows, flags = [], []
+    for day in sorted(set(reported) | set(made)):
+        line = [raw(f'<span id="day-{esc(day)}">{esc(day)}</span>', css="rowhead"), differs_mark(day in bad)]
+        for m in METRICS:
+            wrong = day in differs.get(m, [])
+            line += [
+                cell(reported.get(day, {}).get(m, "–")),
+                cell(made.get(day, {}).get(m, 0), css="bad" if wrong else ""),
+            ]
+        rows.append(line)
+        flags.append(day in bad)
+    figures = table(
+        f"Per-day figures of the charts above, reported against synthesized ({len(rows):,} days; "
+        "differing days marked ≠; – where the source gives no figure)",
+        headers,
+        rows,
+        differs=flags,
+        numeric_headers=[False, False] + [True] * 8,
+        scroll=len(rows) > SCROLL_ROWS,
+        table_id="days-table",
+        groups=groups,
+    )
+    return intro + day_figures({"reported": reported, "synthesized": made}, differs) + figures
 
 
 def _tops(stats: dict[str, Any]) -> str:

@@ -183,28 +183,33 @@ def notes_list(notes: Sequence[str]) -> str:
 # ----------------------------------------------------------------------------- per day
 
 
-def day_series(days: list[dict[str, Any]], key: str | None, metric: str) -> dict[str, int]:
-    """{day: figure} of one metric (``key``: ``expected``/``found`` in a verify report)."""
-    return {d["day"]: int((d[key] if key else d).get(metric) or 0) for d in days}
+def by_day(days: list[dict[str, Any]], key: str | None = None) -> dict[str, dict[str, int]]:
+    """{day: {metric: figure}} from a report's list of days (``key``: ``expected`` or
+    ``found`` in a verify report; None: the figures are in the day itself)."""
+    return {d["day"]: {m: int(v) for m, v in (d[key] if key else d).items() if m in METRICS} for d in days}
 
 
-def day_figures(
-    days: list[dict[str, Any]],
-    series: dict[str, str | None],
-    differs: dict[str, list[str]] | None = None,
-) -> str:
+def day_figures(series: dict[str, dict[str, dict[str, int]]], differs: dict[str, list[str]] | None = None) -> str:
     """A chart per metric over every day of the range (a day without rows counts 0).
 
-    ``series``: label -> key of the figures in each day (None: the day itself).
+    ``series``: label -> {day: {metric: figure}}; a series that gives no figure of a
+    metric (a report without a sessions column) is left out of that chart.
     ``differs``: metric -> days where that metric differs (marked in red).
     """
-    if not days:
+    known = sorted({day for figures in series.values() for day in figures})
+    if not known:
         return '<p class="muted">No day holds a row.</p>'
-    every = charts.every_day(days[0]["day"], days[-1]["day"])
+    every = charts.every_day(known[0], known[-1])
     out = []
     for metric in METRICS:
         title, counted = METRIC_TEXT[metric]
-        data = {label: day_series(days, key, metric) for label, key in series.items()}
+        data = {
+            label: {day: f[metric] for day, f in figures.items() if metric in f}
+            for label, figures in series.items()
+            if any(metric in f for f in figures.values())
+        }
+        if not data:
+            continue
         marked = (differs or {}).get(metric, [])
         spec = charts.day_chart(every, data, marked)
         totals = "; ".join(f"{label} {sum(v.values()):,}" for label, v in data.items())
@@ -219,6 +224,17 @@ def day_figures(
         caption += " Figures in the table below."
         out.append(figure(charts.to_svg(spec, label), caption, figure_id=f"chart-{metric}"))
     return "".join(out)
+
+
+def differing_days(left: dict[str, dict[str, int]], right: dict[str, dict[str, int]]) -> dict[str, list[str]]:
+    """metric -> days where both series give the figure and it differs."""
+    out: dict[str, list[str]] = {}
+    for day in sorted(set(left) | set(right)):
+        a, b = left.get(day, {}), right.get(day, {})
+        for metric in METRICS:
+            if metric in a and a[metric] != b.get(metric, 0):
+                out.setdefault(metric, []).append(day)
+    return out
 
 
 def legend(series: Sequence[str]) -> str:

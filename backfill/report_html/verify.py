@@ -10,6 +10,7 @@ from .sections import (
     METRIC_TEXT,
     METRICS,
     SCROLL_ROWS,
+    by_day,
     day_figures,
     ledger_section,
     notes_list,
@@ -154,7 +155,7 @@ def _days(report: dict[str, Any]) -> str:
         listed = f'<p><span class="bad">{len(bad_days):,} day(s) differ:</span> {links}{more}.</p>'
     else:
         listed = "<p>No day differs.</p>"
-    charts = day_figures(days, {SOURCES: "expected", UMAMI: "found"}, differs)
+    charts = day_figures({SOURCES: by_day(days, "expected"), UMAMI: by_day(days, "found")}, differs)
     return note + listed + charts + _days_table(days)
 
 
