@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import json
 import os
 import re
 import signal
@@ -36,7 +35,7 @@ from .config import (
 )
 from .errors import BackfillError, ConfigError, SendError
 from .geo import GEO_MODES
-from .report import Summary
+from .report import Summary, write_reports
 from .runinfo import command_line, run_info
 from .sources import known_formats
 
@@ -545,20 +544,8 @@ def _finish(
     if shard is not None and len(shard) == 2:
         summary.shard = (int(shard[0]), int(shard[1]))
     print(summary.render(), flush=True)
-    _write_reports(summary.to_dict() | {"run": run_info(args.argv, started)}, config.report, args.html)
+    write_reports(summary.to_dict() | {"run": run_info(args.argv, started)}, config.report, args.html)
     return _exit_status(summary)
-
-
-def _write_reports(report: dict[str, Any], json_path: Path | None, html_path: Path | None) -> None:
-    """--report and --html: the same dict as JSON and as a page (one source for both)."""
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    if html_path is not None:
-        from .report_html import write_html
-
-        write_html(report, html_path)
-        print(f"HTML report: {html_path}", file=sys.stderr, flush=True)
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -643,7 +630,7 @@ def _run_verify(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     console.close()
     print(render(result, color=sys.stdout.isatty(), all_days=args.verbose), flush=True)
-    _write_reports(result.to_dict() | {"run": run_info(args.argv, started)}, args.report, args.html)
+    write_reports(result.to_dict() | {"run": run_info(args.argv, started)}, args.report, args.html)
     return EXIT_OK if result.matches else EXIT_REJECTED
 
 

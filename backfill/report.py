@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -308,6 +311,18 @@ class Summary:
             rate = led.read / self.elapsed_s if self.elapsed_s else 0
             lines.append(f"elapsed              {self.elapsed_s:,.1f} s ({rate:,.0f} rows/s)")
         return "\n".join(lines)
+
+
+def write_reports(report: dict[str, Any], json_path: Path | None, html_path: Path | None) -> None:
+    """--report and --html: the same dict as JSON and as a page (one source for both)."""
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    if html_path is not None:
+        from .report_html import write_html  # the chart renderer loads only when asked for
+
+        write_html(report, html_path)
+        print(f"HTML report: {html_path}", file=sys.stderr, flush=True)
 
 
 def _top(counter: Counter[str]) -> str:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ from typing import Any
 from .daily import DailyFigures
 from .errors import ConfigError
 from .ledger import MAX_EXAMPLES, Ledger
-from .report import Stats, Summary
+from .report import Stats, Summary, write_reports
 
 #: The statistics summed over the shards (events by name exactly, the top lists from each top 50).
 TOP_LISTS = ("events_by_name", "top_paths", "top_countries", "top_referrers", "top_browsers", "top_os", "top_devices")
@@ -342,15 +341,7 @@ def run_merge(paths: list[str | Path], out: Path | None, html: Path | None = Non
     to ``html``, return the exit status."""
     merged = merge_reports(paths)
     print(merged.summary.render(), flush=True)
-    report = merged.to_dict()
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    if html is not None:
-        from .report_html import write_html
-
-        write_html(report, html)
-        print(f"HTML report: {html}", file=sys.stderr, flush=True)
+    write_reports(merged.to_dict(), out, html)
     return exit_status(merged)
 
 

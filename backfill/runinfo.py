@@ -39,8 +39,9 @@ def without_secrets(argv: list[str]) -> list[str]:
 def command_line(argv: list[str]) -> str:
     """``backfill ...`` as a shell would run it again, credentials left to the environment."""
     command = "backfill " + shlex.join(without_secrets(argv))
-    for placeholder in SECRET_FLAGS.values():  # let the shell expand them
+    for flag, placeholder in SECRET_FLAGS.items():  # let the shell expand them
         command = command.replace(f"'{placeholder}'", f'"{placeholder}"')
+        command = command.replace(f"'{flag}={placeholder}'", f'{flag}="{placeholder}"')
     return command
 
 

@@ -121,7 +121,10 @@ def test_verify_page_marks_the_day_umami_lost(tmp_path: Path, browser: Browser) 
     day = "2024-03-12"
     with FakeUmami() as server:
         site = server.add_website()
-        imported = import_into(server.url, site, EVENTS, "sample_events", tmp_path, "--state", tmp_path / "state")
+        import_page = tmp_path / "import.html"
+        imported = import_into(
+            server.url, site, EVENTS, "sample_events", tmp_path, "--state", tmp_path / "state", "--html", import_page
+        )
         assert imported.code == 1, imported.stderr
         server.drop_events(site, lambda e: e["created_at"].startswith(day) and e["event_type"] == 1)
         html = tmp_path / "verify.html"
@@ -141,6 +144,15 @@ def test_verify_page_marks_the_day_umami_lost(tmp_path: Path, browser: Browser) 
             env=LOGIN,
         )
     assert verified.code == 1, verified.stdout + verified.stderr
+    # The import's own page: where the rows went (the host, never a credential), what Umami accepted.
+    imported_report = json.loads((tmp_path / "report.json").read_text())
+    opened = browser.open(import_page)
+    assert_offline_and_clean(opened, import_page)
+    assert opened.page.locator("h1").inner_text() == f"Import into {server.url}"
+    ledger = {r[0]: number(r[1]) for r in cells(opened, "table.ledger")}
+    assert ledger["accepted by Umami"] == imported_report["ledger"]["accepted"]
+    assert ledger["in doubt"] == 0
+    print("screenshot:", opened.screenshot("import"), keep_copy(import_page, "import"))
     report = json.loads((tmp_path / "verify.json").read_text())
     assert report["source_ledger"]["read"] == report["source_ledger"]["accepted"] + 32 + 6
     opened = browser.open(html)
@@ -302,6 +314,17 @@ def test_the_page_is_self_contained_and_small_for_a_year_of_days() -> None:
     assert "points_marks" not in page  # a year: lines only
 
 
+def test_the_command_in_a_report_never_holds_credentials() -> None:
+    from backfill.runinfo import command_line
+
+    argv = ["import", "x.csv", "-m", "m.yaml", "--database-url", "postgresql://u:secret@db/umami"]
+    argv += ["--app-secret=hush", "--host", "https://admin:pw@umami.example.com"]
+    command = command_line(argv)
+    assert "u:secret" not in command and "hush" not in command and "pw@" not in command
+    assert '--database-url "$UMAMI_DATABASE_URL"' in command and '--app-secret="$APP_SECRET"' in command
+    assert "--host https://umami.example.com" in command
+
+
 def test_the_fix_a_reject_reason_names() -> None:
     assert (
         reason_fix("os: longer than 20 characters (Umami's limit); shorten it in the source, set `overflow: {os: x}`")
@@ -332,5 +355,5 @@ def test_an_aggregated_source_shows_what_it_reported_beside_what_was_synthesized
     assert reported == report["stats"]["days"]  # the synthesizer reproduces each day's totals
     page = html.read_text()
     assert page.count('class="mark-line role-mark series_marks"') == 2 * len(METRICS)  # reported, synthesized
-    assert "Every day's synthesized figures equal the reported ones." in page
+    assert "<p>No day differs.</p>" in page and 'class="differs"' not in page
     assert f"{sum(d['pageviews'] for d in reported):,}" in page

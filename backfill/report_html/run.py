@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from .page import Page, cell, differs_mark, esc, num, raw, table
+from .page import Page, cell, esc, num, raw, table
 from .sections import (
     METRIC_TEXT,
     METRICS,
     SCROLL_ROWS,
     by_day,
+    compared_days,
     day_figures,
     destination_text,
     differing_days,
@@ -157,48 +158,22 @@ def _days(report: dict[str, Any]) -> str:
 def _reported_days(reported: dict[str, dict[str, int]], made: dict[str, dict[str, int]]) -> str:
     """An aggregated source: what it reported per day against the events made of it."""
     differs = differing_days(reported, made)
-    bad = sorted({day for days in differs.values() for day in days})
     intro = (
         "<p>This source holds per-day totals, not events: the importer made events whose totals, as Umami "
         "counts them, equal the report's. <em>reported</em> is what the source says; <em>synthesized</em> "
         "is what the events made of it hold after the checks (rows rejected, skipped or outside "
         "<code>--since</code>/<code>--until</code> are not in it). A figure the source does not give is left "
-        "out.</p>"
+        "out (– in the table).</p>"
     )
-    if bad:
-        links = ", ".join(f'<a href="#day-{esc(d)}">{esc(d)}</a>' for d in bad[:60])
-        intro += f'<p><span class="bad">{len(bad):,} day(s) differ from the report:</span> {links}.</p>'
-    else:
-        intro += "<p>Every day's synthesized figures equal the reported ones.</p>"
-    headers = ["day", '<span class="sr">differs</span>']
-    groups: list[tuple[str, int]] = [("", 1), ("", 1)]
-    for m in METRICS:
-        name = METRIC_TEXT[m][0]
-        headers += [f'<span class="sr">{name}: </span>reported', f'<span class="sr">{name}: </span>synthesized']
-        groups.append((name, 2))
-    rows, flags = [], []
-    for day in sorted(set(reported) | set(made)):
-        line = [raw(f'<span id="day-{esc(day)}">{esc(day)}</span>', css="rowhead"), differs_mark(day in bad)]
-        for m in METRICS:
-            wrong = day in differs.get(m, [])
-            line += [
-                cell(reported.get(day, {}).get(m, "–")),
-                cell(made.get(day, {}).get(m, 0), css="bad" if wrong else ""),
-            ]
-        rows.append(line)
-        flags.append(day in bad)
-    figures = table(
-        f"Per-day figures of the charts above, reported against synthesized ({len(rows):,} days; "
-        "differing days marked ≠; – where the source gives no figure)",
-        headers,
-        rows,
-        differs=flags,
-        numeric_headers=[False, False] + [True] * 8,
-        scroll=len(rows) > SCROLL_ROWS,
-        table_id="days-table",
-        groups=groups,
+    listed, figures = compared_days(
+        ("reported", "synthesized"),
+        reported,
+        made,
+        differs,
+        "Per-day figures of the charts above, reported against synthesized",
     )
-    return intro + day_figures({"reported": reported, "synthesized": made}, differs) + figures
+    charts = day_figures({"reported": reported, "synthesized": made}, differs)
+    return intro + listed + charts + figures
 
 
 def _tops(stats: dict[str, Any]) -> str:

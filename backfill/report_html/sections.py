@@ -237,6 +237,52 @@ def differing_days(left: dict[str, dict[str, int]], right: dict[str, dict[str, i
     return out
 
 
+def compared_days(
+    labels: tuple[str, str],
+    left: dict[str, dict[str, int]],
+    right: dict[str, dict[str, int]],
+    differs: dict[str, list[str]],
+    caption: str,
+) -> tuple[str, str]:
+    """(the list of differing days, linked; the table of every day, the two series side by
+    side per metric, differing rows marked ≠ and the difference in brackets). ``–`` where
+    ``left`` gives no figure."""
+    bad = sorted({day for days in differs.values() for day in days})
+    if bad:
+        links = ", ".join(f'<a href="#day-{esc(d)}">{esc(d)}</a>' for d in bad[:60])
+        more = f" and {len(bad) - 60:,} more" if len(bad) > 60 else ""
+        listed = f'<p><span class="bad">{len(bad):,} day(s) differ:</span> {links}{more}.</p>'
+    else:
+        listed = "<p>No day differs.</p>"
+    headers = ["day", '<span class="sr">differs</span>']
+    groups: list[tuple[str, int]] = [("", 1), ("", 1)]
+    for m in METRICS:
+        name = METRIC_TEXT[m][0]
+        headers += [f'<span class="sr">{name}: </span>{esc(label)}' for label in labels]
+        groups.append((name, 2))
+    rows: list[list[Cell]] = []
+    days = sorted(set(left) | set(right))
+    for day in days:
+        line = [raw(f'<span id="day-{esc(day)}">{esc(day)}</span>', css="rowhead"), differs_mark(day in bad)]
+        for m in METRICS:
+            a, b = left.get(day, {}).get(m), right.get(day, {}).get(m, 0)
+            shown = f"{b:,}" if a is None or a == b else f"{b:,} ({b - a:+,})"
+            wrong = day in differs.get(m, [])
+            line += [cell(a if a is not None else "–"), raw(esc(shown), numeric=True, css="bad" if wrong else "")]
+        rows.append(line)
+    figures = table(
+        f"{caption} ({len(days):,} days; differing days marked ≠, the difference in brackets)",
+        headers,
+        rows,
+        differs=[day in bad for day in days],
+        numeric_headers=[False, False] + [True] * 8,
+        scroll=len(days) > SCROLL_ROWS,
+        table_id="days-table",
+        groups=groups,
+    )
+    return listed, figures
+
+
 def legend(series: Sequence[str]) -> str:
     keys = ["src", "umami"]
     return " ".join(f'<span class="key {k}"></span>{esc(s)}' for k, s in zip(keys, series, strict=False))

@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from .page import Cell, Page, cell, differs_mark, esc, num, raw, signed, table
+from .page import Page, cell, esc, num, raw, signed, table
 from .sections import (
-    METRIC_TEXT,
-    METRICS,
     SCROLL_ROWS,
     by_day,
+    compared_days,
     day_figures,
     ledger_section,
     notes_list,
@@ -141,58 +140,20 @@ def _days(report: dict[str, Any]) -> str:
     days = report.get("days") or []
     if not days:
         return ""
-    differs: dict[str, list[str]] = {m: [d["day"] for d in days if m in (d.get("differs") or [])] for m in METRICS}
-    bad_days = [d for d in days if d.get("differs") or d.get("events_differ")]
+    differs: dict[str, list[str]] = {}
+    for d in days:
+        for metric in set(d.get("differs") or []) | ({"events"} if d.get("events_differ") else set()):
+            differs.setdefault(metric, []).append(d["day"])
     note = (
         f"<p>Days are counted in <strong>{esc(report.get('timezone'))}</strong> on both sides (the sources' "
         "times converted to it; Umami asked for the same zone). A wrong zone moves events across midnight: "
         "two neighbouring days then differ by the same amount in opposite directions.</p>"
     )
-    listed = ""
-    if bad_days:
-        links = ", ".join(f'<a href="#day-{esc(d["day"])}">{esc(d["day"])}</a>' for d in bad_days[:60])
-        more = f" and {len(bad_days) - 60:,} more" if len(bad_days) > 60 else ""
-        listed = f'<p><span class="bad">{len(bad_days):,} day(s) differ:</span> {links}{more}.</p>'
-    else:
-        listed = "<p>No day differs.</p>"
-    charts = day_figures({SOURCES: by_day(days, "expected"), UMAMI: by_day(days, "found")}, differs)
-    return note + listed + charts + _days_table(days)
-
-
-def _days_table(days: list[dict[str, Any]]) -> str:
-    headers = ["day", '<span class="sr">differs</span>']
-    groups: list[tuple[str, int]] = [("", 1), ("", 1)]
-    for m in METRICS:
-        name = METRIC_TEXT[m][0]
-        headers += [f'<span class="sr">{name}: </span>sources', f'<span class="sr">{name}: </span>Umami']
-        groups.append((name, 2))
-    rows: list[list[Cell]] = []
-    flags = []
-    for d in days:
-        differing = set(d.get("differs") or [])
-        if d.get("events_differ"):
-            differing.add("events")
-        line = [
-            raw(f'<span id="day-{esc(d["day"])}">{esc(d["day"])}</span>', css="rowhead"),
-            differs_mark(bool(differing)),
-        ]
-        for m in METRICS:
-            e, f = int(d["expected"].get(m) or 0), int(d["found"].get(m) or 0)
-            shown = f"{f:,}" if e == f else f"{f:,} ({f - e:+,})"
-            line += [cell(e), raw(esc(shown), numeric=True, css="bad" if m in differing else "")]
-        rows.append(line)
-        flags.append(bool(differing))
-    return table(
-        f"Per-day figures of the charts above, sources against Umami ({len(days):,} days; "
-        "differing days marked ≠, the difference in brackets)",
-        headers,
-        rows,
-        differs=flags,
-        numeric_headers=[False, False] + [True] * 8,
-        scroll=len(days) > SCROLL_ROWS,
-        table_id="days-table",
-        groups=groups,
+    expected, found = by_day(days, "expected"), by_day(days, "found")
+    listed, figures = compared_days(
+        (SOURCES, UMAMI), expected, found, differs, "Per-day figures of the charts above, sources against Umami"
     )
+    return note + listed + day_figures({SOURCES: expected, UMAMI: found}, differs) + figures
 
 
 def _tops(report: dict[str, Any]) -> str:
