@@ -99,10 +99,18 @@ class Stats:
         views = frame.filter(pageviews)
         _tally(self.top_paths, views.select(_path(pl.col("url")))["url"].drop_nulls())
         if "referrer" in frame.columns:
-            own = _domain(pl.col("hostname")) if "hostname" in frame.columns else _domain(pl.col("url"))
-            ref = _domain(pl.col("referrer"))
-            domains = views.select(pl.when(ref != own.fill_null("")).then(ref).alias("referrer"))
-            _tally(self.top_referrers, domains["referrer"].drop_nulls())
+            self._add_referrers(views)
+
+    def _add_referrers(self, views: pl.DataFrame) -> None:
+        """Pageviews per referrer domain, the page's own domain left out; the domains are
+        parsed once per distinct (referrer, page host), not per row."""
+        site = "hostname" if "hostname" in views.columns else "url"
+        pairs = views.filter(pl.col("referrer").is_not_null()).group_by("referrer", site).len()
+        ref, own = _domain(pl.col("referrer")), _domain(pl.col(site)).fill_null("")
+        domains = pairs.select(pl.when(ref != own).then(ref).alias("referrer"), "len").drop_nulls("referrer")
+        sums = domains.group_by("referrer").agg(pl.col("len").sum())
+        self.top_referrers.update(dict(sums.iter_rows()))
+        _trim(self.top_referrers)
 
     @property
     def distinct_visitors(self) -> int:
@@ -162,6 +170,10 @@ def _tally(counter: Counter[str], values: pl.Series) -> None:
         return
     counts = values.value_counts()
     counter.update(dict(zip(counts[values.name].to_list(), counts["count"].to_list(), strict=True)))
+    _trim(counter)
+
+
+def _trim(counter: Counter[str]) -> None:
     if len(counter) > TOP_KEEP * 2:
         kept = counter.most_common(TOP_KEEP)
         counter.clear()
