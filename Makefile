@@ -12,7 +12,7 @@ UV     := $(TOOLS)/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install demo test lint bench bench-db clean postgres lock test-latest versions
+.PHONY: install demo test lint bench bench-db clean postgres chromium lock test-latest versions
 
 $(UV): .ci/uv-requirements.txt
 	$(PYTHON) -m venv $(TOOLS)
@@ -40,7 +40,7 @@ lock: $(UV)
 # The suite against the newest versions in a throwaway environment; uv.lock and .venv stay untouched.
 # BOUNDS=off also lifts pyproject's upper bounds, to see what the next major versions would break.
 BOUNDS ?= on
-test-latest: $(UV) postgres
+test-latest: $(UV) postgres chromium
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	$(UV) venv --quiet --python $(PYTHON) "$$tmp/venv" || exit 1; \
 	if [ "$(BOUNDS)" = off ]; then $(PYTHON) .ci/bare_requirements.py > "$$tmp/overrides.txt" || exit 1; \
@@ -71,7 +71,15 @@ postgres:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
 	else echo "note: PostgreSQL server binaries not found; the database sink's tests will be skipped"; fi
 
-test: $(STAMP) postgres
+# The HTML report's tests open the pages in a headless Chromium (Debian's package, driven by
+# playwright's Python package, which downloads no browser): install it when missing and we may.
+chromium:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "note: /usr/bin/chromium not found; the HTML report's browser tests will be skipped"; fi
+
+test: $(STAMP) postgres chromium
 	$(BIN)/python -m pytest -n 2
 
 lint: $(STAMP)
@@ -92,4 +100,4 @@ bench-db: $(STAMP) postgres
 	$(BIN)/python bench/database.py $(BENCH_DB_ARGS)
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .demo .pytest_cache
+	rm -rf $(VENV) $(TOOLS) .demo .pytest_cache .html-reports

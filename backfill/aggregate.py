@@ -33,6 +33,11 @@ class Fold:
         if self._rows > max(self._min_rows, self._factor * merged):
             self._compact()
 
+    @property
+    def merged_rows(self) -> int:
+        """Rows of the last merge (the pending parts not counted)."""
+        return 0 if self._merged is None else self._merged.height
+
     def _compact(self) -> None:
         frames = ([self._merged] if self._merged is not None else []) + self._parts
         if frames:

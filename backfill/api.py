@@ -84,9 +84,12 @@ class Prepared:
     #: What the readers said (``ReadOptions.note``) and what validation changed without
     #: rejecting (titles cut): shown in the summary of every run of the import.
     notes: list[str] = field(default_factory=list)
+    #: What aggregated sources reported per day (``ReportedDays``), beside what was made of it.
+    reported_days: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "reported_days": self.reported_days,
             "ledger": self.ledger.to_dict(),
             "stats": self.stats.to_dict(),
             "runs": self.runs.to_dict(),
@@ -105,6 +108,7 @@ class Prepared:
             visits=CrossingVisits.from_dict(data.get("visits")),
             visits_path=Path(data["visits"]["path"]) if (data.get("visits") or {}).get("path") else None,
             notes=list(data.get("notes", [])),
+            reported_days=list(data.get("reported_days") or []),
         )
 
 
@@ -213,6 +217,7 @@ def prepare(
     finally:
         chunks.close()
     prepared = Prepared(ledger=ledger, stats=stats, runs=runs, files=paths, notes=plan_.read_options.notes.all())
+    prepared.reported_days = plan_.read_options.reported.rows()
     if titles_cut:
         prepared.notes.append(
             f"{titles_cut:,} titles longer than {TITLE_LIMIT} characters were cut to {TITLE_LIMIT} "
@@ -493,6 +498,7 @@ def dry_run(
         out_path=str(config.out) if config.out else None,
         elapsed_s=time.monotonic() - started,
         timings=timings,
+        reported_days=prepared.reported_days,
     )
     summary.notes.extend(prepared.notes)
     summary.notes.extend(_visit_notes(prepared, sending=False))
@@ -582,6 +588,7 @@ def run_import(
     ):
         prepared = Prepared.from_dict(checkpoint.prepared)
         summary = _import_summary(config, plan_, prepared, checkpoint.send_ledger, Ledger(), 0)
+        summary.destination = sink.destination()
         again = (
             "--restart writes it again and adds nothing (every row's id is already there)"
             if sink.kind == "postgres"
@@ -653,6 +660,7 @@ def run_import(
         for reason, count in prepared.ledger.rejected.items():
             run_ledger.reject(reason, count, prepared.ledger.examples.get(reason))
     summary = _import_summary(config, plan_, prepared, checkpoint.send_ledger, run_ledger, pending)
+    summary.destination = sink.destination()
     summary.elapsed_s = time.monotonic() - started
     summary.stopped = stopped
     if sink.kind == "postgres":
@@ -788,4 +796,5 @@ def _import_summary(
         skipped_files=plan_.skipped_files,
         rejects_path=str(config.rejects),
         in_doubt_path=str(config.in_doubt_path),
+        reported_days=prepared.reported_days,
     )

@@ -14,10 +14,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import json
 import os
 import re
-import shlex
 import signal
 import sys
 import threading
@@ -37,7 +35,8 @@ from .config import (
 )
 from .errors import BackfillError, ConfigError, SendError
 from .geo import GEO_MODES
-from .report import Summary
+from .report import Summary, write_reports
+from .runinfo import command_line, run_info
 from .sources import known_formats
 
 EXIT_OK, EXIT_REJECTED, EXIT_CONFIG, EXIT_STOPPED = 0, 1, 2, 3
@@ -55,6 +54,12 @@ differs beyond it (the verdict names the day and figure); 2 configuration, input
 credentials or connection error.
 environment: UMAMI_HOST, UMAMI_WEBSITE_ID; UMAMI_API_KEY or UMAMI_USERNAME +
 UMAMI_PASSWORD (never printed or stored)."""
+
+
+HTML_HELP = (
+    "write the report as one self-contained HTML page (ledger, per-day charts, top lists; "
+    "opens from disk, fetches nothing)"
+)
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -173,6 +178,7 @@ def _add_output_options(parser: argparse.ArgumentParser, rejects_default: str) -
     out.add_argument("--rejects-format", choices=["ndjson", "csv"], default="ndjson", help="format of the rejects file")
     out.add_argument("--out", type=Path, help="write the exact payloads (one /api/batch element per line)")
     out.add_argument("--report", type=Path, help="write the summary as JSON")
+    out.add_argument("--html", type=Path, metavar="FILE", help=HTML_HELP)
     verbosity = out.add_mutually_exclusive_group()
     verbosity.add_argument("--quiet", "-q", action="store_true", help="print only the summary")
     verbosity.add_argument("--verbose", "-v", action="store_true", help="print more detail")
@@ -338,6 +344,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     merge.add_argument("reports", nargs="+", metavar="REPORT", help="the shards' --report JSON files")
     merge.add_argument("--out", type=Path, help="write the merged summary as JSON")
+    merge.add_argument("--html", type=Path, metavar="FILE", help="write the merged summary as an HTML page")
+    page = rep_sub.add_parser(
+        "html",
+        help="render a saved --report file (a run's, a merge's or verify's) as an HTML page",
+        description="Render the JSON a --report flag wrote (validate, import, report merge --out, verify) "
+        "as the page --html writes: one self-contained file with the ledger, per-day charts and top lists. "
+        "Several reports are the shards of one import: they are merged first, as by 'report merge'.",
+        formatter_class=_Formatter,
+    )
+    page.add_argument("reports", nargs="+", metavar="REPORT", help="a --report JSON file, or the shards' files")
+    page.add_argument("--out", "-o", type=Path, required=True, metavar="FILE", help="the HTML file to write")
 
     ver = sub.add_parser(
         "verify",
@@ -377,6 +394,7 @@ def _add_verify_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
     out = parser.add_argument_group("output")
     out.add_argument("--report", type=Path, help="write the comparison as JSON")
+    out.add_argument("--html", type=Path, metavar="FILE", help=HTML_HELP)
     verbosity = out.add_mutually_exclusive_group()
     verbosity.add_argument("--quiet", "-q", action="store_true", help="print only the comparison")
     verbosity.add_argument("--verbose", "-v", action="store_true", help="print every day, not only the differing ones")
@@ -526,15 +544,15 @@ def _exit_status(summary: Summary) -> int:
     return EXIT_OK
 
 
-def _finish(summary: Summary, config: RunConfig, console: Console) -> int:
+def _finish(
+    summary: Summary, config: RunConfig, console: Console, args: argparse.Namespace, started: dt.datetime
+) -> int:
     console.close()
     shard = getattr(config, "shard", None)  # (K, N) of a --shard K/N run
     if shard is not None and len(shard) == 2:
         summary.shard = (int(shard[0]), int(shard[1]))
     print(summary.render(), flush=True)
-    if config.report is not None:
-        config.report.parent.mkdir(parents=True, exist_ok=True)
-        config.report.write_text(json.dumps(summary.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    write_reports(summary.to_dict() | {"run": run_info(args.argv, started)}, config.report, args.html)
     return _exit_status(summary)
 
 
@@ -542,9 +560,11 @@ def run_command(args: argparse.Namespace) -> int:
     if args.command == "verify":
         return _run_verify(args)
     if args.command == "report":  # reads report files only: no sources, no mapping
-        from .report_merge import run_merge
+        from .report_merge import run_html, run_merge
 
-        return run_merge(args.reports, args.out)
+        if args.report_command == "html":
+            return run_html(args.reports, args.out)
+        return run_merge(args.reports, args.out, args.html)
     from . import api
 
     console = Console(getattr(args, "quiet", False), getattr(args, "verbose", False))
@@ -555,6 +575,7 @@ def run_command(args: argparse.Namespace) -> int:
         print(text, file=sys.stderr)
         print(suggestion)
         return EXIT_OK
+    started = dt.datetime.now(dt.UTC)
     config = config_from_args(args)
     _say_mapping_choice(args.mapping, console)
     stop = threading.Event()
@@ -567,37 +588,13 @@ def run_command(args: argparse.Namespace) -> int:
                 flush=True,
             )
         summary = api.dry_run(config, console.progress, stop)
-        return _finish(summary, config, console)
+        return _finish(summary, config, console, args, started)
     if config.insecure:
         console.say("warning: --insecure: TLS certificates are not verified")
     summary = api.run_import(config, console.progress, stop, say=console.say)
     if summary.stopped and getattr(summary, "resumable", True):  # only where the same command can succeed
-        command = "backfill " + shlex.join(_without_secrets(sys.argv[1:]))
-        for placeholder in _SECRET_FLAGS.values():  # let the shell expand them
-            command = command.replace(f"'{placeholder}'", f'"{placeholder}"')
-        summary.resume_command = command
-    return _finish(summary, config, console)
-
-
-_SECRET_FLAGS = {"--database-url": "$UMAMI_DATABASE_URL", "--app-secret": "$APP_SECRET"}
-
-
-def _without_secrets(argv: list[str]) -> list[str]:
-    """The command line with credentials replaced by the environment variables that carry them."""
-    out: list[str] = []
-    pending: str | None = None  # the placeholder for the value that follows a secret flag
-    for arg in argv:
-        if pending is not None:
-            out.append(pending)
-            pending = None
-            continue
-        flag, eq, _ = arg.partition("=")
-        if flag in _SECRET_FLAGS and eq:
-            out.append(f"{flag}={_SECRET_FLAGS[flag]}")
-        else:
-            out.append(arg)
-            pending = _SECRET_FLAGS.get(arg)
-    return out
+        summary.resume_command = command_line(sys.argv[1:])
+    return _finish(summary, config, console, args, started)
 
 
 def _say_mapping_choice(name: str, console: Console) -> None:
@@ -617,6 +614,7 @@ def _run_verify(args: argparse.Namespace) -> int:
         raise ConfigError("verify reads Umami: pass --host (or set UMAMI_HOST)")
     if not args.website:
         raise ConfigError("verify needs the website: pass --website (or set UMAMI_WEBSITE_ID)")
+    started = dt.datetime.now(dt.UTC)
     console = Console(args.quiet, False)
     _say_mapping_choice(args.mapping, console)
     # The same reading, selection and shaping as the import; verify's --report is its own.
@@ -640,9 +638,7 @@ def _run_verify(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     console.close()
     print(render(result, color=sys.stdout.isatty(), all_days=args.verbose), flush=True)
-    if args.report is not None:
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    write_reports(result.to_dict() | {"run": run_info(args.argv, started)}, args.report, args.html)
     return EXIT_OK if result.matches else EXIT_REJECTED
 
 

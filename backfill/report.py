@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-import math
+import json
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from .daily import DailyFigures, hll_estimate, hll_rho
 from .ledger import Ledger
 from .schema import COL_TS, COL_VISITOR
 
@@ -40,16 +43,11 @@ class VisitorCounter:
             self.exact = None
 
     def _update_registers(self, hashes: pl.Series) -> None:
-        low_bits = 64 - HLL_BITS
-        frame = pl.DataFrame({"h": hashes}).select(
-            (pl.col("h") // (1 << low_bits)).alias("idx"),
-            (pl.col("h") % (1 << low_bits)).bitwise_leading_zeros().cast(pl.Int64).alias("lz"),
-        )
-        # Leading zeros of the low bits, counted from their top: rho = position of the first 1.
-        best = frame.group_by("idx").agg((pl.col("lz").max() - HLL_BITS + 1).alias("rho"))
-        for idx, rho in best.iter_rows():
-            if rho > self.registers[idx]:
-                self.registers[idx] = rho
+        idx, rho = hll_rho(pl.col("h"), HLL_BITS)
+        best = pl.DataFrame({"h": hashes}).select(idx, rho).group_by("idx").agg(pl.col("rho").max())
+        for i, r in best.iter_rows():
+            if r > self.registers[i]:
+                self.registers[i] = r
 
     @property
     def exact_count(self) -> bool:
@@ -58,13 +56,7 @@ class VisitorCounter:
     def count(self) -> int:
         if self.exact is not None:
             return self.exact.len()
-        m = len(self.registers)
-        alpha = 0.7213 / (1 + 1.079 / m)
-        estimate = alpha * m * m / sum(2.0**-r for r in self.registers)
-        zeros = self.registers.count(0)
-        if estimate <= 2.5 * m and zeros:
-            estimate = m * math.log(m / zeros)
-        return round(estimate)
+        return hll_estimate([r for r in self.registers if r], len(self.registers), self.registers.count(0))
 
 
 @dataclass
@@ -74,11 +66,16 @@ class Stats:
     first_ts: int | None = None
     last_ts: int | None = None
     events_by_name: Counter[str] = field(default_factory=Counter)
-    top_paths: Counter[str] = field(default_factory=Counter)
-    top_countries: Counter[str] = field(default_factory=Counter)
+    top_paths: Counter[str] = field(default_factory=Counter)  # pageviews per URL path
+    top_countries: Counter[str] = field(default_factory=Counter)  # rows per country
+    top_referrers: Counter[str] = field(default_factory=Counter)  # pageviews per referrer domain
+    top_browsers: Counter[str] = field(default_factory=Counter)  # rows per mapped browser
+    top_os: Counter[str] = field(default_factory=Counter)  # rows per mapped OS
+    top_devices: Counter[str] = field(default_factory=Counter)  # rows per mapped device
     visitors: VisitorCounter = field(default_factory=VisitorCounter)
     visitors_count: int | None = None  # when loaded from a checkpoint
     visitors_exact: bool | None = None  # ... and whether that count was exact (None: not known)
+    daily: DailyFigures = field(default_factory=DailyFigures)
 
     def update(self, frame: pl.DataFrame) -> None:
         if frame.height == 0:
@@ -87,31 +84,33 @@ class Stats:
         self.first_ts = lo if self.first_ts is None else min(self.first_ts, lo)  # type: ignore[type-var]
         self.last_ts = hi if self.last_ts is None else max(self.last_ts, hi)  # type: ignore[type-var]
         self.visitors.update(frame[COL_VISITOR])
-        names = _event_labels(frame).value_counts()
-        self.events_by_name.update(dict(zip(names["label"].to_list(), names["count"].to_list(), strict=True)))
+        self.daily.update(frame)
+        _tally(self.events_by_name, _event_labels(frame))
         if "country" in frame.columns:
-            countries = frame["country"].fill_null("(unknown)").value_counts()
-            self.top_countries.update(
-                dict(zip(countries["country"].to_list(), countries["count"].to_list(), strict=True))
-            )
-        if "url" in frame.columns:
-            pageviews = pl.col("type") == "event"
-            if "name" in frame.columns:
-                pageviews = pageviews & pl.col("name").is_null()
-            paths = (
-                frame.filter(pageviews)
-                .select(
-                    pl.col("url")
-                    .str.replace(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*", "")
-                    .str.replace(r"[?#].*$", "")
-                    .alias("path")
-                )
-                .drop_nulls()["path"]
-                .value_counts()
-            )
-            self.top_paths.update(dict(zip(paths["path"].to_list(), paths["count"].to_list(), strict=True)))
-            if len(self.top_paths) > TOP_KEEP * 2:
-                self.top_paths = Counter(dict(self.top_paths.most_common(TOP_KEEP)))
+            _tally(self.top_countries, frame["country"].fill_null("(unknown)"))
+        for column, counter in (("browser", self.top_browsers), ("os", self.top_os), ("device", self.top_devices)):
+            if column in frame.columns:
+                _tally(counter, frame[column].drop_nulls())
+        if "url" not in frame.columns:
+            return
+        pageviews = pl.col("type") == "event"
+        if "name" in frame.columns:
+            pageviews = pageviews & pl.col("name").is_null()
+        views = frame.filter(pageviews)
+        _tally(self.top_paths, views.select(_path(pl.col("url")))["url"].drop_nulls())
+        if "referrer" in frame.columns:
+            self._add_referrers(views)
+
+    def _add_referrers(self, views: pl.DataFrame) -> None:
+        """Pageviews per referrer domain, the page's own domain left out; the domains are
+        parsed once per distinct (referrer, page host), not per row."""
+        site = "hostname" if "hostname" in views.columns else "url"
+        pairs = views.filter(pl.col("referrer").is_not_null()).group_by("referrer", site).len()
+        ref, own = _domain(pl.col("referrer")), _domain(pl.col(site)).fill_null("")
+        domains = pairs.select(pl.when(ref != own).then(ref).alias("referrer"), "len").drop_nulls("referrer")
+        sums = domains.group_by("referrer").agg(pl.col("len").sum())
+        self.top_referrers.update(dict(sums.iter_rows()))
+        _trim(self.top_referrers)
 
     @property
     def distinct_visitors(self) -> int:
@@ -137,6 +136,13 @@ class Stats:
             "events_by_name": dict(self.events_by_name.most_common()),
             "top_paths": dict(self.top_paths.most_common(TOP_SHOW * 5)),
             "top_countries": dict(self.top_countries.most_common(TOP_SHOW * 5)),
+            "top_referrers": dict(self.top_referrers.most_common(TOP_SHOW * 5)),
+            "top_browsers": dict(self.top_browsers.most_common(TOP_SHOW * 5)),
+            "top_os": dict(self.top_os.most_common(TOP_SHOW * 5)),
+            "top_devices": dict(self.top_devices.most_common(TOP_SHOW * 5)),
+            "days_timezone": "UTC",
+            "days_exact": self.daily.exact,
+            "days": self.daily.rows(),
         }
 
     @classmethod
@@ -147,9 +153,45 @@ class Stats:
             events_by_name=Counter(data.get("events_by_name", {})),
             top_paths=Counter(data.get("top_paths", {})),
             top_countries=Counter(data.get("top_countries", {})),
+            top_referrers=Counter(data.get("top_referrers", {})),
+            top_browsers=Counter(data.get("top_browsers", {})),
+            top_os=Counter(data.get("top_os", {})),
+            top_devices=Counter(data.get("top_devices", {})),
             visitors_count=data.get("distinct_visitors"),
             visitors_exact=data.get("distinct_visitors_exact"),
+            daily=DailyFigures.loaded(data.get("days"), data.get("days_exact")),
         )
+
+
+def _tally(counter: Counter[str], values: pl.Series) -> None:
+    """Add a chunk's value counts; past 2 x TOP_KEEP values keep the TOP_KEEP largest
+    (a bounded heavy-hitters list: the top of a long tail is approximate)."""
+    if values.len() == 0:
+        return
+    counts = values.value_counts()
+    counter.update(dict(zip(counts[values.name].to_list(), counts["count"].to_list(), strict=True)))
+    _trim(counter)
+
+
+def _trim(counter: Counter[str]) -> None:
+    if len(counter) > TOP_KEEP * 2:
+        kept = counter.most_common(TOP_KEEP)
+        counter.clear()
+        counter.update(dict(kept))
+
+
+_SCHEME_HOST = r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*"
+
+
+def _path(url: pl.Expr) -> pl.Expr:
+    """The path of a URL (scheme, host, query and fragment dropped)."""
+    return url.str.replace(_SCHEME_HOST, "").str.replace(r"[?#].*$", "")
+
+
+def _domain(value: pl.Expr) -> pl.Expr:
+    """The host of a URL or a bare hostname, lower case, without a leading ``www.``."""
+    host = value.str.extract(r"^(?:[a-zA-Z][a-zA-Z0-9+.-]*://)?([^/?#:@]+)", 1).str.to_lowercase()
+    return host.str.replace(r"^www\.", "")
 
 
 def _event_labels(frame: pl.DataFrame) -> pl.Series:
@@ -194,6 +236,10 @@ class Summary:
     timings: dict[str, float] = field(default_factory=dict)
     shard: tuple[int, int] | None = None  # (K, N) of a --shard K/N run
     title: str | None = None  # replaces "== <mode> summary ==" (a merged report)
+    #: Where the rows went, without credentials (the sink's ``destination()``); None in a dry run.
+    destination: dict[str, Any] | None = None
+    #: Aggregated sources: what they reported per day, before events were made of it.
+    reported_days: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def balances(self) -> bool:
@@ -216,6 +262,8 @@ class Summary:
             "elapsed_s": round(self.elapsed_s, 3),
             "timings": {k: round(v, 4) if isinstance(v, float) else v for k, v in self.timings.items()},
             "shard": list(self.shard) if self.shard else None,
+            "destination": self.destination,
+            "reported_days": self.reported_days,
         }
 
     def render(self) -> str:
@@ -275,6 +323,18 @@ class Summary:
             rate = led.read / self.elapsed_s if self.elapsed_s else 0
             lines.append(f"elapsed              {self.elapsed_s:,.1f} s ({rate:,.0f} rows/s)")
         return "\n".join(lines)
+
+
+def write_reports(report: dict[str, Any], json_path: Path | None, html_path: Path | None) -> None:
+    """--report and --html: the same dict as JSON and as a page (one source for both)."""
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    if html_path is not None:
+        from .report_html import write_html  # the chart renderer loads only when asked for
+
+        write_html(report, html_path)
+        print(f"HTML report: {html_path}", file=sys.stderr, flush=True)
 
 
 def _top(counter: Counter[str]) -> str:

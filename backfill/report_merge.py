@@ -16,8 +16,9 @@ the reason ``not in shard K/N``. Merging their ``--report`` files therefore:
 Statistics: first/last event are exact (min/max); events by name are exact
 (every report lists all names); distinct visitors sum exactly, since a
 visitor's events are all in one shard (a shard that estimated its count, past
-2 million visitors, makes the sum an estimate too); top paths and countries
-are summed from each report's top 50 and are approximate.
+2 million visitors, makes the sum an estimate too), and so do the per-day
+figures; top paths, referrers, countries, browsers, OS and devices are summed
+from each report's top 50 and are approximate.
 """
 
 from __future__ import annotations
@@ -29,9 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .daily import DailyFigures
 from .errors import ConfigError
 from .ledger import MAX_EXAMPLES, Ledger
-from .report import Stats, Summary
+from .report import Stats, Summary, write_reports
+
+#: The statistics summed over the shards (events by name exactly, the top lists from each top 50).
+TOP_LISTS = ("events_by_name", "top_paths", "top_countries", "top_referrers", "top_browsers", "top_os", "top_devices")
 
 #: Every skip reason a shard gives to the rows of the other shards starts with this.
 SHARD_SKIP_PREFIX = "not in shard "
@@ -83,13 +88,14 @@ class Merged:
                         "skipped": r.ledger.skipped_total,
                         "in_doubt": r.ledger.in_doubt,
                         "not_sent_yet": r.pending,
+                        "command": (r.data.get("run") or {}).get("command"),
                     }
                     for r in self.reports
                 ],
                 "not_in_shard_total": self.shard_skips,
                 "not_in_shard_expected": self.expected_shard_skips,
                 "adds_up": self.adds_up,
-                "approximate": ["stats.top_paths", "stats.top_countries"]
+                "approximate": [f"stats.{name}" for name in TOP_LISTS if name != "events_by_name"]
                 + ([] if self.summary.stats.visitors_exact else ["stats.distinct_visitors"]),
                 "timings_note": "durations are the slowest shard's; counts are sums",
             }
@@ -99,13 +105,8 @@ class Merged:
 def load_report(path: str | Path) -> ShardReport:
     """Read one report; a ConfigError names the file when it is not a backfill report."""
     name = str(path)
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{name}: cannot read the report ({exc.strerror})") from exc
-    except ValueError as exc:
-        raise ConfigError(f"{name}: not a JSON report ({exc})") from exc
-    ledger_data = data.get("ledger") if isinstance(data, dict) else None
+    data = _read_json(path)
+    ledger_data = data.get("ledger")
     if not isinstance(ledger_data, dict) or not isinstance(ledger_data.get("read"), int):
         raise ConfigError(f"{name}: not a backfill --report file (no ledger with rows read)")
     try:
@@ -176,6 +177,8 @@ def merge_reports(paths: list[str | Path]) -> Merged:
         in_doubt_path=_joined(r.data.get("in_doubt_file") for r in reports),
         elapsed_s=max(float(r.data.get("elapsed_s") or 0.0) for r in reports),
         timings=_merge_timings(reports),
+        destination=reports[0].data.get("destination"),
+        reported_days=list(reports[0].data.get("reported_days") or []),  # every shard reads every day
         title=f"== {mode} summary, merged from {len(reports)} shard report{'s' if len(reports) > 1 else ''} ==",
     )
     merged = Merged(summary, shards, sum(r.shard_skips for r in reports), (shards - 1) * read, reports)
@@ -243,9 +246,9 @@ def _merge_stats(reports: list[ShardReport]) -> Stats:
     lasts = [s.last_ts for s in parts if s.last_ts is not None]
     merged = Stats(first_ts=min(firsts) if firsts else None, last_ts=max(lasts) if lasts else None)
     for s in parts:
-        merged.events_by_name.update(s.events_by_name)
-        merged.top_paths.update(s.top_paths)
-        merged.top_countries.update(s.top_countries)
+        for name in TOP_LISTS:
+            getattr(merged, name).update(getattr(s, name))
+    merged.daily = DailyFigures.summed([s.daily for s in parts])
     merged.visitors_count = sum(int(s.visitors_count or 0) for s in parts)
     merged.visitors_exact = all(s.visitors_exact is True for s in parts)
     return merged
@@ -306,7 +309,8 @@ def _notes(merged: Merged) -> list[str]:
         visitors = "an estimate (a shard estimated its own count, or did not say whether it was exact)"
     notes.append(
         f"merged statistics: distinct visitors = sum over the shards, {visitors}; events by name exact; "
-        "top paths and countries summed from each shard's top 50: approximate"
+        "per-day figures summed (visitors and visits exactly, as a visitor's events are all in one shard); "
+        "top paths, referrers, countries, browsers, OS and devices summed from each shard's top 50: approximate"
     )
     for r in merged.reports:
         stopped = r.data.get("stopped")
@@ -332,11 +336,36 @@ def exit_status(merged: Merged) -> int:
     return EXIT_OK
 
 
-def run_merge(paths: list[str | Path], out: Path | None) -> int:
-    """The CLI command: print the merged summary, write it as JSON to ``out``, return the exit status."""
+def run_merge(paths: list[str | Path], out: Path | None, html: Path | None = None) -> int:
+    """The CLI command: print the merged summary, write it as JSON to ``out`` and as a page
+    to ``html``, return the exit status."""
     merged = merge_reports(paths)
     print(merged.summary.render(), flush=True)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(merged.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    write_reports(merged.to_dict(), out, html)
     return exit_status(merged)
+
+
+def run_html(paths: list[str | Path], out: Path) -> int:
+    """``backfill report html``: one saved report rendered as it is; several merged first."""
+    from .report_html import report_kind, write_html
+
+    if len(paths) > 1:
+        report = merge_reports(paths).to_dict()
+    else:
+        report = _read_json(paths[0])
+        report_kind(report)  # a ConfigError naming what it is not
+    write_html(report, out)
+    print(f"HTML report: {out}", flush=True)
+    return EXIT_OK
+
+
+def _read_json(path: str | Path) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the report ({exc.strerror})") from exc
+    except ValueError as exc:
+        raise ConfigError(f"{path}: not a JSON report ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: not a backfill report (a JSON object is expected)")
+    return data

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,15 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_data"
 MAPPINGS = ROOT / "mappings"
+_SESSION_START = time.time()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Name the screenshots of HTML reports the browser tests wrote, for a person to look at."""
+    shots = ROOT / ".html-reports"
+    fresh = sorted(p for p in shots.glob("*.png") if p.stat().st_mtime >= _SESSION_START) if shots.is_dir() else []
+    if fresh:
+        terminalreporter.write_line("screenshots of the HTML reports: " + ", ".join(str(p) for p in fresh))
 
 
 @dataclass

@@ -158,6 +158,31 @@ class ReadNotes:
             return list(self._notes) + more
 
 
+class ReportedDays:
+    """What aggregated sources (GA reports, Plausible's CSV export) say about each day,
+    before any event is made of it: per UTC day, pageviews, visitors, visits and custom
+    events, a figure left out where the source does not give it. Summed over files;
+    shared by every copy of a ``ReadOptions`` like ``ReadNotes``."""
+
+    METRICS = ("pageviews", "visitors", "visits", "events")
+
+    def __init__(self) -> None:
+        self._days: dict[str, dict[str, int]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, day: str, figures: dict[str, int | None]) -> None:
+        with self._lock:
+            kept = self._days.setdefault(day, {})
+            for metric, value in figures.items():
+                if value is not None:
+                    kept[metric] = kept.get(metric, 0) + int(value)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """``[{"day": "2024-03-01", "pageviews": 120, ...}]`` in date order; empty for event sources."""
+        with self._lock:
+            return [{"day": day, **figures} for day, figures in sorted(self._days.items())]
+
+
 @dataclass(frozen=True)
 class ReadOptions:
     """How to read the inputs; checked on creation so bad flags fail before any file."""
@@ -175,6 +200,8 @@ class ReadOptions:
     #: Every input file of the run (absolute paths, in reading order), for a reader whose files
     #: refer to one another (saved pages that overlap); empty: the file read is all there is.
     inputs: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    #: Where aggregated sources put the per-day figures they report (see ``ReportedDays``).
+    reported: ReportedDays = field(default_factory=ReportedDays, compare=False, repr=False)
 
     def note(self, text: str) -> None:
         """Say something about the input that the run's summary must show (see ``FormatPlugin``)."""

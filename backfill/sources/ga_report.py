@@ -812,6 +812,18 @@ def iter_report_frames(report: ParsedReport, chunk_rows: int = 100_000) -> Itera
 def _iter_frames(source: SourceFile, options: ReadOptions) -> Iterator[pl.DataFrame]:
     report = read_report(source, options)
     yield from iter_report_frames(report, options.chunk_rows)
+    pages = any(agg.pages for agg in report.days)
+    events = any(agg.events for agg in report.days)
+    for agg in report.days:  # what the report said, beside what was made of it (the run's report)
+        options.reported.add(
+            agg.day.isoformat(),
+            {
+                "pageviews": agg.pageviews if pages else None,
+                "visitors": agg.users,
+                "visits": agg.sessions,
+                "events": sum(e.count for e in agg.events) if events else None,
+            },
+        )
 
 
 def _schema(source: SourceFile, options: ReadOptions) -> dict[str, pl.DataType]:

@@ -46,6 +46,7 @@ from backfill.sources import FormatPlugin, ReadOptions, SourceFile  # defined be
 from backfill.sources import csv as csv_reader
 from backfill.sources.compression import GZIP_MAGIC, UTF8_BOM
 from backfill.synthesize_plausible import (
+    ENGAGEMENT_EVENT,
     OUTPUT_SCHEMA,
     DayResult,
     PlausibleDay,
@@ -415,11 +416,18 @@ def assemble_days(export: PlausibleExport) -> list[PlausibleDay]:
     return [days[d] for d in sorted(days)]
 
 
-def iter_export_frames(export: PlausibleExport, chunk_rows: int = 100_000) -> Iterator[pl.DataFrame]:
-    """Synthesize day by day; frames of at most ``chunk_rows`` rows with a 1-based ``_row``."""
+def iter_export_frames(
+    export: PlausibleExport,
+    chunk_rows: int = 100_000,
+    on_day: Callable[[PlausibleDay], None] | None = None,
+) -> Iterator[pl.DataFrame]:
+    """Synthesize day by day; frames of at most ``chunk_rows`` rows with a 1-based ``_row``.
+    ``on_day`` sees what the export says about each day before it is synthesized."""
     row = 0
     export.results.clear()
     for agg in assemble_days(export):
+        if on_day is not None:
+            on_day(agg)
         frame, result = synthesize_day(agg, export.key, export.domain)
         export.results.append(result)
         for offset in range(0, frame.height, chunk_rows):
@@ -464,7 +472,17 @@ def _iter_frames(source: SourceFile, options: ReadOptions) -> Iterator[pl.DataFr
         return
     for note in export.notes:
         options.note(f"plausible_csv: {note}")
-    yield from iter_export_frames(export, options.chunk_rows)
+    events = "custom_events" in export.tables
+
+    def reported(agg: PlausibleDay) -> None:  # what the export said, beside what was made of it
+        totals: dict[str, int | None] = {"pageviews": None, "visitors": None, "visits": None}
+        if agg.has_totals:
+            totals = {"pageviews": agg.pageviews, "visitors": agg.visitors, "visits": agg.visits}
+        # Plausible's internal engagement pings are no event of the site: the synthesizer skips them
+        totals["events"] = sum(n for name, _p, n in agg.events if name != ENGAGEMENT_EVENT) if events else None
+        options.reported.add(agg.day.isoformat(), totals)
+
+    yield from iter_export_frames(export, options.chunk_rows, reported)
     for result in export.results:
         for note in result.notes:
             options.note(f"plausible_csv: {os.path.basename(export.name)}: {result.day.isoformat()}: {note}")

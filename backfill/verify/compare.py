@@ -109,6 +109,7 @@ def run_verify(
             first_day=expected.days[0] if expected.days else None,
             last_day=expected.days[-1] if expected.days else None,
             revenue=expected.revenue,
+            source_ledger=expected.ledger,
         )
         if not expected.days:
             raise ConfigError("the sources hold no row that import would send: nothing to verify")

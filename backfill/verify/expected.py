@@ -20,6 +20,7 @@ from ..aggregate import Fold
 from ..config import DEFAULT_USER_AGENT, RunConfig
 from ..geo import SEPARATOR as GEO_SEPARATOR
 from ..geo import geo_key_expr, sends_ip
+from ..ledger import Ledger
 from ..rejects import RecordFile
 from ..schema import COL_FILE, COL_ROW, COL_TS, COL_VISIT, COL_VISITOR, COL_VKEY
 from ..visits import visit_key_expr
@@ -129,6 +130,8 @@ class Expected:
     top: dict[str, TopExpected] = field(default_factory=dict)
     #: session user agents by share (for "every session has the same OS" when the OS comes from them)
     user_agents: Counter[int] = field(default_factory=Counter)
+    #: How the rows read were accounted for (read = would send + rejected + skipped), when known.
+    ledger: Ledger | None = None
 
     @property
     def days(self) -> list[dt.date]:
@@ -346,9 +349,11 @@ def collect_expected(
     try:
         rejects = RecordFile(scratch / "rejects.ndjson")
         try:
-            api.prepare(plan_, scratch / "spill", rejects, progress, stop, spill=False, observe=collector)
+            prepared = api.prepare(plan_, scratch / "spill", rejects, progress, stop, spill=False, observe=collector)
         finally:
             rejects.close()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return collector.finish(), plan_.read_options.format
+    expected = collector.finish()
+    expected.ledger = prepared.ledger
+    return expected, plan_.read_options.format

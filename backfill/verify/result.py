@@ -7,6 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..ledger import Ledger
 from .tolerance import Tolerance
 
 DEFAULT_TOP = 10
@@ -87,6 +88,7 @@ class VerifyResult:
     differences: list[Difference] = field(default_factory=list)
     requests: int = 0
     elapsed_s: float = 0.0
+    source_ledger: Ledger | None = None  # how the sources' rows were accounted for
 
     @property
     def matches(self) -> bool:
@@ -147,6 +149,7 @@ class VerifyResult:
             "verdict": "match" if self.matches else "different",
             "requests": self.requests,
             "elapsed_s": round(self.elapsed_s, 3),
+            "source_ledger": self.source_ledger.to_dict() if self.source_ledger else None,
         }
 
 
