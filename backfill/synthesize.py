@@ -497,10 +497,8 @@ def assign_breakdowns(
             values = _within_countries(rnd, rows, columns["country"], notes)
         else:
             values = assign_per_visitor(rnd, list(rows), visitors)[0]
-            if wanted > visitors:
+            if wanted > visitors:  # fewer is exact: the rest of the visitors have no value, as in the report
                 notes.append(f"{name}: users add up to {wanted} for {visitors} visitors: scaled to {visitors}")
-            elif wanted < visitors:
-                notes.append(f"{name}: {wanted} of {visitors} visitors named (the rest have none)")
         for at, column in enumerate(names):
             if column in columns and name == "places" and column == "country":
                 continue

@@ -164,14 +164,14 @@ class ReadNotes:
     def all(self) -> list[str]:
         with self._lock:
             more = [f"... and {self._more:,} more reader notes"] if self._more else []
-            grouped = [f"{topic}: {', '.join(_day_ranges(list(items)))}" for topic, items in self._grouped.items()]
+            grouped = [f"{topic}: {', '.join(day_ranges(list(items)))}" for topic, items in self._grouped.items()]
             return list(self._notes) + grouped + more
 
 
 _ISO_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
-def _day_ranges(items: list[str]) -> list[str]:
+def day_ranges(items: list[str]) -> list[str]:
     """Consecutive ISO days as first..last; anything else as it is."""
     import datetime as dt
 
