@@ -92,6 +92,7 @@ OUTPUT_SCHEMA: dict[str, pl.DataType] = {
 BREAKDOWNS: dict[str, tuple[str, ...]] = {
     "countries": ("country",),
     "places": ("country", "region", "city"),
+    "technology": ("device", "os", "browser"),
     "devices": ("device",),
     "browsers": ("browser",),
     "oses": ("os",),

@@ -41,9 +41,15 @@ SCOPE = "https://www.googleapis.com/auth/analytics.readonly"
 GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
 
 COUNTRIES = {"DE": ("Berlin", "Berlin"), "US": ("California", "San Francisco"), "FR": ("Île-de-France", "Paris")}
-DEVICES = ("desktop", "mobile", "tablet")
-BROWSERS = ("Chrome", "Safari", "Firefox", "Edge")
-OSES = (("Windows", "10"), ("Windows", "7"), ("Macintosh", "14.1"), ("iOS", "17.1"), ("Android", "14"))
+#: (deviceCategory, operatingSystem, operatingSystemVersion, browser) -> Umami's browser for it
+TECHNOLOGY = {
+    ("desktop", "Windows", "10", "Chrome"): "chrome",
+    ("desktop", "Windows", "7", "Firefox"): "firefox",
+    ("desktop", "Macintosh", "14.1", "Safari"): "safari",
+    ("mobile", "iOS", "17.1", "Safari"): "ios",
+    ("mobile", "Android", "14", "Chrome"): "chrome",
+    ("tablet", "iOS", "17.1", "Chrome"): "crios",
+}
 LANGUAGES = ("en-us", "de-de", "fr-fr")
 SCREENS = ("1920x1080", "390x844", "1440x900")
 PAGES = ("/", "/pricing", "/blog/launch", "/docs", "/contact", "/about", "/jobs", "/legal")
@@ -121,16 +127,11 @@ def make_days(seed: int, first: dt.date, n: int) -> list[DayTruth]:
             countries=[(cc, u) for cc, u in countries if u],
             places=[p for p in places if p[3]],
         )
-        for dim, values in (
-            ("deviceCategory", DEVICES),
-            ("browser", BROWSERS),
-            ("languageCode", LANGUAGES),
-            ("screenResolution", SCREENS),
-        ):
+        for dim, values in (("languageCode", LANGUAGES), ("screenResolution", SCREENS), ("technology", TECHNOLOGY)):
             counts = _split(rnd, users, len(values))
-            truth.breakdowns[dim] = [((v,), c) for v, c in zip(values, counts, strict=True) if c]
-        counts = _split(rnd, users, len(OSES))
-        truth.breakdowns["operatingSystem"] = [(os, c) for os, c in zip(OSES, counts, strict=True) if c]
+            truth.breakdowns[dim] = [
+                ((v,) if isinstance(v, str) else v, c) for v, c in zip(values, counts, strict=True) if c
+            ]
         out.append(truth)
     return out
 
@@ -172,10 +173,9 @@ def _table(truth: DayTruth, dims: list[str], metrics: list[str]) -> list[tuple[l
         return [row({"countryId": cc}, {"totalUsers": u}) for cc, u in truth.countries]
     if key == ("countryId", "region", "city"):
         return [row({"countryId": cc, "region": r, "city": c}, {"totalUsers": u}) for cc, r, c, u in truth.places]
-    if key == ("operatingSystem", "operatingSystemVersion"):
+    if key == ("deviceCategory", "operatingSystem", "operatingSystemVersion", "browser"):
         return [
-            row({"operatingSystem": os, "operatingSystemVersion": v}, {"totalUsers": u})
-            for (os, v), u in truth.breakdowns["operatingSystem"]
+            row(dict(zip(key, combo, strict=True)), {"totalUsers": u}) for combo, u in truth.breakdowns["technology"]
         ]
     if len(rest) == 1 and rest[0] in truth.breakdowns:
         return [row({rest[0]: v[0]}, {"totalUsers": u}) for v, u in truth.breakdowns[rest[0]]]

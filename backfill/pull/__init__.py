@@ -32,10 +32,22 @@ from typing import Any
 
 from backfill.errors import BackfillError, ConfigError
 
-#: Source prefix -> (module of backfill.pull, what it is, example).
-SCHEMES: dict[str, tuple[str, str, str]] = {
-    "ga4-api": ("ga4", "Google Analytics 4 Data API", "ga4-api:123456789"),
-    "matomo-api": ("matomo", "Matomo HTTP API", "matomo-api:https://example.matomo.cloud/?idSite=1"),
+
+@dataclass(frozen=True)
+class Scheme:
+    """One kind of API source: what it is, an example, and the reader and preset of its files."""
+
+    what: str
+    example: str
+    format: str
+    preset: str
+
+
+SCHEMES: dict[str, Scheme] = {
+    "ga4-api": Scheme("Google Analytics 4 Data API", "ga4-api:123456789", "ga_report", "ga_report"),
+    "matomo-api": Scheme(
+        "Matomo HTTP API", "matomo-api:https://example.matomo.cloud/?idSite=1", "matomo_live", "matomo-live"
+    ),
 }
 DEFAULT_PULL_DIR = ".backfill-pulls"
 
@@ -137,22 +149,25 @@ def pull_for(
         timeout=config.timeout,
         insecure=config.insecure,
     )
-    pulled = pull_sources(config.sources, settings, progress, stop, say)
-    if pulled is None:
+    specs = [api_source(s) for s in config.sources]
+    if not any(specs):
         return config, []
+    scheme = SCHEMES[next(s for s in specs if s)[0]]
     wanted = config.format or mapping.reader.get("format")
-    if wanted and wanted != pulled.format:
+    if wanted and wanted != scheme.format:
         raise ConfigError(
-            f"{config.sources[0]} is read as {pulled.format} (the files it pulls), but "
-            f"{'--format' if config.format else 'the mapping'} says {wanted}: use -m {pulled.preset} "
-            f"(or a mapping with `reader: {{format: {pulled.format}}}`)"
+            f"{config.sources[0]} is read as {scheme.format} (the files it pulls), but "
+            f"{'--format' if config.format else 'the mapping'} says {wanted}: use -m {scheme.preset} "
+            f"(or a mapping with `reader: {{format: {scheme.format}}}`)"
         )
+    pulled = pull_sources(config.sources, settings, progress, stop, say)
+    assert pulled is not None
     return dataclasses.replace(config, sources=tuple(pulled.files), format=pulled.format), pulled.notes
 
 
 def describe_sources() -> str:
     """One line per API source form, for --help."""
-    return "; ".join(f"{example} ({what})" for _, what, example in SCHEMES.values())
+    return "; ".join(f"{s.example} ({s.what})" for s in SCHEMES.values())
 
 
 # --------------------------------------------------------------------------- days

@@ -3,8 +3,9 @@
 For each day, one report per table the GA report reader turns into events
 (``REPORTS``): totals (users, sessions, views, engaged sessions, revenue,
 transactions), pages with host and title, session source / medium, events by
-name, and users per country, place (country, region, city), device, browser,
-OS, language and screen. Each request asks for that one day, ``limit`` rows
+name, and users per country, place (country, region, city), technology (device,
+OS with version, browser: one report, so a visitor's browser fits its OS),
+language and screen. Each request asks for that one day, ``limit`` rows
 from ``offset`` (pages of up to ``--page-size``, 100,000 by default; Google
 answers at most 250,000), and ``returnPropertyQuota``; the next page is asked
 for while rows remain below ``rowCount``.
@@ -86,9 +87,7 @@ REPORTS: tuple[Report, ...] = (
     Report("events", ("date", "eventName"), ("eventCount",)),
     Report("countries", ("date", "countryId"), USERS),
     Report("places", ("date", "countryId", "region", "city"), USERS),
-    Report("devices", ("date", "deviceCategory"), USERS),
-    Report("browsers", ("date", "browser"), USERS),
-    Report("operating systems", ("date", "operatingSystem", "operatingSystemVersion"), USERS),
+    Report("technology", ("date", "deviceCategory", "operatingSystem", "operatingSystemVersion", "browser"), USERS),
     Report("languages", ("date", "languageCode"), USERS),
     Report("screens", ("date", "screenResolution"), USERS),
 )

@@ -50,7 +50,7 @@ from backfill.pull import Pulled, PullSettings, PullStopped, day_range, read_sec
 
 TOKEN_ENV = "MATOMO_TOKEN_AUTH"
 DEFAULT_PAGE_VISITS = 500
-MIN_PAGE_VISITS = 10
+MIN_PAGE_VISITS = 2
 MAX_ATTEMPTS = 6
 BACKOFF_BASE_S = 0.5
 #: Matomo's answers that say the token or the access is wrong (retrying cannot help).

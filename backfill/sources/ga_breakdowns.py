@@ -8,6 +8,8 @@ the one a table holds, and turns GA's values into what Umami stores:
 * country: ISO 3166-1 alpha-2 (the Data API's ``countryId``, or GA's English name);
 * region: ISO 3166-2 from GA's English name (``California`` -> ``US-CA``), when
   pycountry knows it; city: GA's English name;
+* device, OS and browser in one table (``technology``): drawn together, so a
+  visitor's browser fits its OS (Chrome on iOS is Umami's ``crios``);
 * OS: GA's name, with the version for the Windows releases Umami names apart
   (``Windows`` + ``7`` -> ``Windows 7``); browser and device: GA's names (the
   mapping's ``normalize`` turns them into Umami's);
@@ -42,6 +44,7 @@ DIMENSION_OF: dict[str, str] = {
     "screen": "screens",
 }
 ATTRIBUTE_DIMS = tuple(DIMENSION_OF)
+TECHNOLOGY = frozenset({"devices", "browsers", "oses"})
 #: Windows releases Umami stores under their own name (``Windows`` alone is Windows 10/11).
 _WINDOWS_VERSIONS = frozenset({"7", "8", "8.1", "Vista", "XP", "2000", "ME", "98", "95"})
 _LANGUAGE_TAG = re.compile(r"^[a-z]{2,3}([-_][a-z0-9]{2,8})*$")
@@ -52,6 +55,8 @@ def breakdown_of(dims: Iterable[str]) -> tuple[str | None, str | None]:
     found = {DIMENSION_OF[d] for d in dims if d in DIMENSION_OF}
     if "places" in found:
         found.discard("countries")  # country, region, city together: one breakdown
+    if len(found & TECHNOLOGY) >= 2:  # device, OS and browser together: real combinations
+        found = (found - TECHNOLOGY) | {"technology"}
     if len(found) == 1:
         return found.pop(), None
     if not found:
@@ -112,6 +117,9 @@ def _values(name: str, row: dict[str, object]) -> tuple[str | None, ...] | None:
         return (country, code, _blank(row.get("city")))
     if name == "oses":
         return (os_name(_blank(row.get("os")), _blank(row.get("os_version"))),)
+    if name == "technology":
+        os = os_name(_blank(row.get("os")), _blank(row.get("os_version")))
+        return (_blank(row.get("device")), os, _blank(row.get("browser")))
     if name == "languages":
         text = _blank(row.get("language"))
         return (language_tag(text) if text else None,)

@@ -733,6 +733,7 @@ def assemble_days(report: ParsedReport) -> list[DayAggregate]:
 BREAKDOWN_LABELS = {
     "countries": "country",
     "places": "region and city",
+    "technology": "device, OS and browser",
     "devices": "device",
     "browsers": "browser",
     "oses": "OS",
