@@ -207,6 +207,7 @@ class Quirks:
     tokens_per_hour: int = 40_000
     token_uses: int | None = None  # an access token stops working after this many API calls
     fail_once: list[int] = field(default_factory=list)  # statuses answered to the next calls, once each
+    invalid: set[str] = field(default_factory=set)  # dimension names answered with 400 INVALID_ARGUMENT
 
 
 class FakeGoogle:
@@ -353,6 +354,9 @@ class FakeGoogle:
             return 400, _error(400, "INVALID_ARGUMENT", "the fake answers one day per request")
         dims = [d["name"] for d in request.get("dimensions", [])]
         metrics = [m["name"] for m in request.get("metrics", [])]
+        for name in dims:
+            if name in q.invalid:
+                return 400, _error(400, "INVALID_ARGUMENT", f"Field {name} is not a valid dimension.")
         truth = self.days.get(day)
         try:
             rows = _table(truth, dims, metrics) if truth else []

@@ -130,6 +130,7 @@ def test_ga4_import_shows_every_daily_figure_the_api_reported(google: FakeGoogle
     google.quirks.sampled = {FIRST + dt.timedelta(days=3)}
     google.quirks.token_uses = 15
     google.quirks.fail_once = [500, 429]
+    google.quirks.invalid = {"screenResolution"}
     with FakeUmami() as umami:
         site = umami.add_website()
         result = import_into(
@@ -148,14 +149,17 @@ def test_ga4_import_shows_every_daily_figure_the_api_reported(google: FakeGoogle
     text = "\n".join(notes)
     assert "subjectToThresholding) to the countries report" in text and f"days: {FIRST + dt.timedelta(days=1)}" in text
     assert "into '(other)' in the pages report" in text and str(FIRST + dt.timedelta(days=2)) in text
+    assert "refused the screens report" in text and "Field screenResolution is not a valid dimension" in text
     assert "sampled the pages report" in text and str(FIRST + dt.timedelta(days=3)) in text
     assert_no_secret(tmp_path, [result.stdout, result.stderr], [*secrets_of(tmp_path), *google.issued])
 
 
 def test_ga4_spent_daily_quota_stops_cleanly_and_the_same_command_continues(google: FakeGoogle, tmp_path: Path) -> None:
     google.quirks.tokens_per_day = 7 * 21  # two days of 9 reports, then part of the third
-    args = ["validate", *ga4_args(google, tmp_path), "-m", "ga_report", "--rejects", tmp_path / "r.ndjson"]
-    first = run_cli(*args, "--report", tmp_path / "first.json")
+    args = ["validate", *ga4_args(google, tmp_path)[:5], *ga4_args(google, tmp_path)[7:], "-m", "ga_report"]
+    args += ["--rejects", tmp_path / "r.ndjson"]
+    env = {"GOOGLE_APPLICATION_CREDENTIALS": str(tmp_path / "key.json")}  # found as Google's libraries find it
+    first = run_cli(*args, "--report", tmp_path / "first.json", env=env)
     assert first.code == 3, first.stdout + first.stderr
     assert "daily quota for the property is spent" in first.stderr
     assert "midnight Pacific time: continue after" in first.stderr and "to continue: backfill validate" in first.stderr
@@ -163,7 +167,7 @@ def test_ga4_spent_daily_quota_stops_cleanly_and_the_same_command_continues(goog
     assert pulled == [f"{FIRST + dt.timedelta(days=n)}.json" for n in range(2)]
     asked = len(google.calls)
     google.new_day()
-    second = run_cli(*args, "--report", tmp_path / "second.json")
+    second = run_cli(*args, "--report", tmp_path / "second.json", env=env)
     assert second.code == 0, second.stdout + second.stderr
     again = [c["dateRanges"][0]["startDate"] for c in google.calls[asked:]]
     assert min(again) == str(FIRST + dt.timedelta(days=2))  # pulled days are not asked for again

@@ -103,6 +103,10 @@ def property_id(spec: str) -> str:
     return text
 
 
+class RefusedReport(Exception):
+    """Google refused one report as invalid (400): the others are pulled without it."""
+
+
 class DataApi:
     """runReport calls for one property, with credentials, retries and quota pacing."""
 
@@ -172,6 +176,8 @@ class DataApi:
             if response.status_code >= 500:
                 attempt = self._backoff(attempt, f"{response.status_code} {status}: {message}", done, response)
                 continue
+            if response.status_code == 400:
+                raise RefusedReport(f"{status}: {message}")
             raise ConfigError(self._refusal(response.status_code, status, message, name, done))
 
     def _refusal(self, code: int, status: str, message: str, name: str, done: str) -> str:
@@ -258,12 +264,27 @@ def pull_ga4(
                 f"pulling {len(missing):,} of {len(days):,} days of GA4 property {prop} "
                 f"({len(REPORTS)} reports a day) into {folder}"
             )
+            refused: dict[str, str] = {}
             for n, (day, path) in enumerate(missing):
                 done = f"{len(days) - len(missing) + n:,} of {len(days):,} days are pulled (kept in {folder})."
-                answers = [api.report(report, day, done) for report in REPORTS]
+                answers: list[tuple[str, dict[str, Any]]] = []
+                for report in REPORTS:
+                    if report.name in refused:
+                        continue
+                    try:
+                        answers.append((report.name, api.report(report, day, done)))
+                    except RefusedReport as why:
+                        refused[report.name] = f"{why} (from {day})"
+                if not answers:
+                    raise ConfigError(f"Google Analytics refused every report of {day}: {'; '.join(refused.values())}")
                 _save_day(path, prop, day, answers)
                 if progress:
                     progress("pull", len(days) - len(missing) + n + 1, len(days), quota.describe())
+            notes.extend(
+                f"Google Analytics refused the {name} report, so its figures are missing from the days "
+                f"pulled now: {why}; delete those days' files to pull them again"
+                for name, why in refused.items()
+            )
             notes.append(
                 f"GA4 property {prop}: pulled {len(missing):,} day(s) now ({quota.requests:,} requests, "
                 f"{quota.describe()}), {len(days) - len(missing):,} were pulled before; files in {folder}"
@@ -279,16 +300,16 @@ def _with_endpoint(settings: PullSettings, endpoint: str) -> PullSettings:
     return dataclasses.replace(settings, ga4_endpoint=endpoint)
 
 
-def _save_day(path: Path, prop: str, day: dt.date, answers: list[dict[str, Any]]) -> None:
+def _save_day(path: Path, prop: str, day: dt.date, answers: list[tuple[str, dict[str, Any]]]) -> None:
     document = {
         "kind": "analyticsData#batchRunReports",
-        "reports": answers,
+        "reports": [answer for _, answer in answers],
         "pull": {
             "source": "ga4-api",
             "property": f"properties/{prop}",
             "date": day.isoformat(),
             "pulledAt": utc_now(),
-            "reports": [r.name for r in REPORTS],
+            "reports": [name for name, _ in answers],
         },
     }
     write_atomically(path, json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))

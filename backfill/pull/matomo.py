@@ -254,7 +254,7 @@ def pull_matomo(spec: str, settings: PullSettings, progress: Any, stop: threadin
         created = _created_day(site)
         days = day_range(settings.since, settings.until, zone, created)
         todo = [d for d in days if not (manifest.days.get(d.isoformat()) or DayState()).complete]
-        reported = _reported_visits(api, days, "Nothing was pulled.") if days else {}
+        reported, unreported = _reported_visits(api, days, "Nothing was pulled.")
         if todo:
             say(f"pulling {len(todo):,} of {len(days):,} days of Matomo site {target.site} into {folder}")
         page_visits = settings.page_size or DEFAULT_PAGE_VISITS
@@ -265,6 +265,8 @@ def pull_matomo(spec: str, settings: PullSettings, progress: Any, stop: threadin
                 progress("pull", len(days) - len(todo) + n + 1, len(days), f"site {target.site}")
     files = sorted(str(p) for d in days for p in _day_pages(folder, d, manifest.days[d.isoformat()]))
     notes = _notes(target, site, days, todo, manifest, reported, folder)
+    if unreported:
+        notes.append(f"Matomo: days without a visit log could not be found ({unreported})")
     return Pulled(files=files, format="matomo_live", preset="matomo-live", notes=notes)
 
 
@@ -275,17 +277,21 @@ def _created_day(site: dict[str, Any]) -> dt.date | None:
         return None
 
 
-def _reported_visits(api: MatomoApi, days: list[dt.date], done: str) -> dict[str, int]:
-    """Visits per day in Matomo's reports (``VisitsSummary.get``), a year per call."""
+def _reported_visits(api: MatomoApi, days: list[dt.date], done: str) -> tuple[dict[str, int], str | None]:
+    """Visits per day in Matomo's reports (``VisitsSummary.get``), a year per call, and why
+    there are none (a token without access to the reports, a Matomo without the plugin)."""
     out: dict[str, int] = {}
     for start in range(0, len(days), 366):
         chunk = days[start : start + 366]
-        answer = api.call("VisitsSummary.get", done, period="day", date=f"{chunk[0]},{chunk[-1]}")
+        try:
+            answer = api.call("VisitsSummary.get", done, period="day", date=f"{chunk[0]},{chunk[-1]}")
+        except ConfigError as exc:
+            return {}, str(exc).split(". ", 1)[0]
         if isinstance(answer, dict):
             for day, figures in answer.items():
                 visits = figures.get("nb_visits") if isinstance(figures, dict) else None
                 out[day] = int(visits or 0)
-    return out
+    return out, None
 
 
 def _pull_day(api: MatomoApi, manifest: Manifest, folder: Path, day: dt.date, limit: int, done: str) -> int:

@@ -45,6 +45,9 @@ NoteIn = Callable[[str, str], None]
 #: Page dimensions whose GA placeholders become the reader's page placeholders.
 _PAGE_DIMENSIONS = frozenset({"pagePath", "pagePathPlusQueryString", "unifiedPagePathScreen", "landingPage"})
 _PAGE_PLACEHOLDERS = {"(other)": OTHER_PAGE, "(not set)": UNKNOWN_PAGE, "": UNKNOWN_PAGE}
+#: Labels of a page that GA fills with a placeholder when it has none: sent as no value.
+_LABEL_DIMENSIONS = frozenset({"hostName", "pageTitle", "unifiedScreenName"})
+_NO_LABEL = frozenset({"(not set)", "(other)", "(data not available)"})
 #: GA4 may revise a day's figures for up to 48 hours after it ends.
 PROCESSING_HOURS = 48
 
@@ -131,12 +134,16 @@ def _raw_table(index: int, answer: dict[str, Any], title: str) -> RawTable:
     dims = [str(h.get("name", "")) for h in answer.get("dimensionHeaders") or []]
     metrics = [str(h.get("name", "")) for h in answer.get("metricHeaders") or []]
     pages = [i for i, d in enumerate(dims) if d in _PAGE_DIMENSIONS]
+    labels = [i for i, d in enumerate(dims) if d in _LABEL_DIMENSIONS]
     rows: list[list[str]] = []
     for row in answer.get("rows") or []:
         values = [str((v or {}).get("value", "")) for v in row.get("dimensionValues") or []]
         for i in pages:
             if i < len(values):
                 values[i] = _PAGE_PLACEHOLDERS.get(values[i], values[i])
+        for i in labels:
+            if i < len(values) and values[i] in _NO_LABEL:
+                values[i] = ""
         values += [str((v or {}).get("value", "")) for v in row.get("metricValues") or []]
         rows.append(values)
     return RawTable(index, 0, title, dims + metrics, rows, None, None)
