@@ -33,8 +33,9 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.json_server import JsonServer
 
 SCOPE = "https://www.googleapis.com/auth/analytics.readonly"
 #: What google-auth (and Google's token endpoint) use as a service account assertion's audience.
@@ -210,7 +211,7 @@ class Quirks:
     invalid: set[str] = field(default_factory=set)  # dimension names answered with 400 INVALID_ARGUMENT
 
 
-class FakeGoogle:
+class FakeGoogle(JsonServer):
     """Token endpoint + Data API on 127.0.0.1; ``with FakeGoogle(days) as google: google.url``."""
 
     def __init__(self, days: list[DayTruth], *, property_id: str = "123456789", public_key: Any = None) -> None:
@@ -228,42 +229,13 @@ class FakeGoogle:
         self.consumed_today = 0
         self.consumed_hour = 0
         self.lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     @property
     def token_uri(self) -> str:
         return f"{self.url}/token"
 
-    def __enter__(self) -> FakeGoogle:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *_args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                status, answer = fake.handle(self.path, dict(self.headers), body)
-                data = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=UTF-8")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *_exc: Any) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+    def respond(self, verb: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
+        return self.handle(path, headers, body)
 
     def new_day(self) -> None:
         """Google's midnight Pacific: the daily (and hourly) tokens are whole again."""

@@ -21,13 +21,13 @@ where the token travelled).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.json_server import JsonServer
 
 BAD_TOKEN = "Unable to authenticate with the provided token. It is either invalid or expired."
 
@@ -42,7 +42,7 @@ class MatomoQuirks:
     honor_sort: bool = False  # older Matomo versions ignore filter_sort_order
 
 
-class FakeMatomo:
+class FakeMatomo(JsonServer):
     def __init__(self, visits: list[dict[str, Any]], *, token: str, site: dict[str, Any], offset_s: int) -> None:
         self.visits = list(visits)
         self.token = token
@@ -52,46 +52,11 @@ class FakeMatomo:
         self.requests: list[dict[str, Any]] = []
         self.calls_with_token = 0
         self.lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
 
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> FakeMatomo:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *_args: Any) -> None:
-                pass
-
-            def _serve(self, body: bytes) -> None:
-                query = urllib.parse.urlsplit(self.path).query
-                form = dict(urllib.parse.parse_qsl(query))
-                form.update(urllib.parse.parse_qsl(body.decode()))
-                status, answer = fake.handle(self.path, form)
-                data = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_POST(self) -> None:
-                self._serve(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-
-            def do_GET(self) -> None:
-                self._serve(b"")
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *_exc: Any) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+    def respond(self, verb: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
+        form = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(path).query))
+        form.update(urllib.parse.parse_qsl(body.decode()))
+        return self.handle(path, form)
 
     def local_day(self, visit: dict[str, Any]) -> str:
         return dt.datetime.fromtimestamp(visit["lastActionTimestamp"] + self.offset_s, dt.UTC).date().isoformat()

@@ -142,8 +142,9 @@ class DataApi:
                 merged["rows"].extend(rows)
                 _merge_metadata(merged, answer)
             offset += len(rows)
-            total = int(answer.get("rowCount") or 0)
-            if not rows or offset >= total:
+            total = answer.get("rowCount")  # proto3 JSON leaves a 0 out; a server may leave it out
+            more = offset < int(total) if total is not None else len(rows) >= self.page_rows
+            if not rows or not more:
                 return merged
 
     def run_report(self, body: dict[str, Any], name: str, done: str) -> dict[str, Any]:
