@@ -24,6 +24,7 @@ import datetime as dt
 import threading
 import time
 import urllib.parse
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,27 +89,24 @@ class FakeMatomo(JsonServer):
             if slow:
                 time.sleep(slow)
             return 200, self._live(form)
+        if method in REPORTS:
+            return 200, self._report(REPORTS[method], form)
         return 200, {"result": "error", "message": f"The method '{method}' does not exist or is not available."}
 
-    def _summary(self, form: dict[str, str]) -> dict[str, Any]:
+    def _days(self, form: dict[str, str]) -> list[str]:
         first, last = (dt.date.fromisoformat(d) for d in form["date"].split(","))
+        return [(first + dt.timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
+
+    def _report(self, build: Any, form: dict[str, str]) -> dict[str, Any]:
+        """A report over ``date=A,B`` with ``period=day``: ``{day: rows or figures}``, ``[]`` for an empty day."""
         out: dict[str, Any] = {}
-        day = first
-        while day <= last:
-            visits = [v for v in self.visits if self.local_day(v) == day.isoformat()]
-            out[day.isoformat()] = (
-                {
-                    "nb_uniq_visitors": len({v["visitorId"] for v in visits}),
-                    "nb_visits": len(visits),
-                    "nb_actions": sum(len(v["actionDetails"]) for v in visits),
-                    "bounce_count": sum(len(v["actionDetails"]) == 1 for v in visits),
-                    "sum_visit_length": 0,
-                }
-                if visits
-                else []
-            )
-            day += dt.timedelta(days=1)
+        for day in self._days(form):
+            visits = [v for v in self.visits if self.local_day(v) == day]
+            out[day] = build(visits) if visits else []
         return out
+
+    def _summary(self, form: dict[str, str]) -> dict[str, Any]:
+        return self._report(_visits_summary, form)
 
     def _live(self, form: dict[str, str]) -> list[dict[str, Any]]:
         day = form["date"]
@@ -127,3 +125,102 @@ class FakeMatomo(JsonServer):
             if offset == 0 and day in self.quirks.arrive_after_first_page:
                 self.visits.append(self.quirks.arrive_after_first_page.pop(day))  # shifts the next page
         return page
+
+
+# --------------------------------------------------------------------------- reports (Matomo's archives)
+
+
+def _kind(visits: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [a for v in visits for a in v["actionDetails"] if a["type"] == kind]
+
+
+def _visits_summary(visits: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "nb_uniq_visitors": len({v["visitorId"] for v in visits}),
+        "nb_visits": len(visits),
+        "nb_actions": sum(len(v["actionDetails"]) for v in visits),
+        "bounce_count": sum(len(_kind([v], "action")) == 1 for v in visits),
+        "sum_visit_length": 0,
+    }
+
+
+def _rows(values: dict[Any, list[dict[str, Any]]], row: Any) -> list[dict[str, Any]]:
+    return sorted((row(key, group) for key, group in values.items()), key=lambda r: (-r["nb_visits"], r["label"]))
+
+
+def _grouped(visits: list[dict[str, Any]], key: Any) -> dict[Any, list[dict[str, Any]]]:
+    out: dict[Any, list[dict[str, Any]]] = {}
+    for v in visits:
+        out.setdefault(key(v), []).append(v)
+    return out
+
+
+def _per_visitor(label: str, group: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"label": label, "nb_visits": len(group), "nb_uniq_visitors": len({v["visitorId"] for v in group})}
+
+
+def _pages(visits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    hits: dict[str, int] = {}
+    for a in _kind(visits, "action"):
+        hits[a["url"]] = hits.get(a["url"], 0) + 1
+    return [
+        {"label": urllib.parse.urlsplit(u).path, "url": u, "nb_hits": n, "nb_visits": n}
+        for u, n in sorted(hits.items())
+    ]
+
+
+def _referrer(v: dict[str, Any]) -> tuple[str, int]:
+    url = v.get("referrerUrl")
+    if not url:
+        return "Direct Entry", 1
+    host = urllib.parse.urlsplit(url).hostname or ""
+    return ("Google", 2) if "google." in host else (host, 3)
+
+
+def _revenue(visits: list[dict[str, Any]]) -> float:
+    return round(sum(float(a.get("revenue") or 0) for k in ("goal", "ecommerceOrder") for a in _kind(visits, k)), 2)
+
+
+REPORTS: dict[str, Any] = {
+    "Actions.get": lambda visits: {
+        "nb_pageviews": len(_kind(visits, "action")),
+        "nb_outlinks": len(_kind(visits, "outlink")),
+        "nb_downloads": len(_kind(visits, "download")),
+        "nb_searches": len(_kind(visits, "search")),
+    },
+    "Goals.get": lambda visits: {
+        "nb_conversions": len(_kind(visits, "goal")) + len(_kind(visits, "ecommerceOrder")),
+        "revenue": round(
+            sum(float(a.get("revenue") or 0) for k in ("goal", "ecommerceOrder") for a in _kind(visits, k)), 2
+        ),
+    },
+    "Actions.getPageUrls": _pages,
+    "Referrers.getAll": lambda visits: _rows(
+        _grouped(visits, _referrer), lambda k, g: {"label": k[0], "referer_type": k[1], "nb_visits": len(g)}
+    ),
+    "Events.getAction": lambda visits: [
+        {"label": name, "nb_events": n, "nb_visits": n}
+        for name, n in sorted(Counter(a["eventAction"] for a in _kind(visits, "event")).items())
+    ],
+    "UserCountry.getCountry": lambda visits: _rows(
+        _grouped(visits, lambda v: v["countryCode"]), lambda k, g: {**_per_visitor(k.upper(), g), "code": k}
+    ),
+    "DevicesDetection.getType": lambda visits: _rows(_grouped(visits, lambda v: v["deviceType"]), _per_visitor),
+    "DevicesDetection.getBrowsers": lambda visits: _rows(
+        _grouped(visits, lambda v: BROWSER_NAMES[v["browserCode"]]), _per_visitor
+    ),
+    "DevicesDetection.getOsFamilies": lambda visits: _rows(
+        _grouped(visits, lambda v: OS_FAMILIES[v["operatingSystemCode"]]), _per_visitor
+    ),
+}
+#: Matomo's labels for the sample's codes (device-detector names).
+BROWSER_NAMES = {
+    "CH": "Chrome",
+    "FF": "Firefox",
+    "SF": "Safari",
+    "MF": "Mobile Safari",
+    "CI": "Chrome Mobile iOS",
+    "CM": "Chrome Mobile",
+    "PS": "Microsoft Edge",
+}
+OS_FAMILIES = {"WIN": "Windows", "LIN": "GNU/Linux", "MAC": "Mac", "IOS": "iOS", "IPA": "iOS", "AND": "Android"}

@@ -281,7 +281,8 @@ def test_matomo_pull_gives_the_rows_of_saved_live_pages(matomo: FakeMatomo, tmp_
     api_report = json.loads((tmp_path / "api.json").read_text())
     assert api_report["ledger"] == json.loads((tmp_path / "files.json").read_text())["ledger"]
     assert any("came twice while paging" in n for n in api_report["notes"])
-    assert {r["path"] for r in matomo.requests} == {"/index.php"}  # nothing in a URL
+    assert all(r["path"].startswith("/index.php?module=API") for r in matomo.requests)
+    assert not any("token" in r["path"].lower() for r in matomo.requests)  # the token is in no URL
     days = {r["form"]["date"] for r in matomo.requests if r["form"]["method"] == "Live.getLastVisitsDetails"}
     assert min(days) == "2024-03-10"  # --since defaults to the site's creation day
     assert_no_secret(tmp_path, [pulled.stdout, pulled.stderr], [MATOMO_TOKEN])
@@ -311,7 +312,7 @@ def test_matomo_purged_days_refused_token_and_resume_by_page(matomo: FakeMatomo,
     notes = "\n".join(json.loads((tmp_path / "report.json").read_text())["notes"])
     purged = sum(1 for v in matomo.visits if matomo.local_day(v) == "2024-03-11")
     assert f"the visit log of 1 day(s) is empty while its reports count {purged} visits" in notes
-    assert "2024-03-11" in notes
+    assert "2024-03-11" in notes and "backfill import 'matomo-reports:" in notes  # and how to get its reports
     assert_no_secret(tmp_path, [first.stdout, first.stderr, second.stdout, second.stderr], [MATOMO_TOKEN])
 
 
@@ -320,3 +321,32 @@ def test_api_sources_refuse_a_mapping_for_another_reader(tmp_path: Path) -> None
     assert result.code == 2
     assert "use -m ga_report" in result.stderr
     assert not (tmp_path / ".backfill-pulls").exists()  # refused before anything was pulled
+
+
+def test_matomo_days_without_a_visit_log_come_from_its_reports(matomo: FakeMatomo, tmp_path: Path) -> None:
+    """matomo-reports: only the purged day is synthesized, and Umami shows Matomo's figures for it."""
+    from tests.fake_matomo import REPORTS, _visits_summary
+
+    matomo.quirks.purged = {"2024-03-11"}
+    (tmp_path / "token.txt").write_text(MATOMO_TOKEN)
+    with FakeUmami() as umami:
+        site = umami.add_website()
+        result = import_into(
+            umami.url, site, f"matomo-reports:{matomo.url}/?idSite=1", "ga_report", tmp_path,
+            "--since", "2024-03-10", "--until", "2024-03-13", "--pull-dir", tmp_path / "pulls",
+            "--matomo-token-file", tmp_path / "token.txt",
+        )  # fmt: skip
+        assert result.code == 0, result.stdout + result.stderr
+        days = per_day(umami, site)
+    visits = [v for v in matomo.visits if matomo.local_day(v) == "2024-03-11"]
+    summary, actions = _visits_summary(visits), REPORTS["Actions.get"](visits)
+    assert list(days) == ["2024-03-11"]
+    got = days["2024-03-11"]
+    assert (got["visitors"], got["visits"], got["pageviews"], got["bounces"]) == (
+        summary["nb_uniq_visitors"], summary["nb_visits"], actions["nb_pageviews"], summary["bounce_count"],
+    )  # fmt: skip
+    countries = Counter(v["countryCode"].upper() for v in {v["visitorId"]: v for v in visits}.values())
+    assert got["countries"] == {c: n for c, n in countries.items() if c != "XX"}
+    notes = "\n".join(json.loads((tmp_path / "report.json").read_text())["notes"])
+    assert "still have their visit log were left out" in notes and "2024-03-10, 2024-03-12" in notes
+    assert_no_secret(tmp_path, [result.stdout, result.stderr], [MATOMO_TOKEN])

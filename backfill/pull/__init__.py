@@ -48,6 +48,12 @@ SCHEMES: dict[str, Scheme] = {
     "matomo-api": Scheme(
         "Matomo HTTP API", "matomo-api:https://example.matomo.cloud/?idSite=1", "matomo_live", "matomo-live"
     ),
+    "matomo-reports": Scheme(
+        "Matomo's reports, for days whose visit log is gone",
+        "matomo-reports:https://example.matomo.cloud/?idSite=1",
+        "ga_report",
+        "ga_report",
+    ),
 }
 DEFAULT_PULL_DIR = ".backfill-pulls"
 
@@ -121,6 +127,10 @@ def pull_sources(
         from backfill.pull.ga4 import pull_ga4
 
         return pull_ga4(rest, settings, progress, stop, say)
+    if scheme == "matomo-reports":
+        from backfill.pull.matomo_reports import pull_matomo_reports
+
+        return pull_matomo_reports(rest, settings, progress, stop, say)
     from backfill.pull.matomo import pull_matomo
 
     return pull_matomo(rest, settings, progress, stop, say)

@@ -3,7 +3,8 @@
 ``matomo-api:https://example.matomo.cloud/?idSite=3``: the Matomo URL (``index.php``
 is added when the path does not name a ``.php`` file) and the site id. The token
 comes from ``--matomo-token-file`` or ``MATOMO_TOKEN_AUTH``; every call is a POST
-whose form body carries ``token_auth`` with the other parameters, so it never
+whose URL carries the method and its parameters (as Matomo's examples write them)
+and whose form body carries them again with ``token_auth``, so the token never
 appears in a URL, a proxy's log, a message or a saved file (any echo of it in an
 answer is replaced by ``***``).
 
@@ -66,6 +67,7 @@ class Target:
     endpoint: str
     site: int
     label: str  # host + path, for messages and the folder name
+    spec: str  # as the user wrote it (no token: it is refused in the URL)
 
 
 def parse_target(spec: str) -> Target:
@@ -86,7 +88,7 @@ def parse_target(spec: str) -> Target:
         raise ConfigError(f"matomo-api:{spec}: name the site with ?idSite=N (Matomo: Administration > Websites)")
     path = parsed.path if parsed.path.endswith(".php") else parsed.path.rstrip("/") + "/index.php"
     endpoint = urllib.parse.urlunsplit((parsed.scheme, parsed.netloc, path, "", ""))
-    return Target(endpoint, int(site), f"{parsed.netloc}{parsed.path.rstrip('/')}")
+    return Target(endpoint, int(site), f"{parsed.netloc}{parsed.path.rstrip('/')}", spec)
 
 
 class MatomoApi:
@@ -105,11 +107,12 @@ class MatomoApi:
         while True:
             if self.stop.is_set():
                 raise KeyboardInterrupt from None
-            form = {"module": "API", "method": method, "format": "JSON", "idSite": str(self.target.site)}
-            form.update({k: str(v) for k, v in params.items()})
-            form["token_auth"] = self._token
-            try:
-                response = self.client.post(self.target.endpoint, data=form)
+            query = {"module": "API", "method": method, "format": "JSON", "idSite": str(self.target.site)}
+            query.update({k: str(v) for k, v in params.items()})
+            try:  # the parameters in the URL as Matomo's examples write them, and again with the token in the body
+                response = self.client.post(
+                    self.target.endpoint, params=query, data={**query, "token_auth": self._token}
+                )
             except httpx.TimeoutException:
                 if shrinkable:
                     raise TooSlow(f"{method} timed out") from None
@@ -384,10 +387,13 @@ def _notes(
         else:
             extra.append(f"{day} ({have:,}, reports {count:,})")
     if purged:
+        first, last = dt.date.fromisoformat(purged[0]), dt.date.fromisoformat(purged[-1])
         notes.append(
             f"Matomo: the visit log of {len(purged):,} day(s) is empty while its reports count {lost:,} visits "
             "(raw data deleted by Matomo's data retention?); nothing of these days can be imported visit by "
-            f"visit: {', '.join(day_ranges(purged))}"
+            f"visit: {', '.join(day_ranges(purged))}. Their reports can be: backfill import "
+            f"'matomo-reports:{target.spec}' --since {first} --until {last + dt.timedelta(days=1)} -m ga_report "
+            "(a separate import; only days without a visit log are taken)"
         )
     if short:
         notes.append(
