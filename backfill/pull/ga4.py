@@ -171,8 +171,8 @@ class DataApi:
                 refreshed = True
                 continue
             if response.status_code == 429:
-                self.quota.exhausted(message, done)
-                attempt = self._backoff(attempt, f"429 {status}: {message}", done, response)
+                if not self.quota.exhausted(message, done):  # an hourly quota was waited for: ask again
+                    attempt = self._backoff(attempt, f"429 {status}: {message}", done, response)
                 continue
             if response.status_code >= 500:
                 attempt = self._backoff(attempt, f"{response.status_code} {status}: {message}", done, response)

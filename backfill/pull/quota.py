@@ -92,12 +92,15 @@ class Quota:
                 self.wait_for_hour(done, f"{name} has {left:,} left")
                 self.remaining.pop(name, None)  # unknown until the next answer says
 
-    def exhausted(self, message: str, done: str) -> None:
-        """A 429 RESOURCE_EXHAUSTED: stop (daily), wait (hourly), or return for a short backoff."""
+    def exhausted(self, message: str, done: str) -> bool:
+        """A 429 RESOURCE_EXHAUSTED: stop (daily), wait for the hour and return True (hourly),
+        or return False for a short backoff (concurrent requests, anything else)."""
         if _DAY_WORDS.search(message):
             raise self.daily_stop(done, message)
         if _HOUR_WORDS.search(message):
             self.wait_for_hour(done, message)
+            return True
+        return False
 
     def wait_for_hour(self, done: str, why: str) -> None:
         """Poll for an hourly refresh: 2 s, 4 s, ... up to a minute apart, ``max_wait`` in all."""
