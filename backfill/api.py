@@ -470,10 +470,11 @@ def dry_run(
     config: RunConfig,
     progress: ProgressFn | None = None,
     stop: threading.Event | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> Summary:
     """Read, map and validate everything; send nothing; optionally write the payloads."""
     started = time.monotonic()
-    plan_ = plan(config, progress, stop)
+    plan_ = plan(config, progress, stop, say)
     rejects = RecordFile(config.rejects, config.rejects_format)
     rejects.truncate(0)  # a dry run describes this input only; it keeps no history
     spill = Path(tempfile.mkdtemp(prefix="backfill-spill-"))

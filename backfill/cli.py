@@ -609,7 +609,7 @@ def run_command(args: argparse.Namespace) -> int:
                 "--database-url/UMAMI_DATABASE_URL); nothing will be sent.",
                 flush=True,
             )
-        summary = api.dry_run(config, console.progress, stop)
+        summary = api.dry_run(config, console.progress, stop, say=console.say)
         return _finish(summary, config, console)
     if config.insecure:
         console.say("warning: --insecure: TLS certificates are not verified")

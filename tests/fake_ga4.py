@@ -209,6 +209,7 @@ class Quirks:
     token_uses: int | None = None  # an access token stops working after this many API calls
     fail_once: list[int] = field(default_factory=list)  # statuses answered to the next calls, once each
     invalid: set[str] = field(default_factory=set)  # dimension names answered with 400 INVALID_ARGUMENT
+    hour_seconds: float = 3600.0  # how long the fake's "hour" lasts (its hourly tokens refresh after it)
 
 
 class FakeGoogle(JsonServer):
@@ -228,6 +229,7 @@ class FakeGoogle(JsonServer):
         self.token_grants: list[str] = []
         self.consumed_today = 0
         self.consumed_hour = 0
+        self.hour_started = time.monotonic()
         self.lock = threading.Lock()
 
     @property
@@ -306,6 +308,8 @@ class FakeGoogle(JsonServer):
                     "cookie or other valid authentication credential.",
                 )
             self.tokens[token] += 1
+            if time.monotonic() - self.hour_started >= q.hour_seconds:
+                self.consumed_hour, self.hour_started = 0, time.monotonic()
             if q.fail_once:
                 code = q.fail_once.pop(0)
                 if code == 429:

@@ -182,6 +182,10 @@ def test_ga4_hourly_quota_and_refused_credentials_say_what_to_do(google: FakeGoo
     base = ["validate", *ga4_args(google, tmp_path), "-m", "ga_report", "--rejects", tmp_path / "r.ndjson"]
     hourly = run_cli(*base, "--quota-wait", "0")
     assert hourly.code == 3 and "hourly quota for the property is spent" in hourly.stderr, hourly.stderr
+    google.quirks.hour_seconds = 1.0  # the next hour comes soon: waiting for it goes on to the end
+    google.quirks.tokens_per_hour = 7 * 30
+    waited = run_cli(*base, "--quota-wait", "120")
+    assert waited.code == 0 and "waiting" in waited.stderr, waited.stdout + waited.stderr
     user = {
         "type": "authorized_user",
         "client_id": "1234.apps.googleusercontent.com",
@@ -190,7 +194,9 @@ def test_ga4_hourly_quota_and_refused_credentials_say_what_to_do(google: FakeGoo
         "token_uri": google.token_uri,
     }
     (tmp_path / "user.json").write_text(json.dumps(user))
-    refused = run_cli(*base[:6], "--google-credentials", tmp_path / "user.json", *base[8:])
+    refused = run_cli(
+        *base[:6], "--google-credentials", tmp_path / "user.json", *base[8:], "--pull-dir", tmp_path / "p2"
+    )
     assert refused.code == 2
     assert "Google refused the credentials from --google-credentials" in refused.stderr
     assert_no_secret(tmp_path, [refused.stdout, refused.stderr], ["not-the-right-secret", "1//refresh-token-secret"])
