@@ -175,11 +175,6 @@ def pull_for(
     return dataclasses.replace(config, sources=tuple(pulled.files), format=pulled.format), pulled.notes
 
 
-def describe_sources() -> str:
-    """One line per API source form, for --help."""
-    return "; ".join(f"{s.example} ({s.what})" for s in SCHEMES.values())
-
-
 # --------------------------------------------------------------------------- days
 
 
@@ -229,10 +224,6 @@ def scrub(text: str, *secrets: str | None) -> str:
         if secret:
             text = text.replace(secret, "***")
     return text
-
-
-def as_dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
 
 
 __all__ = [

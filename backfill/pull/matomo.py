@@ -217,7 +217,7 @@ def page_file(folder: Path, day: dt.date, n: int) -> Path:
     return folder / f"{day:%Y-%m}" / f"{day.isoformat()}.p{n:04d}.json"
 
 
-def _token(settings: PullSettings) -> str:
+def token_from(settings: PullSettings) -> str:
     if settings.matomo_token_file:
         return read_secret_file(settings.matomo_token_file, "Matomo token")
     token = os.environ.get(TOKEN_ENV, "").strip()
@@ -229,7 +229,7 @@ def _token(settings: PullSettings) -> str:
     return token
 
 
-def _zone(name: str) -> dt.tzinfo:
+def site_zone(name: str) -> dt.tzinfo:
     """Matomo's site time zone: an IANA name, or ``UTC+5.5`` / ``UTC-3``."""
     match = re.fullmatch(r"UTC([+-]\d+(?:\.\d+)?)?", name or "UTC")
     if match:
@@ -245,7 +245,7 @@ def _zone(name: str) -> dt.tzinfo:
 def pull_matomo(spec: str, settings: PullSettings, progress: Any, stop: threading.Event, say: Any) -> Pulled:
     """Pull every day of the window not complete yet; the page files of all its days."""
     target = parse_target(spec)
-    token = _token(settings)
+    token = token_from(settings)
     folder = settings.folder / safe_name(f"matomo-{target.label}-site{target.site}")
     manifest = Manifest.load(folder / "pull.json", {"endpoint": target.endpoint, "idSite": target.site})
     with httpx.Client(timeout=settings.timeout, verify=not settings.insecure) as client:
@@ -253,8 +253,8 @@ def pull_matomo(spec: str, settings: PullSettings, progress: Any, stop: threadin
         site = api.call("SitesManager.getSiteFromId", "Nothing was pulled.")
         if not isinstance(site, dict) or "idsite" not in {k.lower() for k in site}:
             raise ConfigError(f"{target.endpoint}: SitesManager.getSiteFromId gave no site {target.site}")
-        zone = _zone(str(site.get("timezone") or "UTC"))
-        created = _created_day(site)
+        zone = site_zone(str(site.get("timezone") or "UTC"))
+        created = created_day(site)
         days = day_range(settings.since, settings.until, zone, created)
         todo = [d for d in days if not (manifest.days.get(d.isoformat()) or DayState()).complete]
         reported, unreported = _reported_visits(api, days, "Nothing was pulled.")
@@ -273,7 +273,7 @@ def pull_matomo(spec: str, settings: PullSettings, progress: Any, stop: threadin
     return Pulled(files=files, format="matomo_live", preset="matomo-live", notes=notes)
 
 
-def _created_day(site: dict[str, Any]) -> dt.date | None:
+def created_day(site: dict[str, Any]) -> dt.date | None:
     try:
         return dt.date.fromisoformat(str(site.get("ts_created", ""))[:10])
     except ValueError:

@@ -30,7 +30,7 @@ import httpx
 from backfill.checkpoint import utc_now, write_atomically
 from backfill.errors import ConfigError
 from backfill.pull import Pulled, PullSettings, day_range, safe_name
-from backfill.pull.matomo import MatomoApi, _created_day, _token, _zone, parse_target
+from backfill.pull.matomo import MatomoApi, created_day, parse_target, site_zone, token_from
 
 #: Matomo's referrer types -> a session medium the GA reader understands.
 MEDIA = {"1": "(none)", "2": "organic", "3": "referral", "6": "campaign", "7": "social"}
@@ -135,14 +135,15 @@ def _totals(day: str, summary: Any, actions: Any, goals: Any) -> list[str]:
 
 def pull_matomo_reports(spec: str, settings: PullSettings, progress: Any, stop: threading.Event, say: Any) -> Pulled:
     target = parse_target(spec)
-    token = _token(settings)
+    token = token_from(settings)
     folder = settings.folder / safe_name(f"matomo-reports-{target.label}-site{target.site}")
     with httpx.Client(timeout=settings.timeout, verify=not settings.insecure) as client:
         api = MatomoApi(target, token, client, stop)
         site = api.call("SitesManager.getSiteFromId", DONE)
         if not isinstance(site, dict):
             raise ConfigError(f"{target.endpoint}: SitesManager.getSiteFromId gave no site {target.site}")
-        days = day_range(settings.since, settings.until, _zone(str(site.get("timezone") or "UTC")), _created_day(site))
+        zone = site_zone(str(site.get("timezone") or "UTC"))
+        days = day_range(settings.since, settings.until, zone, created_day(site))
         files = {d: folder / f"{d:%Y}" / f"{d.isoformat()}.json" for d in days}
         todo = [d for d in days if not files[d].exists()]
         kept: list[dt.date] = []
