@@ -808,9 +808,12 @@ def _schema(source: SourceFile, options: ReadOptions) -> dict[str, pl.DataType]:
 
 def sniff(path: str) -> bool:
     """A GA report download: "#" comment lines first, then a table whose header names a
-    date dimension and a metric this reader knows (in English or German)."""
+    date dimension and a metric this reader knows (in English or German); or a Data API
+    answer saved as JSON (``dimensionHeaders`` near its start)."""
     text = sniffing.text_head(path)
     first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    if first.startswith(("{", "[")):
+        return '"dimensionHeaders"' in text and '"metricHeaders"' in text
     if not first.startswith("#"):
         return False
     for table in split_tables(text):
@@ -822,7 +825,7 @@ def sniff(path: str) -> bool:
 
 PLUGIN = FormatPlugin(
     name="ga_report",
-    description="Google Analytics (UA / GA4) report CSV: per-day totals turned into synthetic events",
+    description="Google Analytics (UA / GA4) report CSV or Data API answer: per-day totals as synthetic events",
     iter_frames=_iter_frames,
     schema=_schema,
     sniff=sniff,
