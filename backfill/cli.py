@@ -109,6 +109,7 @@ def _add_read_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="numbers in text columns are written 1.234,5 (European exports); as `decimal_comma: true` under reader",
     )
+    _add_pull_options(parser)
     logs = parser.add_argument_group("access logs (--format access_log)")
     logs.add_argument(
         "--log-format",
@@ -117,48 +118,6 @@ def _add_read_options(parser: argparse.ArgumentParser) -> None:
     )
     logs.add_argument("--hostname", help="the site's hostname, for logs without a virtual host field")
     logs.add_argument("--search-param", help="query keys of the site search, comma-separated (e.g. q,s)")
-    _add_pull_options(parser)
-
-
-def _add_pull_options(parser: argparse.ArgumentParser) -> None:
-    pull = parser.add_argument_group(
-        "pulling from an API (SOURCE ga4-api:PROPERTY_ID or matomo-api:URL?idSite=N; README: 'Migrating from')",
-        "The days of --since .. --until (GA4: --since required; --until: up to yesterday) are pulled into "
-        "--pull-dir, one file per day, then read like an export; a stopped pull continues where it stood.",
-    )
-    pull.add_argument(
-        "--google-credentials",
-        metavar="FILE",
-        help="GA4: a service-account key or authorized-user JSON (default: GOOGLE_APPLICATION_CREDENTIALS, "
-        "then gcloud's application default credentials, then the token in GOOGLE_OAUTH_ACCESS_TOKEN)",
-    )
-    pull.add_argument(
-        "--ga4-endpoint",
-        metavar="URL",
-        help="GA4: the Data API's base URL (env GA4_API_ENDPOINT; default https://analyticsdata.googleapis.com)",
-    )
-    pull.add_argument(
-        "--matomo-token-file",
-        metavar="FILE",
-        help="Matomo: a file holding the token_auth (default: env MATOMO_TOKEN_AUTH); sent in the POST body only",
-    )
-    pull.add_argument(
-        "--pull-dir",
-        type=Path,
-        help="where pulled days are kept (default: .backfill-pulls next to --rejects)",
-    )
-    pull.add_argument(
-        "--page-size",
-        type=_positive_int,
-        help="rows per runReport request (GA4, default 100000) or visits per Live request (Matomo, default 500)",
-    )
-    pull.add_argument(
-        "--quota-wait",
-        type=float,
-        default=3600.0,
-        metavar="SECONDS",
-        help="GA4: how long to wait for a spent hourly quota before stopping (a spent daily quota stops at once)",
-    )
 
 
 def _add_run_options(parser: argparse.ArgumentParser, *, rejects_default: str) -> None:
@@ -299,6 +258,47 @@ def _add_send_options(parser: argparse.ArgumentParser) -> None:
         "--user-agent",
         default=DEFAULT_USER_AGENT,
         help="User-Agent for rows without one (must pass Umami's bot check)",
+    )
+
+
+def _add_pull_options(parser: argparse.ArgumentParser) -> None:
+    pull = parser.add_argument_group(
+        "pulling from an API (SOURCE ga4-api:PROPERTY_ID or matomo-api:URL?idSite=N; README: 'Migrating from')",
+        "The days of --since .. --until (GA4: --since required; --until: up to yesterday) are pulled into "
+        "--pull-dir, one file per day, then read like an export; a stopped pull continues where it stood.",
+    )
+    pull.add_argument(
+        "--google-credentials",
+        metavar="FILE",
+        help="GA4: a service-account key or authorized-user JSON (default: GOOGLE_APPLICATION_CREDENTIALS, "
+        "then gcloud's application default credentials, then the token in GOOGLE_OAUTH_ACCESS_TOKEN)",
+    )
+    pull.add_argument(
+        "--ga4-endpoint",
+        metavar="URL",
+        help="GA4: the Data API's base URL (env GA4_API_ENDPOINT; default https://analyticsdata.googleapis.com)",
+    )
+    pull.add_argument(
+        "--matomo-token-file",
+        metavar="FILE",
+        help="Matomo: a file holding the token_auth (default: env MATOMO_TOKEN_AUTH); sent in the POST body only",
+    )
+    pull.add_argument(
+        "--pull-dir",
+        type=Path,
+        help="where pulled days are kept (default: .backfill-pulls next to --rejects)",
+    )
+    pull.add_argument(
+        "--page-size",
+        type=_positive_int,
+        help="rows per runReport request (GA4, default 100000) or visits per Live request (Matomo, default 500)",
+    )
+    pull.add_argument(
+        "--quota-wait",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="GA4: how long to wait for a spent hourly quota before stopping (a spent daily quota stops at once)",
     )
 
 

@@ -212,13 +212,13 @@ class ReadOptions:
     #: Where readers put their notes (see ``FormatPlugin``); not part of how files are read.
     notes: ReadNotes = field(default_factory=ReadNotes, compare=False, repr=False)
 
-    def note(self, text: str) -> None:
-        """Say something about the input that the run's summary must show (see ``FormatPlugin``)."""
-        self.notes.add(text)
-
     def note_in(self, topic: str, item: str) -> None:
         """Add ``item`` (e.g. a day) to the one summary note of ``topic`` (see ``ReadNotes.add_to``)."""
         self.notes.add_to(topic, item)
+
+    def note(self, text: str) -> None:
+        """Say something about the input that the run's summary must show (see ``FormatPlugin``)."""
+        self.notes.add(text)
 
     def __post_init__(self) -> None:
         if self.format is not None and self.format not in known_formats():
