@@ -615,14 +615,19 @@ def run_command(args: argparse.Namespace) -> int:
         console.say("warning: --insecure: TLS certificates are not verified")
     summary = api.run_import(config, console.progress, stop, say=console.say)
     if summary.stopped and getattr(summary, "resumable", True):  # only where the same command can succeed
-        command = "backfill " + shlex.join(_without_secrets(sys.argv[1:]))
-        for placeholder in _SECRET_FLAGS.values():  # let the shell expand them
-            command = command.replace(f"'{placeholder}'", f'"{placeholder}"')
-        summary.resume_command = command
+        summary.resume_command = _resume_command(sys.argv[1:])
     return _finish(summary, config, console)
 
 
 _SECRET_FLAGS = {"--database-url": "$UMAMI_DATABASE_URL", "--app-secret": "$APP_SECRET"}
+
+
+def _resume_command(argv: list[str]) -> str:
+    """``backfill ...`` to run again, with credentials left to the environment variables that carry them."""
+    command = "backfill " + shlex.join(_without_secrets(argv))
+    for placeholder in _SECRET_FLAGS.values():  # let the shell expand them
+        command = command.replace(f"'{placeholder}'", f'"{placeholder}"')
+    return command
 
 
 def _without_secrets(argv: list[str]) -> list[str]:
@@ -697,7 +702,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_command(args)
     except PullStopped as exc:  # a quota or an unreachable API: the pulled days are kept
         print(f"stopped: {exc}", file=sys.stderr)
-        print("to continue: backfill " + shlex.join(args.argv), file=sys.stderr)
+        print("to continue: " + _resume_command(args.argv), file=sys.stderr)
         return EXIT_STOPPED
     except SendError as exc:
         print(f"error: {exc}", file=sys.stderr)
