@@ -141,12 +141,26 @@ def read_options_for(config: RunConfig, mapping: Mapping) -> ReadOptions:
     return ReadOptions(**kwargs)
 
 
-def plan(config: RunConfig) -> Plan:
-    """Load the mapping, find the files and check every file's columns against the mapping."""
+def plan(
+    config: RunConfig,
+    progress: ProgressFn | None = None,
+    stop: threading.Event | None = None,
+    say: Callable[[str], None] | None = None,
+) -> Plan:
+    """Load the mapping, find the files and check every file's columns against the mapping.
+
+    An API source (``ga4-api:``, ``matomo-api:``) is pulled first, into files that are
+    then read like any other (``backfill.pull``).
+    """
     mapping = load_mapping(config.mapping)
+    from .pull import pull_for
+
+    config, pulled_notes = pull_for(config, mapping, progress, stop, say)
     if config.decimal_comma:
         mapping = dataclasses.replace(mapping, reader={**mapping.reader, "decimal_comma": True})
     options = read_options_for(config, mapping)
+    for note in pulled_notes:
+        options.note(note)
     files, skipped = expand_sources(list(config.sources), options)
     if not files:
         raise ConfigError("no data files found in " + ", ".join(config.sources))
@@ -467,10 +481,11 @@ def dry_run(
     config: RunConfig,
     progress: ProgressFn | None = None,
     stop: threading.Event | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> Summary:
     """Read, map and validate everything; send nothing; optionally write the payloads."""
     started = time.monotonic()
-    plan_ = plan(config)
+    plan_ = plan(config, progress, stop, say)
     rejects = RecordFile(config.rejects, config.rejects_format)
     rejects.truncate(0)  # a dry run describes this input only; it keeps no history
     spill = Path(tempfile.mkdtemp(prefix="backfill-spill-"))
@@ -538,7 +553,7 @@ def run_import(
     started = time.monotonic()
     stop = stop or threading.Event()
     say = say or (lambda _m: None)
-    plan_ = plan(config)
+    plan_ = plan(config, progress, stop, say)
     sink = choose_sink(config, plan_.mapping)
     sink.preflight(say)
     state_dir = config.resolved_state_dir

@@ -35,6 +35,7 @@ from .config import (
 )
 from .errors import BackfillError, ConfigError, SendError
 from .geo import GEO_MODES
+from .pull import PullStopped
 from .report import Summary, write_reports
 from .runinfo import command_line, run_info
 from .sources import known_formats
@@ -102,7 +103,8 @@ def _add_read_options(parser: argparse.ArgumentParser) -> None:
         "sources",
         nargs="+",
         metavar="SOURCE",
-        help="files, globs or directories (.gz/.zst read directly)",
+        help="files, globs or directories (.gz/.zst read directly); or an API to pull from: "
+        "ga4-api:PROPERTY_ID (-m ga_report) or matomo-api:URL?idSite=N (-m matomo-live), see below",
     )
     group.add_argument("--format", choices=known_formats(), help="input format (default: detect)")
     group.add_argument("--delimiter", help="CSV field delimiter (default ',' or tab for .tsv)")
@@ -112,6 +114,7 @@ def _add_read_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="numbers in text columns are written 1.234,5 (European exports); as `decimal_comma: true` under reader",
     )
+    _add_pull_options(parser)
     logs = parser.add_argument_group("access logs (--format access_log)")
     logs.add_argument(
         "--log-format",
@@ -268,6 +271,47 @@ def _add_send_options(parser: argparse.ArgumentParser) -> None:
         "--user-agent",
         default=DEFAULT_USER_AGENT,
         help="User-Agent for rows without one (must pass Umami's bot check)",
+    )
+
+
+def _add_pull_options(parser: argparse.ArgumentParser) -> None:
+    pull = parser.add_argument_group(
+        "pulling from an API (SOURCE ga4-api:PROPERTY_ID or matomo-api:URL?idSite=N; README: 'Migrating from')",
+        "The days of --since .. --until (GA4: --since required; --until: up to yesterday) are pulled into "
+        "--pull-dir, one file per day, then read like an export; a stopped pull continues where it stood.",
+    )
+    pull.add_argument(
+        "--google-credentials",
+        metavar="FILE",
+        help="GA4: a service-account key or authorized-user JSON (default: GOOGLE_APPLICATION_CREDENTIALS, "
+        "then gcloud's application default credentials, then the token in GOOGLE_OAUTH_ACCESS_TOKEN)",
+    )
+    pull.add_argument(
+        "--ga4-endpoint",
+        metavar="URL",
+        help="GA4: the Data API's base URL (env GA4_API_ENDPOINT; default https://analyticsdata.googleapis.com)",
+    )
+    pull.add_argument(
+        "--matomo-token-file",
+        metavar="FILE",
+        help="Matomo: a file holding the token_auth (default: env MATOMO_TOKEN_AUTH); sent in the POST body only",
+    )
+    pull.add_argument(
+        "--pull-dir",
+        type=Path,
+        help="where pulled days are kept (default: .backfill-pulls next to --rejects)",
+    )
+    pull.add_argument(
+        "--page-size",
+        type=_positive_int,
+        help="rows per runReport request (GA4, default 100000) or visits per Live request (Matomo, default 500)",
+    )
+    pull.add_argument(
+        "--quota-wait",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="GA4: how long to wait for a spent hourly quota before stopping (a spent daily quota stops at once)",
     )
 
 
@@ -467,6 +511,12 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         app_secret=getattr(args, "app_secret", None),
         geoip_db=getattr(args, "geoip_db", None),
         transaction_rows=getattr(args, "transaction_rows", 20_000),
+        pull_dir=getattr(args, "pull_dir", None),
+        google_credentials=getattr(args, "google_credentials", None),
+        ga4_endpoint=getattr(args, "ga4_endpoint", None),
+        matomo_token_file=getattr(args, "matomo_token_file", None),
+        page_size=getattr(args, "page_size", None),
+        quota_wait=getattr(args, "quota_wait", 3600.0),
     )
 
 
@@ -493,11 +543,11 @@ class Console:
             bar = self._bars.get(stage)
             if bar is None:
                 self.close()  # one stage at a time: reading is over once sending starts
-                label = {"prepare": "reading", "send": "sending"}.get(stage, stage)
+                label = {"prepare": "reading", "send": "sending", "pull": "pulling"}.get(stage, stage)
                 bar = tqdm(
                     total=total,
                     desc=label,
-                    unit=" rows",
+                    unit=" days" if stage == "pull" else " rows",
                     unit_scale=True,
                     file=sys.stderr,
                     dynamic_ncols=True,
@@ -513,7 +563,8 @@ class Console:
         if now - self._last_log >= 10:
             self._last_log = now
             of = f" of {total:,}" if total else ""
-            print(f"[{stage}] {done:,}{of} rows {extra}".rstrip(), file=sys.stderr, flush=True)
+            unit = "days" if stage == "pull" else "rows"
+            print(f"[{stage}] {done:,}{of} {unit} {extra}".rstrip(), file=sys.stderr, flush=True)
 
     def close(self) -> None:
         for bar in self._bars.values():
@@ -587,7 +638,7 @@ def run_command(args: argparse.Namespace) -> int:
                 "--database-url/UMAMI_DATABASE_URL); nothing will be sent.",
                 flush=True,
             )
-        summary = api.dry_run(config, console.progress, stop)
+        summary = api.dry_run(config, console.progress, stop, say=console.say)
         return _finish(summary, config, console, args, started)
     if config.insecure:
         console.say("warning: --insecure: TLS certificates are not verified")
@@ -648,6 +699,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return run_command(args)
+    except PullStopped as exc:  # a quota or an unreachable API: the pulled days are kept
+        print(f"stopped: {exc}", file=sys.stderr)
+        print("to continue: " + command_line(args.argv), file=sys.stderr)
+        return EXIT_STOPPED
     except SendError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_STOPPED

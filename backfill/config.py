@@ -59,12 +59,24 @@ class RunConfig:
     app_secret: str | None = None  # --app-secret: the server's APP_SECRET, for Umami's own session ids
     geoip_db: Path | None = None  # --geoip-db: the GeoLite2 City file Umami uses, for payload ips
     transaction_rows: int = 20_000  # --transaction-rows: rows per database transaction
+    # pulling from an API (ga4-api:..., matomo-api:...; see backfill/pull)
+    pull_dir: Path | None = None  # --pull-dir; None: .backfill-pulls next to --rejects
+    google_credentials: str | None = None  # --google-credentials FILE
+    ga4_endpoint: str | None = None  # --ga4-endpoint URL
+    matomo_token_file: str | None = None  # --matomo-token-file FILE (else MATOMO_TOKEN_AUTH)
+    page_size: int | None = None  # --page-size: rows / visits per API request
+    quota_wait: float = 3600.0  # --quota-wait: seconds to wait for an hourly API quota
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def in_doubt_path(self) -> Path:
         """Next to the rejects file, so both lists of rows are found together."""
         return self.rejects.with_name(self.rejects.stem + ".in-doubt.ndjson")
+
+    @property
+    def resolved_pull_dir(self) -> Path:
+        """Where API sources are pulled to: shared by validate and import run from one folder."""
+        return self.pull_dir if self.pull_dir is not None else self.rejects.parent / ".backfill-pulls"
 
     @property
     def resolved_state_dir(self) -> Path:

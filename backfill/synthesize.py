@@ -14,11 +14,22 @@ fewest, most neutral events whose Umami counts reproduce those figures:
   inside its hour, so no visit can merge with or split into another;
 * **custom events**: exactly the report's count per (day, event name);
 * **revenue**: the day's revenue in cents, split over its ``purchase`` events,
-  the last one taking the rounding remainder, so the sum is exact to the cent.
+  the last one taking the rounding remainder, so the sum is exact to the cent;
+* **bounces** (Umami: visits of exactly one pageview), when the report gives them
+  (UA's Bounces, GA4's sessions - engaged sessions): exactly B, within the bounds
+  of ``plan_bounces``; without them the pageviews of a visit are drawn at random;
+* **breakdowns per visitor** (country, region and city, device, browser, OS,
+  language, screen, when the report has them per day with users): one value per
+  visitor, so visitors per value equal the report's users per value when they add
+  up to at most the day's visitors (more are scaled down, largest remainder; fewer
+  leave the rest unknown; both noted). Regions and cities are drawn inside the
+  visitors of their country when a country breakdown is given; the breakdowns are
+  otherwise independent of each other.
 
 What is invented (and cannot be known from a report): which visitor saw which
-page, the time of day, the length of each visit, and which visits came from
-which source. Those are drawn from a seeded RNG keyed by the caller's key (a
+page, the time of day, the length of each visit, which visits came from
+which source, and which visitor had which country, device, browser, ...
+together. Those are drawn from a seeded RNG keyed by the caller's key (a
 hash of the report file) and the day, so the same file always gives the same
 events and a re-import or ``validate`` run is reproducible.
 
@@ -32,7 +43,8 @@ import datetime as dt
 import hashlib
 import math
 import random
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -65,6 +77,27 @@ OUTPUT_SCHEMA: dict[str, pl.DataType] = {
     "source_table": pl.String(),
     "synthetic": pl.Boolean(),
     "synthetic_visitors": pl.Boolean(),
+    "hostname": pl.String(),  # the page's host, when the report names it (GA4's hostName)
+    "country": pl.String(),  # ISO 3166-1 alpha-2
+    "region": pl.String(),  # ISO 3166-2
+    "city": pl.String(),
+    "device": pl.String(),  # GA's names (desktop, mobile, tablet, smart tv): the mapping normalises
+    "browser": pl.String(),
+    "os": pl.String(),
+    "language": pl.String(),  # a language tag, en-us
+    "screen": pl.String(),  # 1920x1080
+}
+
+#: Per-visitor breakdowns -> the output columns each value fills, in the order they are drawn.
+BREAKDOWNS: dict[str, tuple[str, ...]] = {
+    "countries": ("country",),
+    "places": ("country", "region", "city"),
+    "technology": ("device", "os", "browser"),
+    "devices": ("device",),
+    "browsers": ("browser",),
+    "oses": ("os",),
+    "languages": ("language",),
+    "screens": ("screen",),
 }
 
 
@@ -76,6 +109,7 @@ class PageCount:
     title: str | None
     count: int
     source_table: str
+    hostname: str | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +144,9 @@ class DayAggregate:
     currency: str | None = None
     transactions: int | None = None
     revenue_table: str = ""
+    bounces: int | None = None  # visits of one pageview; None: the report does not say
+    #: breakdown (a key of BREAKDOWNS) -> (values, users); a value tuple holds that breakdown's columns
+    breakdowns: dict[str, list[tuple[tuple[str | None, ...], int]]] = field(default_factory=dict)
 
     @property
     def pageviews(self) -> int:
@@ -128,6 +165,9 @@ class DayResult:
     events: dict[str, int]
     revenue_cents: int
     notes: list[str]
+    bounces: int | None = None  # visits of one pageview, when the report gave a bounces figure
+    #: breakdown -> value -> visitors given it (what Umami will show per value)
+    breakdowns: dict[str, dict[tuple[str | None, ...], int]] = field(default_factory=dict)
 
 
 def day_seed(key: bytes, day: dt.date) -> int:
@@ -198,6 +238,49 @@ def split_cents(total: int, parts: int) -> list[int]:
     return [base] * (parts - 1) + [total - base * (parts - 1)]
 
 
+def plan_bounces(pageviews: int, visits: int, bounces: int) -> tuple[int, list[str]]:
+    """(bounces Umami can show, notes): B visits of one pageview need the other S - B visits to
+    hold >= 2 each (B >= 2S - P) and, with more pageviews than visits, one visit of 2+ (B <= S - 1)."""
+    if visits <= 0:
+        return 0, []
+    low = max(0, 2 * visits - pageviews)
+    high = visits if pageviews == visits else visits - 1
+    made = min(max(bounces, low), high)
+    if made == bounces:
+        return made, []
+    return made, [f"bounces {bounces} impossible with {visits} visits and {pageviews} pageviews: {made} bounces"]
+
+
+def scale_counts(counts: list[int], total: int) -> list[int]:
+    """Counts scaled down to add up to ``total`` (largest remainder, ties to the earlier); unchanged if they fit."""
+    have = sum(counts)
+    if have <= total:
+        return list(counts)
+    exact = [c * total / have for c in counts]
+    out = [int(x) for x in exact]
+    order = sorted(range(len(counts)), key=lambda i: (-(exact[i] - out[i]), i))
+    for i in order[: total - sum(out)]:
+        out[i] += 1
+    return out
+
+
+def assign_per_visitor(
+    rnd: random.Random, rows: list[tuple[Hashable, int]], visitors: int
+) -> tuple[list[Hashable | None], dict[Hashable, int], dict[Hashable, int]]:
+    """One value per visitor so visitors per value match ``rows``; (values, wanted, made)."""
+    wanted: Counter[Hashable] = Counter()
+    for value, n in rows:
+        if n > 0:
+            wanted[value] += n
+    keys = list(wanted)
+    counts = scale_counts([wanted[k] for k in keys], visitors)
+    values: list[Hashable | None] = [k for k, n in zip(keys, counts, strict=True) for _ in range(n)]
+    values += [None] * (visitors - len(values))
+    rnd.shuffle(values)
+    made = dict(Counter(v for v in values if v is not None))
+    return values, dict(wanted), made
+
+
 def _distribute(rnd: random.Random, slots: int, extra: int, cap: int | None = None) -> list[int]:
     """``slots`` counts of 1, plus ``extra`` units dropped at random (each count at most ``cap``)."""
     counts = [1] * slots
@@ -242,6 +325,7 @@ class _Columns:
     revenue: list[float | None] = field(default_factory=list)
     currency: list[str | None] = field(default_factory=list)
     table: list[str] = field(default_factory=list)
+    hostname: list[str | None] = field(default_factory=list)
 
     def add(
         self,
@@ -254,6 +338,7 @@ class _Columns:
         referrer: str | None = None,
         revenue: float | None = None,
         currency: str | None = None,
+        hostname: str | None = None,
     ) -> None:
         self.ts.append(ts)
         self.visitor.append(visitor)
@@ -264,6 +349,7 @@ class _Columns:
         self.revenue.append(revenue)
         self.currency.append(currency)
         self.table.append(table)
+        self.hostname.append(hostname)
 
 
 def _with_query(url: str, query: str | None) -> str:
@@ -293,7 +379,12 @@ def synthesize_day(agg: DayAggregate, key: bytes) -> tuple[pl.DataFrame, DayResu
         per_visitor = _distribute(rnd, visitors, visits - visitors, cap=HOURS_PER_DAY)
         for v, k in enumerate(per_visitor):
             visit_list.extend((v, midnight + 3600 * h) for h in _distinct_hours(rnd, k))
-        views_per_visit = _distribute(rnd, len(visit_list), pageviews - len(visit_list))
+        if agg.bounces is None:
+            views_per_visit = _distribute(rnd, len(visit_list), pageviews - len(visit_list))
+        else:
+            bounces, bounce_notes = plan_bounces(pageviews, len(visit_list), agg.bounces)
+            notes.extend(bounce_notes)
+            views_per_visit = _views_with_bounces(rnd, len(visit_list), pageviews, bounces)
         order = [i for i, page in enumerate(agg.pages) for _ in range(page.count)]
         rnd.shuffle(order)
         # sources: the first pageview of the first n visits (in random order) per source
@@ -321,7 +412,8 @@ def synthesize_day(agg: DayAggregate, key: bytes) -> tuple[pl.DataFrame, DayResu
                 at += 1
                 first = j == 0 and source is not None
                 url = _with_query(page.url, source.utm_query) if first and source else page.url
-                cols.add(ts, v, None, url, page.title, page.source_table, source.referrer if first and source else None)
+                referrer = source.referrer if first and source else None
+                cols.add(ts, v, None, url, page.title, page.source_table, referrer, hostname=page.hostname)
 
     # custom events inside existing visits (they never change Umami's visitor or visit counts)
     counts: dict[str, int] = {}
@@ -339,10 +431,11 @@ def synthesize_day(agg: DayAggregate, key: bytes) -> tuple[pl.DataFrame, DayResu
     for event in events:
         counts[event.name] = counts.get(event.name, 0) + event.count
         for _ in range(event.count):
-            url, title = UNKNOWN_PAGE, None
+            url, title, host = UNKNOWN_PAGE, None, None
             if visit_list:
                 i = rnd.randrange(len(visit_list))
                 (v, hour_start), url, title = visit_list[i], visit_page[i].url, visit_page[i].title
+                host = visit_page[i].hostname
             else:  # a day with events but no pageviews: visitors who only did events
                 v, hour_start = rnd.randrange(pool), midnight + 3600 * _distinct_hours(rnd, 1)[0]
             ts = hour_start + rnd.randrange(3600)
@@ -356,8 +449,10 @@ def synthesize_day(agg: DayAggregate, key: bytes) -> tuple[pl.DataFrame, DayResu
                 event.source_table,
                 revenue=cents / 100 if cents > 0 else None,
                 currency=agg.currency if cents > 0 else None,
+                hostname=host,
             )
-    frame = _frame(cols, agg.day, estimated)
+    per_visitor, made_breakdowns = assign_breakdowns(agg, visitors, key, notes)
+    frame = _frame(cols, agg.day, estimated, per_visitor)
     result = DayResult(
         day=agg.day,
         pageviews=pageviews,
@@ -367,11 +462,82 @@ def synthesize_day(agg: DayAggregate, key: bytes) -> tuple[pl.DataFrame, DayResu
         events=counts,
         revenue_cents=revenue,
         notes=notes,
+        bounces=sum(1 for m in views_per_visit if m == 1) if pageviews and agg.bounces is not None else None,
+        breakdowns=made_breakdowns,
     )
     return frame, result
 
 
-def _frame(cols: _Columns, day: dt.date, estimated: bool) -> pl.DataFrame:
+def _views_with_bounces(rnd: random.Random, visits: int, pageviews: int, bounces: int) -> list[int]:
+    """Pageviews per visit: ``bounces`` visits of exactly one, the others two or more (see ``plan_bounces``)."""
+    bounce = set(rnd.sample(range(visits), bounces))
+    multi = [i for i in range(visits) if i not in bounce]
+    views = [1 if i in bounce else 2 for i in range(visits)]
+    for _ in range(pageviews - bounces - 2 * len(multi)):
+        views[multi[rnd.randrange(len(multi))]] += 1
+    return views
+
+
+def assign_breakdowns(
+    agg: DayAggregate, visitors: int, key: bytes, notes: list[str]
+) -> tuple[dict[str, list[str | None]], dict[str, dict[tuple[str | None, ...], int]]]:
+    """Output column -> value per visitor index, and visitors per value of each breakdown.
+
+    Drawn with their own seed, so a report without breakdowns gives the same events as before
+    they existed. Regions and cities go to visitors of their country when countries are drawn.
+    """
+    rnd = random.Random(day_seed(key + b"|breakdowns", agg.day))
+    columns: dict[str, list[str | None]] = {}
+    made: dict[str, dict[tuple[str | None, ...], int]] = {}
+    for name, names in BREAKDOWNS.items():
+        rows = [(values, n) for values, n in agg.breakdowns.get(name, []) if n > 0]
+        if not rows or visitors <= 0:
+            continue
+        wanted = sum(n for _, n in rows)
+        if name == "places" and "country" in columns:
+            values = _within_countries(rnd, rows, columns["country"], notes)
+        else:
+            values = assign_per_visitor(rnd, list(rows), visitors)[0]
+            if wanted > visitors:  # fewer is exact: the rest of the visitors have no value, as in the report
+                notes.append(f"{name}: users add up to {wanted} for {visitors} visitors: scaled to {visitors}")
+        for at, column in enumerate(names):
+            if column in columns and name == "places" and column == "country":
+                continue
+            columns[column] = [v[at] if v is not None else None for v in values]  # type: ignore[index]
+        made[name] = dict(Counter(v for v in values if v is not None and any(x is not None for x in v)))  # type: ignore[misc,union-attr]
+    return columns, made
+
+
+def _within_countries(
+    rnd: random.Random,
+    rows: list[tuple[tuple[str | None, ...], int]],
+    countries: list[str | None],
+    notes: list[str],
+) -> list[tuple[str | None, ...] | None]:
+    """(country, region, city) per visitor, drawn among the visitors already given that country."""
+    values: list[tuple[str | None, ...] | None] = [None] * len(countries)
+    by_country: dict[str | None, list[tuple[Hashable, int]]] = {}
+    for place, n in rows:
+        by_country.setdefault(place[0], []).append((place, n))
+    for country, places in by_country.items():
+        members = [i for i, c in enumerate(countries) if c == country and c is not None]
+        wanted = sum(n for _, n in places)
+        if not members:
+            notes.append(f"places: {wanted} users in {country or '(no country)'}, which has no visitor: left out")
+            continue
+        drawn = assign_per_visitor(rnd, places, len(members))[0]
+        if wanted > len(members):
+            notes.append(f"places in {country}: users add up to {wanted} for {len(members)} visitors: scaled")
+        for i, place in zip(members, drawn, strict=True):
+            values[i] = place  # type: ignore[assignment]
+    return values
+
+
+def _frame(
+    cols: _Columns, day: dt.date, estimated: bool, per_visitor: dict[str, list[str | None]] | None = None
+) -> pl.DataFrame:
+    per_visitor = per_visitor or {}
+    visitor_columns = [c for c in OUTPUT_SCHEMA if c in {n for names in BREAKDOWNS.values() for n in names}]
     frame = pl.DataFrame(
         {
             "_ts": pl.Series(cols.ts, dtype=pl.Int64),
@@ -383,8 +549,16 @@ def _frame(cols: _Columns, day: dt.date, estimated: bool) -> pl.DataFrame:
             "revenue": pl.Series(cols.revenue, dtype=pl.Float64),
             "currency": pl.Series(cols.currency, dtype=pl.String),
             "source_table": pl.Series(cols.table, dtype=pl.String),
+            "hostname": pl.Series(cols.hostname, dtype=pl.String),
         }
     )
+    for column in visitor_columns:  # each event carries its visitor's value
+        values = pl.Series(per_visitor.get(column, []), dtype=pl.String)
+        known = pl.col("_v") < values.len()
+        looked_up = pl.lit(values).gather(pl.when(known).then(pl.col("_v")).otherwise(0)) if values.len() else None
+        frame = frame.with_columns(
+            (pl.when(known).then(looked_up) if looked_up is not None else pl.lit(None, dtype=pl.String)).alias(column)
+        )
     return (
         frame.with_row_index("_i")
         .sort("_ts", "_v", "_i")  # time order; ties keep the order of creation
@@ -401,6 +575,8 @@ def _frame(cols: _Columns, day: dt.date, estimated: bool) -> pl.DataFrame:
             "source_table",
             pl.lit(True).alias("synthetic"),
             pl.lit(estimated).alias("synthetic_visitors"),
+            "hostname",
+            *visitor_columns,
         )
     )
 

@@ -54,7 +54,15 @@ from typing import Any
 
 import polars as pl
 
-from backfill.synthesize import HOURS_PER_DAY, OTHER_PAGE, _distinct_hours, _distribute, day_seed
+from backfill.synthesize import (
+    HOURS_PER_DAY,
+    OTHER_PAGE,
+    _distinct_hours,
+    _distribute,
+    assign_per_visitor,
+    day_seed,
+    scale_counts,
+)
 
 #: Longest duration a visit can have and stay inside one clock hour (seconds).
 MAX_VISIT_SECONDS = 3599
@@ -217,19 +225,6 @@ def plan_day(pageviews: int, visitors: int, visits: int, bounces: int) -> tuple[
     return v, s, b, notes
 
 
-def scale_counts(counts: list[int], total: int) -> list[int]:
-    """Counts scaled down to add up to ``total`` (largest remainder, ties to the earlier); unchanged if they fit."""
-    have = sum(counts)
-    if have <= total:
-        return list(counts)
-    exact = [c * total / have for c in counts]
-    out = [int(x) for x in exact]
-    order = sorted(range(len(counts)), key=lambda i: (-(exact[i] - out[i]), i))
-    for i in order[: total - sum(out)]:
-        out[i] += 1
-    return out
-
-
 def split_total(rnd: random.Random, total: int, parts: int, cap: int) -> list[int]:
     """``total`` over ``parts`` values in [0, cap], randomly uneven; exact when total <= parts * cap."""
     if parts <= 0:
@@ -275,23 +270,6 @@ def _residual(residuals: dict[str, dict[str, Any]], table: str, wanted: dict[Any
     diff = _diff(wanted, made)
     if diff:
         residuals[table] = {"table": sum(wanted.values()), "synthesized": sum(made.values()), "diff": diff}
-
-
-def assign_per_visitor(
-    rnd: random.Random, rows: list[tuple[Hashable, int]], visitors: int
-) -> tuple[list[Hashable | None], dict[Hashable, int], dict[Hashable, int]]:
-    """One value per visitor so visitors per value match ``rows``; (values, wanted, made)."""
-    wanted: Counter[Hashable] = Counter()
-    for value, n in rows:
-        if n > 0:
-            wanted[value] += n
-    keys = list(wanted)
-    counts = scale_counts([wanted[k] for k in keys], visitors)
-    values: list[Hashable | None] = [k for k, n in zip(keys, counts, strict=True) for _ in range(n)]
-    values += [None] * (visitors - len(values))
-    rnd.shuffle(values)
-    made = dict(Counter(v for v in values if v is not None))
-    return values, dict(wanted), made
 
 
 def _take(counts: Counter[Hashable], key: Hashable, n: int) -> None:

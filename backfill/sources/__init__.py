@@ -142,6 +142,16 @@ class ReadNotes:
         self._notes: dict[str, None] = {}
         self._more = 0
         self._lock = threading.Lock()
+        self._grouped: dict[str, dict[str, None]] = {}
+
+    def add_to(self, topic: str, item: str) -> None:
+        """Add ``item`` to the one note of ``topic`` (e.g. a day to "thresholded on: ...").
+
+        The note lists every item once, in the order said; runs of consecutive ISO days
+        are written as ranges (2024-03-01..2024-03-05).
+        """
+        with self._lock:
+            self._grouped.setdefault(topic, {})[item] = None
 
     def add(self, text: str) -> None:
         with self._lock:
@@ -155,7 +165,37 @@ class ReadNotes:
     def all(self) -> list[str]:
         with self._lock:
             more = [f"... and {self._more:,} more reader notes"] if self._more else []
-            return list(self._notes) + more
+            grouped = [f"{topic}: {', '.join(day_ranges(list(items)))}" for topic, items in self._grouped.items()]
+            return list(self._notes) + grouped + more
+
+
+_ISO_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def day_ranges(items: list[str]) -> list[str]:
+    """Consecutive ISO days as first..last; anything else as it is."""
+    import datetime as dt
+
+    out: list[str] = []
+    run: list[dt.date] = []
+
+    def flush() -> None:
+        if run:
+            out.append(run[0].isoformat() if len(run) == 1 else f"{run[0]}..{run[-1]}")
+            run.clear()
+
+    for item in items:
+        day = dt.date.fromisoformat(item) if _ISO_DAY.match(item) else None
+        if day is not None and run and day == run[-1] + dt.timedelta(days=1):
+            run.append(day)
+            continue
+        flush()
+        if day is not None:
+            run.append(day)
+        else:
+            out.append(item)
+    flush()
+    return out
 
 
 class ReportedDays:
@@ -202,6 +242,10 @@ class ReadOptions:
     inputs: tuple[str, ...] = field(default=(), compare=False, repr=False)
     #: Where aggregated sources put the per-day figures they report (see ``ReportedDays``).
     reported: ReportedDays = field(default_factory=ReportedDays, compare=False, repr=False)
+
+    def note_in(self, topic: str, item: str) -> None:
+        """Add ``item`` (e.g. a day) to the one summary note of ``topic`` (see ``ReadNotes.add_to``)."""
+        self.notes.add_to(topic, item)
 
     def note(self, text: str) -> None:
         """Say something about the input that the run's summary must show (see ``FormatPlugin``)."""

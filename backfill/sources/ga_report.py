@@ -43,7 +43,7 @@ import io
 import re
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -52,6 +52,16 @@ from backfill.errors import SourceError
 from backfill.schema import COL_ROW
 from backfill.sources import FormatPlugin, ReadOptions, SourceFile, sniffing  # defined before plugins load
 from backfill.sources.compression import UTF8_BOM, iter_decompressed, iter_utf8
+from backfill.sources.ga_breakdowns import ATTRIBUTE_DIMS, breakdown_of, breakdown_rows
+from backfill.sources.ga_columns import (
+    ADDITIVE,
+    COUNT_METRICS,
+    DATE_DIMS,
+    GA_AUTOMATIC_EVENTS,
+    KEY_DIMS,
+    TOTAL_LABELS,
+    canonical_column,
+)
 from backfill.synthesize import (
     OTHER_PAGE,
     OUTPUT_SCHEMA,
@@ -63,92 +73,6 @@ from backfill.synthesize import (
     SourceCount,
     synthesize_day,
 )
-
-# --------------------------------------------------------------------------- column names
-
-#: Canonical name -> header names as GA writes them (compared lower-cased, spaces collapsed).
-SYNONYMS: dict[str, tuple[str, ...]] = {
-    "date": ("date", "day", "datum", "tag", "jour", "fecha"),
-    "day_index": ("day index", "nth day", "tagesindex", "index des tages", "n-ter tag", "ntes tag", "index du jour"),
-    "page": (
-        "page",
-        "page path",
-        "page path and screen class",
-        "page path + query string",
-        "page location",
-        "landing page",
-        "seite",
-        "seitenpfad",
-        "seitenpfad und bildschirmklasse",
-        "seitenpfad + abfragestring",
-        "seitenpfad und abfragestring",
-        "seitenstandort",
-        "zielseite",
-        "chemin de la page et classe de l'écran",
-        "página",
-    ),
-    "page_title": (
-        "page title",
-        "page title and screen class",
-        "page title and screen name",
-        "seitentitel",
-        "seitentitel und bildschirmklasse",
-        "seitentitel und bildschirmname",
-        "titre de la page",
-    ),
-    "source": ("source", "session source", "first user source", "quelle", "sitzungsquelle", "source de la session"),
-    "medium": ("medium", "session medium", "first user medium", "sitzungsmedium", "support"),
-    "source_medium": (
-        "source / medium",
-        "source/medium",
-        "session source / medium",
-        "first user source / medium",
-        "quelle / medium",
-        "quelle/medium",
-        "sitzungsquelle / -medium",
-        "sitzungsquelle/-medium",
-        "source/support",
-        "source / support",
-    ),
-    "event_name": ("event name", "event action", "ereignisname", "ereignisaktion", "nom de l'événement"),
-    "pageviews": ("pageviews", "views", "page views", "seitenaufrufe", "aufrufe", "vues", "pages vues"),
-    "users": ("users", "total users", "active users", "nutzer", "nutzer insgesamt", "aktive nutzer", "utilisateurs"),
-    "new_users": ("new users", "neue nutzer", "nouveaux utilisateurs"),
-    "sessions": ("sessions", "sitzungen", "sesiones"),
-    "event_count": ("event count", "total events", "ereignisanzahl", "ereignisse insgesamt", "nombre d'événements"),
-    "revenue": (
-        "revenue",
-        "total revenue",
-        "purchase revenue",
-        "transaction revenue",
-        "e-commerce revenue",
-        "gesamtumsatz",
-        "umsatz",
-        "umsatz aus käufen",
-        "e-commerce-umsatz",
-        "transaktionsumsatz",
-        "revenus",
-        "revenu total",
-    ),
-    "transactions": ("transactions", "transaktionen", "ecommerce purchases", "e-commerce-käufe", "käufe"),
-}
-_CANONICAL = {name: canonical for canonical, names in SYNONYMS.items() for name in names}
-DATE_DIMS = ("date", "day_index")
-KEY_DIMS = ("page", "page_title", "source", "medium", "source_medium", "event_name")
-COUNT_METRICS = ("pageviews", "users", "new_users", "sessions", "event_count", "transactions")
-#: Metrics that may be summed over an extra dimension (users may not: one user, many pages).
-ADDITIVE = ("pageviews", "sessions", "event_count", "revenue", "transactions")
-#: First-column labels of totals rows (GA4 puts one first, UA last with empty dimensions).
-TOTAL_LABELS = frozenset(
-    {"total", "totals", "grand total", "gesamtsumme", "summe", "gesamt", "insgesamt", "total général", "totales"}
-)
-#: GA4 automatic events that duplicate what pageviews, sessions and users already count.
-GA_AUTOMATIC_EVENTS = {
-    "page_view": "pageviews",
-    "session_start": "sessions",
-    "first_visit": "new users",
-    "user_engagement": "engagement time",
-}
 
 _CURRENCIES = {
     "US$": "USD",
@@ -213,12 +137,6 @@ _DURATION = r"^(\d+):(\d{2}):(\d{2})$"
 _GROUPING_ONLY = r"[\s\u00a0\u202f'’]"
 
 
-def canonical_column(name: str) -> str | None:
-    """GA header -> canonical name, or None for columns this reader does not use."""
-    key = " ".join(name.replace('"', "").strip().lower().split())
-    return _CANONICAL.get(key)
-
-
 # --------------------------------------------------------------------------- splitting the file
 
 
@@ -236,7 +154,8 @@ class RawTable:
 
     @property
     def label(self) -> str:
-        return f"table {self.index} (line {self.line}): {self.title}"
+        where = f" (line {self.line})" if self.line else ""  # 0: not from a text file (a Data API response)
+        return f"table {self.index}{where}: {self.title}"
 
 
 _RANGE = re.compile(r"^#\s*(\d{8})\s*-\s*(\d{8})\s*$")
@@ -449,6 +368,14 @@ def _kind(found: dict[str, int], unknown_dims: list[str]) -> tuple[str | None, s
     if not any(d in found for d in DATE_DIMS):
         return None, "no date dimension: a total over the whole range cannot be placed on days"
     metrics = [m for m in (*COUNT_METRICS, "revenue") if m in found]
+    keyed = any(d in found for d in ("page", "page_title", "event_name", "source", "medium", "source_medium"))
+    breakdown, why = breakdown_of(found)
+    if not keyed and (breakdown or why):
+        if why or unknown_dims:
+            return None, why or f"also split by {', '.join(unknown_dims)}: users per value cannot be recovered"
+        if "users" not in found:
+            return None, f"a {breakdown} breakdown without a users metric (visitors per value need users)"
+        return f"breakdown:{breakdown}", None
     if ("page" in found or "page_title" in found) and "event_name" not in found:
         if "pageviews" not in found:
             return None, "a page dimension but no pageviews/views metric"
@@ -501,6 +428,8 @@ def analyse_table(raw: RawTable, file_decimal: str | None) -> TableReport:
     date_key = "date" if "date" in found else "day_index"
     date_raw = pl.col(f"c{found[date_key]}").str.strip_chars()
     dims = [k for k in KEY_DIMS if k in found]
+    if report.kind.startswith("breakdown:"):
+        dims = [k for k in ATTRIBUTE_DIMS if k in found]
     dim_exprs = {k: pl.col(f"c{found[k]}").str.strip_chars() for k in dims}
     # dates
     date_text = frame.get_column(f"c{found[date_key]}")
@@ -531,8 +460,10 @@ def analyse_table(raw: RawTable, file_decimal: str | None) -> TableReport:
         .then(pl.lit("date not understood"))
     )
     for dim in dims:
-        if dim in ("page_title", "medium") and ("page" in dims or "source" in dims):
+        if dim in ("page_title", "medium", "hostname") and ("page" in dims or "source" in dims):
             continue  # a secondary label may be empty ("(not set)" is written, but be lenient)
+        if dim in ATTRIBUTE_DIMS:
+            continue  # an empty country, browser, ... is a visitor without one
         reason = reason.when(dim_exprs[dim].fill_null("") == "").then(pl.lit(f"empty {dim.replace('_', ' ')}"))
     frame = frame.with_columns(reason.otherwise(None).alias("_why"))
     report.excluded = dict(frame.filter(pl.col("_why").is_not_null()).get_column("_why").value_counts().iter_rows())
@@ -558,6 +489,7 @@ def analyse_table(raw: RawTable, file_decimal: str | None) -> TableReport:
     keys = ["date", *dims]
     if report.kind == "pages":
         keys = ["date", "page"] if "page" in dims else ["date", "page_title"]
+        keys[1:1] = ["hostname"] if "hostname" in dims else []
     elif report.kind == "events":
         keys = ["date", "event_name"]
     aggs = [pl.col(m).sum() for m in metrics]
@@ -654,7 +586,7 @@ def parse_report(data: bytes, name: str, delimiter: str | None = None) -> Parsed
         for raw, t in zip(raws, first_pass, strict=True)
     ]
     report = ParsedReport(name=name, key=hashlib.sha256(data).digest(), tables=tables, days=[])
-    report.days = _assemble(report)
+    report.days = assemble_days(report)
     if not report.days:
         raise SourceError(
             f"{name}: no table of this Google Analytics report can be turned into events "
@@ -686,7 +618,7 @@ def _first(report: ParsedReport, kind: str) -> TableReport | None:
     return chosen
 
 
-def _assemble(report: ParsedReport) -> list[DayAggregate]:
+def assemble_days(report: ParsedReport) -> list[DayAggregate]:
     """Per-day figures from the chosen tables; each figure from exactly one table."""
     days: dict[dt.date, DayAggregate] = {}
 
@@ -700,7 +632,8 @@ def _assemble(report: ParsedReport) -> list[DayAggregate]:
     for t in report.tables:
         if t.kind != "daily" or t.frame is None:
             continue
-        for metric in ("pageviews", "users", "sessions", "event_count", "transactions", "revenue_cents", "new_users"):
+        metrics = ("pageviews", "users", "sessions", "event_count", "transactions", "revenue_cents", "new_users")
+        for metric in (*metrics, "bounces", "engaged_sessions"):
             if metric not in t.frame.columns:
                 continue
             if metric in daily:
@@ -716,8 +649,9 @@ def _assemble(report: ParsedReport) -> list[DayAggregate]:
         for row in pages.frame.iter_rows(named=True):
             url = row.get("page") or UNKNOWN_PAGE
             title = row.get("page_title") if has_title else None
+            host = row.get("hostname") or None
             if row["pageviews"] > 0:
-                day(row["date"]).pages.append(PageCount(url, title, row["pageviews"], pages.label))
+                day(row["date"]).pages.append(PageCount(url, title, row["pageviews"], pages.label, host))
     if "pageviews" in daily:
         table, totals = daily["pageviews"]
         for d, total in totals.items():
@@ -729,10 +663,17 @@ def _assemble(report: ParsedReport) -> list[DayAggregate]:
                 table.notes.append(f"{d}: {total - have} pageviews beyond the page rows sent as {OTHER_PAGE}")
             elif total < have:
                 table.notes.append(f"{d}: daily pageviews {total} < the page rows' {have}; the page rows are sent")
-    for metric in ("users", "sessions", "transactions"):
+    for metric in ("users", "sessions", "transactions", "bounces"):
         if metric in daily:
             for d, value in daily[metric][1].items():
                 setattr(day(d), metric, value)
+    if "bounces" not in daily and "engaged_sessions" in daily and "sessions" in daily:
+        daily["engaged_sessions"][0].notes.append("bounces = sessions - engaged sessions (GA4's definition)")
+        for d, engaged in daily["engaged_sessions"][1].items():
+            sessions = daily["sessions"][1].get(d)
+            if sessions is not None:
+                day(d).bounces = max(sessions - engaged, 0)
+    _add_breakdowns(report, day)
     if sources is not None and sources.frame is not None:
         sources.used_for.append("referrers of visits")
         frame = _referrer_exprs(sources.frame)
@@ -788,21 +729,67 @@ def _assemble(report: ParsedReport) -> list[DayAggregate]:
     return [days[d] for d in sorted(days)]
 
 
+#: How each breakdown is named in ``describe()``.
+BREAKDOWN_LABELS = {
+    "countries": "country",
+    "places": "region and city",
+    "technology": "device, OS and browser",
+    "devices": "device",
+    "browsers": "browser",
+    "oses": "OS",
+    "languages": "language",
+    "screens": "screen",
+}
+
+
+def _add_breakdowns(report: ParsedReport, day: Callable[[dt.date], DayAggregate]) -> None:
+    """Visitors per country, device, ... from the first table of each breakdown."""
+    for kind in sorted({t.kind for t in report.tables if t.kind and t.kind.startswith("breakdown:")}):
+        table = _first(report, kind)
+        if table is None or table.frame is None:
+            continue
+        name = kind.removeprefix("breakdown:")
+        table.used_for.append(f"visitors per {BREAKDOWN_LABELS[name]}")
+        for date, values, users in breakdown_rows(name, table.frame):
+            day(date).breakdowns.setdefault(name, []).append((values, users))  # type: ignore[arg-type]
+
+
 # --------------------------------------------------------------------------- the plugin
 
 
 def read_report(source: SourceFile, options: ReadOptions) -> ParsedReport:
-    """Read (decompressing, transcoding) and parse one report file."""
+    """Read (decompressing, transcoding) and parse one report file: a CSV download, or the
+    Data API's JSON answers (``backfill.sources.ga_report_api``)."""
+    from backfill.sources import ga_report_api
+
     blocks = iter_utf8(iter_decompressed(source.path, source.compression), options.encoding, source.path)
-    return parse_report(b"".join(blocks), source.path, options.delimiter)
+    data = b"".join(blocks)
+    if ga_report_api.is_api_answer(data):
+        return ga_report_api.parse_api_report(data, source.path, options.note_in)
+    return parse_report(data, source.path, options.delimiter)
 
 
-def iter_report_frames(report: ParsedReport, chunk_rows: int = 100_000) -> Iterator[pl.DataFrame]:
-    """Synthesize day by day; frames of at most ``chunk_rows`` rows with a 1-based ``_row``."""
+#: The summary note listing the days whose figures the synthesis could not reproduce as given.
+CLAMPED_DAYS = (
+    "GA report: days whose figures Umami cannot show exactly as reported (users above pageviews, "
+    "sessions beyond what the pageviews allow, breakdowns adding up to more than the visitors, ...; "
+    "`python -m backfill.sources.ga_report FILE` says what and by how much)"
+)
+
+
+def iter_report_frames(
+    report: ParsedReport, chunk_rows: int = 100_000, note_in: Callable[[str, str], None] | None = None
+) -> Iterator[pl.DataFrame]:
+    """Synthesize day by day; frames of at most ``chunk_rows`` rows with a 1-based ``_row``.
+
+    ``note_in(topic, day)`` hears of each day the synthesis could not make exact.
+    """
     row = 0
     for agg in report.days:
         frame, result = synthesize_day(agg, report.key)
         report.results.append(result)
+        if result.notes and note_in is not None:
+            note_in(CLAMPED_DAYS, agg.day.isoformat())
         for offset in range(0, frame.height, chunk_rows):
             part = frame.slice(offset, chunk_rows)
             yield part.with_columns(pl.int_range(row + 1, row + 1 + part.height, dtype=pl.UInt64).alias(COL_ROW))
@@ -811,7 +798,7 @@ def iter_report_frames(report: ParsedReport, chunk_rows: int = 100_000) -> Itera
 
 def _iter_frames(source: SourceFile, options: ReadOptions) -> Iterator[pl.DataFrame]:
     report = read_report(source, options)
-    yield from iter_report_frames(report, options.chunk_rows)
+    yield from iter_report_frames(report, options.chunk_rows, options.note_in)
     pages = any(agg.pages for agg in report.days)
     events = any(agg.events for agg in report.days)
     for agg in report.days:  # what the report said, beside what was made of it (the run's report)
@@ -833,9 +820,12 @@ def _schema(source: SourceFile, options: ReadOptions) -> dict[str, pl.DataType]:
 
 def sniff(path: str) -> bool:
     """A GA report download: "#" comment lines first, then a table whose header names a
-    date dimension and a metric this reader knows (in English or German)."""
+    date dimension and a metric this reader knows (in English or German); or a Data API
+    answer saved as JSON (``dimensionHeaders`` near its start)."""
     text = sniffing.text_head(path)
     first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    if first.startswith(("{", "[")):
+        return '"dimensionHeaders"' in text and '"metricHeaders"' in text
     if not first.startswith("#"):
         return False
     for table in split_tables(text):
@@ -847,7 +837,7 @@ def sniff(path: str) -> bool:
 
 PLUGIN = FormatPlugin(
     name="ga_report",
-    description="Google Analytics (UA / GA4) report CSV: per-day totals turned into synthetic events",
+    description="Google Analytics (UA / GA4) report CSV or Data API answer: per-day totals as synthetic events",
     iter_frames=_iter_frames,
     schema=_schema,
     sniff=sniff,
