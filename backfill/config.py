@@ -58,6 +58,9 @@ class RunConfig:
     app_secret: str | None = None  # --app-secret: the server's APP_SECRET, for Umami's own session ids
     geoip_db: Path | None = None  # --geoip-db: the GeoLite2 City file Umami uses, for payload ips
     transaction_rows: int = 20_000  # --transaction-rows: rows per database transaction
+    clickhouse_url: str | None = None  # --clickhouse-url: write Umami's ClickHouse tables (Umami's CLICKHOUSE_URL)
+    insert_rows: int = 100_000  # --insert-rows: rows per ClickHouse insert
+    skip_website_check: bool = False  # --skip-website-check: ClickHouse without Umami's PostgreSQL to check in
     extra: dict[str, str] = field(default_factory=dict)
 
     @property

@@ -925,6 +925,80 @@ def _flatten(data: dict[str, Any], parent: str = "") -> Iterator[tuple[str, Any,
             yield full, _js_json(value), 5
 
 
+def _with_raw(rows: list[dict[str, Any]], data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows with what Umami on ClickHouse sends instead of PostgreSQL's values: the number
+    as JavaScript writes it in JSON (``_number``) and the date's milliseconds (``_date_ms``)."""
+    out = []
+    for row, (_, value, dtype) in zip(rows, _flatten(data), strict=True):
+        date_ms = _parse_js_date(value) if dtype == 4 else None
+        out.append({**row, "_number": value if dtype == 2 else None, "_date_ms": date_ms})
+    return out
+
+
+class _RawNumber(float):
+    """A number written into JSON as JavaScript's ``JSON.stringify`` writes it."""
+
+    def __new__(cls, value: Any) -> _RawNumber:
+        made = super().__new__(cls, _js_to_number(value))
+        made.text = _js_number_str(_js_to_number(value))
+        return made
+
+
+def _json_with_raw_numbers(message: dict[str, Any]) -> str:
+    parts = []
+    for key, value in message.items():
+        text = value.text if isinstance(value, _RawNumber) else json.dumps(value, ensure_ascii=False)
+        parts.append(f"{json.dumps(key)}:{text}")
+    return "{" + ",".join(parts) + "}"
+
+
+def _utc_string(ms: int) -> str:
+    """``getUTCString``: ``yyyy-MM-dd HH:mm:ss`` in UTC."""
+    return _iso_seconds(ms).replace("T", " ").rstrip("Z")
+
+
+_CLICKHOUSE_COLUMNS = {
+    "website_event": {
+        "website_id",
+        "session_id",
+        "visit_id",
+        "event_id",
+        "country",
+        "region",
+        "city",
+        "url_path",
+        "url_query",
+        "utm_source",
+        "utm_medium",
+        "utm_campaign",
+        "utm_content",
+        "utm_term",
+        "referrer_path",
+        "referrer_query",
+        "referrer_domain",
+        "page_title",
+        "gclid",
+        "fbclid",
+        "msclkid",
+        "ttclid",
+        "li_fat_id",
+        "twclid",
+        "event_type",
+        "event_name",
+        "tag",
+        "distinct_id",
+        "browser",
+        "os",
+        "device",
+        "screen",
+        "language",
+        "hostname",
+    },
+    "event_data": {"session_id", "event_id", "url_path", "event_name", "data_key", "data_type", "string_value"},
+    "session_data": {"session_id", "data_key", "data_type", "string_value", "distinct_id"},
+}
+
+
 def _data_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     """Rows for event_data / session_data, or raise like the database would."""
     rows = []
@@ -1202,6 +1276,8 @@ class _Tables:
         self.event_data: list[dict[str, Any]] = []
         self.revenue: list[dict[str, Any]] = []
         self.session_data: dict[tuple[str, str], dict[str, Any]] = {}
+        #: What Umami on ClickHouse would insert for each element, in order: (table, JSONEachRow line).
+        self.clickhouse: list[tuple[str, str, str]] = []  # (website, table, line)
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:
@@ -2076,6 +2152,9 @@ class FakeUmami:
                         created_at_ms=created_ms,
                     )
                     t.session_data[(session_id, r["data_key"])] = r
+                self._record_clickhouse(
+                    "session_data", source_id, _with_raw(rows, data), session_id=session_id, distinct_id=distinct_id
+                )
             return 200, None, stored
 
         hostname = p.get("hostname")
@@ -2137,6 +2216,10 @@ class FakeUmami:
                 if v is not None and (len(v) > limit or "\x00" in v):
                     _check_text(v, limit, "P2000")
         self._insert_event(event)
+        client = {"browser": browser, "os": os_name, "device": device, "screen": screen, "language": p.get("language")}
+        country, region, city = location or (None, None, None)
+        client.update(country=country, region=region if country and region else None, city=city)
+        self._record_clickhouse("website_event", source_id, [{**event, **client}])
 
         if data is not None:
             rows = _data_rows(data)
@@ -2148,6 +2231,8 @@ class FakeUmami:
                     created_at_ms=created_ms,
                 )
             t.event_data.extend(rows)
+            owner = {"event_id": event["event_id"], "url_path": event["url_path"], "event_name": name}
+            self._record_clickhouse("event_data", source_id, _with_raw(rows, data), **owner)
             revenue = data.get("revenue")
             currency = data.get("currency")
             if isinstance(revenue, (int, float, str)) and not isinstance(revenue, bool):
@@ -2211,6 +2296,28 @@ class FakeUmami:
     def _insert_event(self, event: dict[str, Any]) -> None:
         self._t.events.append(event)
         self._t.events_by_site.setdefault(event["website_id"], []).append(event)
+
+    def _record_clickhouse(self, table: str, website: str, rows: list[dict[str, Any]], **common: Any) -> None:
+        """The ``JSONEachRow`` lines Umami 3.1 on ClickHouse inserts for these rows
+        (``saveEvent``/``saveEventData``/``saveSessionData``, ClickHouse branch)."""
+        for row in rows:
+            row = {**row, **common}
+            message = {k: v for k, v in row.items() if k in _CLICKHOUSE_COLUMNS[table]}
+            message["website_id"] = website
+            message["created_at"] = _utc_string(row["created_at_ms"])
+            if table != "website_event":
+                message["number_value"] = _RawNumber(row["_number"]) if row.get("_number") is not None else None
+                message["date_value"] = _utc_string(row["_date_ms"]) if row.get("_date_ms") is not None else None
+            self._t.clickhouse.append((website, table, _json_with_raw_numbers(message)))
+
+    def clickhouse_inserts(self, website: str) -> dict[str, list[str]]:
+        """Per table, the lines Umami on ClickHouse would have inserted for this website, in order."""
+        out: dict[str, list[str]] = {"website_event": [], "event_data": [], "session_data": []}
+        with self._lock:
+            for site, table, line in self._t.clickhouse:
+                if site == website.lower():
+                    out[table].append(line)
+        return out
 
     # ----------------------------------------------------------------- auth and read-back
 

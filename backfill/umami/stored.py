@@ -30,10 +30,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from ..errors import ConfigError
 from ..geo import LOCATED_CLIENT_IP, SEPARATOR, UNLOCATED_CLIENT_IP
 from ..schema import (
     COL_FILE,
@@ -589,3 +591,34 @@ def _session_data_rows(
         schema=_data_schema(SESSION_DATA_COLUMNS) | {COL_FILE: pl.UInt32(), COL_ROW: pl.UInt64()},
     )
     return frame, refused
+
+
+# --------------------------------------------------------------------------- Umami's GeoIP lookup
+
+
+def geoip_lookup(path: Path) -> Callable[[str], tuple[str | None, str | None, str | None] | None]:
+    """Umami's GeoLite2 lookup: country ISO code (else the registered country's),
+    the first subdivision's ISO code, the English city name."""
+    import maxminddb
+
+    try:
+        reader = maxminddb.open_database(str(path))
+    except (OSError, ValueError, maxminddb.InvalidDatabaseError) as exc:
+        raise ConfigError(f"--geoip-db {path}: cannot read it as a MaxMind database ({exc})") from exc
+
+    def lookup(ip: str) -> tuple[str | None, str | None, str | None] | None:
+        try:
+            found = reader.get(ip.strip())
+        except ValueError:
+            return None
+        if not isinstance(found, dict):
+            return None
+        country = (found.get("country") or {}).get("iso_code") or (found.get("registered_country") or {}).get(
+            "iso_code"
+        )
+        subdivisions = found.get("subdivisions") or [{}]
+        region = subdivisions[0].get("iso_code")
+        city = ((found.get("city") or {}).get("names") or {}).get("en")
+        return country, region, city
+
+    return lookup
