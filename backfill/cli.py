@@ -380,6 +380,13 @@ def _add_verify_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--top", type=_positive_int, default=10, help="lines per top list (paths, referrers, ...)")
     group.add_argument(
+        "--store",
+        choices=["auto", "postgres", "clickhouse"],
+        default="auto",
+        help="where the Umami keeps its data; its reports count a little differently on ClickHouse "
+        "(auto: told by how the server labels time buckets)",
+    )
+    group.add_argument(
         "--user-agent",
         default=DEFAULT_USER_AGENT,
         help="the User-Agent the import sent for rows without one (browser/OS are predicted only for the default)",
@@ -657,6 +664,7 @@ def _run_verify(args: argparse.Namespace) -> int:
         top=args.top,
         insecure=args.insecure,
         timeout=args.timeout,
+        store=args.store,
     )
     if args.insecure:
         console.say("warning: --insecure: TLS certificates are not verified")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from tests import chdb_server
@@ -33,13 +34,17 @@ def insert_api_record(database: str, inserts: dict[str, list[str]]) -> None:
             chdb_server.run(f"INSERT INTO {database}.{table} FORMAT JSONEachRow " + "\n".join(lines), "CSV")
 
 
-def _rows(sql: str, website: str) -> list[dict[str, Any]]:
-    return chdb_server.rows(sql, {"website": website})
+Query = Callable[[str, dict[str, str]], list[dict[str, Any]]]
 
 
-def canonical(database: str, website: str) -> dict[str, Any]:
-    """Every table of one website as multisets of rows, ids replaced by what they point at."""
+def canonical(database: str, website: str, query: Query = chdb_server.rows) -> dict[str, Any]:
+    """Every table of one website as multisets of rows, ids replaced by what they point at
+    (``query`` runs a statement with parameters: the shared engine, or a server over HTTP)."""
     where = "WHERE website_id = {website:UUID}"
+
+    def _rows(sql: str, website: str) -> list[dict[str, Any]]:
+        return query(sql, {"website": website})
+
     events = _rows(f"SELECT * EXCEPT (lcp, inp, cls, fcp, ttfb) FROM {database}.website_event {where}", website)
     signature: dict[str, str] = {}
     visits: dict[str, list[str]] = {}

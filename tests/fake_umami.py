@@ -1276,6 +1276,8 @@ class _Tables:
         self.event_data: list[dict[str, Any]] = []
         self.revenue: list[dict[str, Any]] = []
         self.session_data: dict[tuple[str, str], dict[str, Any]] = {}
+        #: Each event's own element's client values (what Umami on ClickHouse keeps on the event row).
+        self.clients: dict[str, dict[str, Any]] = {}
         #: What Umami on ClickHouse would insert for each element, in order: (table, JSONEachRow line).
         self.clickhouse: list[tuple[str, str, str]] = []  # (website, table, line)
 
@@ -1479,6 +1481,7 @@ class FakeUmami:
             ``meta.driverAdapterError.cause`` objects instead of the flat dotted key
             the recorded cases show, to check a client copes with both.
         latency_ms, max_body_bytes, max_batch_elements: initial :class:`Faults` knobs.
+        store: "postgres" (default) or "clickhouse": how the read API counts (see ``self.store``).
     """
 
     def __init__(
@@ -1498,8 +1501,13 @@ class FakeUmami:
         latency_ms: float = 0.0,
         max_body_bytes: int | None = None,
         max_batch_elements: int | None = None,
+        store: str = "postgres",
     ) -> None:
         self.host = "127.0.0.1"
+        #: "clickhouse": the read API answers as Umami on ClickHouse does (reports read the hourly
+        #: table: times at the hour's start, labels as UTC instants; each event's own client values;
+        #: the referrer list leaves out the stored hostname as it is).
+        self.store = store
         self.port = port
         self.username = username
         self.password = password
@@ -1690,7 +1698,7 @@ class FakeUmami:
             for e in self._t.events_by_site.get(website, ()):
                 if e["event_type"] not in (1, 3, 4):
                     continue
-                t = e["created_at_ms"]
+                t = self._at(e)
                 if t < start_ms or t > end_ms:
                     continue
                 g = groups.get((e["session_id"], e["visit_id"]))
@@ -2219,6 +2227,7 @@ class FakeUmami:
         client = {"browser": browser, "os": os_name, "device": device, "screen": screen, "language": p.get("language")}
         country, region, city = location or (None, None, None)
         client.update(country=country, region=region if country and region else None, city=city)
+        t.clients[event["event_id"]] = client
         self._record_clickhouse("website_event", source_id, [{**event, **client}])
 
         if data is not None:
@@ -2296,6 +2305,11 @@ class FakeUmami:
     def _insert_event(self, event: dict[str, Any]) -> None:
         self._t.events.append(event)
         self._t.events_by_site.setdefault(event["website_id"], []).append(event)
+
+    def _at(self, e: dict[str, Any]) -> int:
+        """The time the reports see: the event's, or on ClickHouse its hour's start (the hourly table)."""
+        t = e["created_at_ms"]
+        return t - t % 3_600_000 if self.store == "clickhouse" else t
 
     def _record_clickhouse(self, table: str, website: str, rows: list[dict[str, Any]], **common: Any) -> None:
         """The ``JSONEachRow`` lines Umami 3.1 on ClickHouse inserts for these rows
@@ -2568,7 +2582,7 @@ class FakeUmami:
         counts: dict[Any, Any] = {}
         with self._lock:
             for e in self._t.events_by_site.get(wid, ()):
-                t = e["created_at_ms"]
+                t = e["created_at_ms"] if mtype == "event" else self._at(e)  # event metrics read website_event
                 if t < start or t > end:
                     continue
                 if mtype == "event":
@@ -2582,15 +2596,24 @@ class FakeUmami:
                     x = e[event_cols[mtype]]
                     if x is None or x == "":
                         continue  # getPageviewMetrics: `and column != ''` (null fails it too)
-                    if mtype == "referrer" and (e["hostname"] is None or x == _WWW_ANY.sub("", e["hostname"])):
+                    if mtype == "referrer" and self.store == "clickhouse" and x == e["hostname"]:
+                        continue  # the hourly view: `x != '' and x != hostname`
+                    if (
+                        mtype == "referrer"
+                        and self.store != "clickhouse"
+                        and (e["hostname"] is None or x == _WWW_ANY.sub("", e["hostname"]))
+                    ):
                         continue  # `referrer_domain != regexp_replace(hostname, '^www.', '')`
                     # getPageviewMetrics (Umami 3): count(distinct session_id), not views
                     counts.setdefault(x, set()).add(e["session_id"])
                 elif mtype in session_cols:
                     if e["event_type"] != 1:
                         continue
-                    s = self._t.sessions.get(e["session_id"])
-                    x = s[mtype] if s else None
+                    if self.store == "clickhouse":  # every event row carries its own element's values
+                        x = self._t.clients.get(e["event_id"], {}).get(mtype)
+                    else:
+                        s = self._t.sessions.get(e["session_id"])
+                        x = s[mtype] if s else None
                     if x is None or x == "":
                         continue  # getSessionMetrics: `and column != ''` (null fails it too)
                     if mtype == "language":
@@ -2603,12 +2626,12 @@ class FakeUmami:
         return rows[:limit]
 
     def _pageviews(self, wid: str, start: int, end: int, unit: str, timezone: str | None = None) -> dict[str, Any]:
-        bucket = _bucketer(_allowed_unit(start, end, unit), timezone)
+        bucket = _bucketer(_allowed_unit(start, end, unit), timezone, self.store)
         views: dict[str, int] = {}
         sess: dict[str, set[str]] = {}
         with self._lock:
             for e in self._t.events_by_site.get(wid, ()):
-                t = e["created_at_ms"]
+                t = self._at(e)
                 if e["event_type"] != 1 or t < start or t > end:
                     continue
                 b = bucket(t)
@@ -2621,11 +2644,11 @@ class FakeUmami:
 
     def _event_series(self, wid: str, start: int, end: int, q: dict[str, str]) -> list[dict[str, Any]]:
         """``/events/series`` (getEventStats): custom events per name and time bucket."""
-        bucket = _bucketer(_allowed_unit(start, end, q.get("unit", "day")), q.get("timezone"))
+        bucket = _bucketer(_allowed_unit(start, end, q.get("unit", "day")), q.get("timezone"), self.store)
         counts: dict[tuple[str, str], int] = {}
         with self._lock:
             for e in self._t.events_by_site.get(wid, ()):
-                t = e["created_at_ms"]
+                t = self._at(e)
                 if e["event_type"] != 2 or t < start or t > end:
                     continue
                 key = (e["event_name"], bucket(t))
@@ -2747,11 +2770,22 @@ def _allowed_unit(start_ms: int, end_ms: int, unit: str) -> str:
     return unit if unit in allowed else minimum
 
 
-def _bucketer(unit: str, timezone: str | None) -> Callable[[int], str]:
+def _bucketer(unit: str, timezone: str | None, store: str = "postgres") -> Callable[[int], str]:
     """Bucket labels as Umami's PostgreSQL ``getDateSQL`` writes them: in UTC
-    ``YYYY-MM-DDTHH:00:00Z``; in another zone the local wall clock, ``YYYY-MM-DD HH:00:00``."""
+    ``YYYY-MM-DDTHH:00:00Z``; in another zone the local wall clock, ``YYYY-MM-DD HH:00:00``.
+    On ClickHouse (``toDateTime(date_trunc(unit, t, zone), zone)`` printed as ISO): the local
+    bucket's start as a UTC instant, ``2024-02-29T23:00:00Z`` for Berlin's 1 March."""
     utc = not timezone or timezone.lower() == "utc"
     zone = None if utc else zoneinfo.ZoneInfo(str(timezone))
+    if store == "clickhouse":
+        wall_clock = _bucketer(unit, "Etc/UTC" if utc else timezone)
+        where = zone or zoneinfo.ZoneInfo("UTC")
+
+        def instant(ms: int) -> str:
+            start = dt.datetime.fromisoformat(wall_clock(ms)).replace(tzinfo=where)
+            return start.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+        return instant
 
     def bucket(ms: int) -> str:
         if zone is None:

@@ -87,6 +87,7 @@ class ClickHouseSink:
     settings: ClickHouseSettings
     website_name: str | None = None
     schema: database.SchemaInfo | None = None
+    arrow: bool = True  # whether the server reads Arrow bodies (else CSV)
     _lookup: Any = field(default=None, repr=False)
 
     kind = "clickhouse"
@@ -105,7 +106,10 @@ class ClickHouseSink:
                 self.schema = database.check_schema(ch)
             except ClickHouseError as exc:
                 raise ConfigError(f"cannot read ClickHouse's schema at {ch.endpoint.redacted}: {exc}") from None
+            self.arrow = ch.takes_arrow()
         say(f"clickhouse {self.settings.endpoint.redacted}: {self.schema.describe}")
+        if not self.arrow:
+            say("note: this server reads no binary (Arrow) insert body: inserting CSV text instead (slower)")
         if self.schema.distributed:
             say(
                 "note: Distributed tables: every insert waits until all shards have it (insert_distributed_sync); "
@@ -137,7 +141,8 @@ class ClickHouseSink:
             conn.close()
 
     def _client(self) -> ClickHouse:
-        return ClickHouse(self.settings.endpoint, timeout=self.settings.timeout, insecure=self.settings.insecure)
+        settings = self.settings
+        return ClickHouse(settings.endpoint, timeout=settings.timeout, insecure=settings.insecure, arrow=self.arrow)
 
     def deliver(self, delivery: Delivery) -> SendOutcome:
         """Write every block past the checkpoint; the checkpoint moves after a block's inserts."""

@@ -76,8 +76,9 @@ class Endpoint:
 class ClickHouse:
     """One ClickHouse server and database, over HTTP."""
 
-    def __init__(self, endpoint: Endpoint, timeout: float = 300.0, insecure: bool = False) -> None:
+    def __init__(self, endpoint: Endpoint, timeout: float = 300.0, insecure: bool = False, arrow: bool = True) -> None:
         self.endpoint = endpoint
+        self.arrow = arrow
         self.client = httpx.Client(
             base_url=endpoint.base,
             auth=(endpoint.user, endpoint.password),
@@ -126,14 +127,28 @@ class ClickHouse:
         return pl.read_ipc_stream(io.BytesIO(raw)) if raw else pl.DataFrame()
 
     def insert(self, table: str, frame: pl.DataFrame, **settings: Any) -> None:
-        """Insert a frame whose columns are named as the table's: one Arrow stream,
-        one record batch, so ClickHouse makes one block of it (its views see all rows at once)."""
+        """Insert a frame whose columns are named as the table's, as one block (its views
+        see all rows at once): one Arrow stream of one record batch, or CSV text where
+        the server takes no binary body (:meth:`takes_arrow`)."""
         if frame.height == 0:
             return
-        buffer = io.BytesIO()
-        frame.rechunk().write_ipc_stream(buffer, compression="lz4", compat_level=pl.CompatLevel.oldest())
         columns = ", ".join(f"`{c}`" for c in frame.columns)
-        self._post(f"INSERT INTO `{table}` ({columns}) FORMAT ArrowStream", buffer.getvalue(), None, settings)
+        if self.arrow:
+            body, fmt = arrow_stream(frame), "ArrowStream"
+        else:
+            body, fmt = csv_text(frame), "CSV"
+            settings = {"input_format_csv_empty_as_default": 0, "format_csv_allow_single_quotes": 0, **settings}
+        self._post(f"INSERT INTO `{table}` ({columns}) FORMAT {fmt}", body, None, settings)
+
+    def takes_arrow(self) -> bool:
+        """Whether the server reads a binary Arrow body: an insert of one row into the ``null``
+        table function, which stores nothing. A front that reads bodies as text cannot."""
+        frame = pl.DataFrame({"probe": [1]}, schema={"probe": pl.UInt8()})
+        try:
+            self._post("INSERT INTO FUNCTION null('probe UInt8') FORMAT ArrowStream", arrow_stream(frame), None, {})
+        except ClickHouseError:
+            return False
+        return True
 
     def ping(self) -> None:
         try:
@@ -142,3 +157,25 @@ class ClickHouse:
             raise ConfigError(f"cannot reach ClickHouse at {self.endpoint.redacted} ({exc})") from None
         if response.status_code != 200:
             raise ConfigError(f"{self.endpoint.redacted}/ping answered HTTP {response.status_code}: not ClickHouse?")
+
+
+def arrow_stream(frame: pl.DataFrame) -> bytes:
+    """One Arrow IPC stream of one record batch, LZ4-compressed, in the oldest Arrow layout
+    (plain strings, no views) that every ClickHouse release reads."""
+    buffer = io.BytesIO()
+    frame.rechunk().write_ipc_stream(buffer, compression="lz4", compat_level=pl.CompatLevel.oldest())
+    return buffer.getvalue()
+
+
+def csv_text(frame: pl.DataFrame) -> bytes:
+    """CSV as ClickHouse reads it: every text quoted (so ``""`` is an empty string and an
+    unquoted ``\\N`` is NULL), times as ``YYYY-MM-DD hh:mm:ss``."""
+    buffer = io.BytesIO()
+    frame.write_csv(
+        buffer,
+        include_header=False,
+        quote_style="non_numeric",
+        null_value="\\N",
+        datetime_format="%Y-%m-%d %H:%M:%S",
+    )
+    return buffer.getvalue()
