@@ -15,11 +15,13 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from ..errors import ConfigError
 from ..schema import COL_FILE, COL_JSON, COL_ROW
 from ..umami import ids
 from ..umami.stored import Derivation, Refusal, positions
@@ -33,6 +35,25 @@ NO_SECRET_NOTE = (
 )
 #: Bytes read from each end of an input to tell files apart in row ids (see file_key).
 FILE_KEY_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """What every database sink needs to derive what Umami would store, and where it goes."""
+
+    url: str
+    website: str
+    user_agent: str
+    app_secret: str | None = None
+    geoip_db: Path | None = None
+    exact_visits: bool = False
+
+    def __post_init__(self) -> None:
+        from ..umami.api import website_id_problem
+
+        problem = website_id_problem(self.website)
+        if problem:
+            raise ConfigError(problem)
 
 
 class BlockRun:

@@ -31,7 +31,7 @@ from decimal import ROUND_DOWN, Decimal, InvalidOperation
 
 import polars as pl
 
-from ..schema import COL_FILE, COL_ROW
+from ..schema import COL_FILE, COL_ROW, QUERY_PARAMS_LIMITED
 from .stored import Refusal, Stored
 
 #: Column -> type as ClickHouse's ``system.columns`` reports it, for the tables a
@@ -39,21 +39,11 @@ from .stored import Refusal, Stored
 _EVENT_STRINGS = (
     "url_path",
     "url_query",
-    "utm_source",
-    "utm_medium",
-    "utm_campaign",
-    "utm_content",
-    "utm_term",
+    *QUERY_PARAMS_LIMITED,
     "referrer_path",
     "referrer_query",
     "referrer_domain",
     "page_title",
-    "gclid",
-    "fbclid",
-    "msclkid",
-    "ttclid",
-    "li_fat_id",
-    "twclid",
 )
 _LOW_CARDINALITY = ("hostname", "browser", "os", "device", "screen", "language", "country", "region")
 _DATA_VALUES = {

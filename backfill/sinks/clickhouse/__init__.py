@@ -19,7 +19,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -30,7 +29,7 @@ from ...schema import COL_FILE, COL_ROW
 from ...umami import stored
 from ...umami.stored import geoip_lookup
 from .. import Delivery
-from ..blocks import NO_SECRET_NOTE, BlockRun, derivation_for
+from ..blocks import NO_SECRET_NOTE, BlockRun, DatabaseSettings, derivation_for
 from ..outcome import SendOutcome
 from . import database
 from .client import ClickHouse, ClickHouseError, Endpoint
@@ -44,15 +43,9 @@ _VALUE_ERRORS = {6, 27, 38, 41, 53, 69, 70, 72, 131, 190, 349, 407}
 
 
 @dataclass(frozen=True)
-class ClickHouseSettings:
+class ClickHouseSettings(DatabaseSettings):
     """Where to write and how to derive what Umami would (``--clickhouse-url`` and friends)."""
 
-    url: str
-    website: str
-    user_agent: str
-    app_secret: str | None = None
-    geoip_db: Path | None = None
-    exact_visits: bool = False
     insert_rows: int = DEFAULT_INSERT_ROWS
     database_url: str | None = None  # Umami's PostgreSQL, read for the website only
     skip_website_check: bool = False
@@ -62,11 +55,7 @@ class ClickHouseSettings:
     def __post_init__(self) -> None:
         if self.insert_rows < 1:
             raise ConfigError("--insert-rows must be at least 1")
-        from ...umami.api import website_id_problem
-
-        problem = website_id_problem(self.website)
-        if problem:
-            raise ConfigError(problem)
+        super().__post_init__()
         Endpoint.parse(self.url)
         if self.database_url is None and not self.skip_website_check:
             raise ConfigError(

@@ -19,22 +19,11 @@ from datetime import UTC, datetime
 import polars as pl
 
 from ...umami import clickhouse
-from ...umami.stored import CLIENT_COLUMNS, QUERY_COLUMNS, Refusal, Stored
+from ...umami.stored import CLIENT_COLUMNS, EVENT_COLUMNS, Refusal, Stored
 
 #: website_event columns we write (lcp, inp, cls, fcp, ttfb and job_id keep their NULL default).
-EVENT_STRINGS = (
-    "hostname",
-    *CLIENT_COLUMNS,
-    "url_path",
-    "url_query",
-    *QUERY_COLUMNS,
-    "referrer_path",
-    "referrer_query",
-    "referrer_domain",
-    "page_title",
-    "event_name",
-    "tag",
-)
+_NOT_TEXT = ("event_id", "website_id", "session_id", "visit_id", "created_at", "event_type")
+EVENT_STRINGS = tuple(c for c in (*EVENT_COLUMNS, *CLIENT_COLUMNS) if c not in _NOT_TEXT)
 _DATETIME_MIN = datetime(1970, 1, 1, tzinfo=UTC)
 _DATETIME_MAX = datetime(2106, 2, 7, 6, 28, 15, tzinfo=UTC)
 _SECONDS = pl.Datetime("us", "UTC")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,7 +24,7 @@ from ...ordering import emit
 from ...schema import COL_FILE, COL_ROW
 from ...umami.stored import geoip_lookup
 from .. import Delivery
-from ..blocks import NO_SECRET_NOTE, BlockRun, derivation_for
+from ..blocks import NO_SECRET_NOTE, BlockRun, DatabaseSettings, derivation_for
 from ..outcome import SendOutcome
 from . import database
 from .rows import Tables, derive
@@ -36,25 +35,15 @@ DEFAULT_TRANSACTION_ROWS = 20_000
 
 
 @dataclass(frozen=True)
-class PostgresSettings:
+class PostgresSettings(DatabaseSettings):
     """Where to write and how to derive what Umami would (``--database-url`` and friends)."""
 
-    url: str
-    website: str
-    user_agent: str
-    app_secret: str | None = None
-    geoip_db: Path | None = None
-    exact_visits: bool = False
     transaction_rows: int = DEFAULT_TRANSACTION_ROWS
 
     def __post_init__(self) -> None:
         if self.transaction_rows < 1:
             raise ConfigError("--transaction-rows must be at least 1")
-        from ...umami.api import website_id_problem
-
-        problem = website_id_problem(self.website)
-        if problem:
-            raise ConfigError(problem)
+        super().__post_init__()
         scheme = urlsplit(self.url).scheme
         if scheme not in ("postgres", "postgresql"):
             raise ConfigError(
