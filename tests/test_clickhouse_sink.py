@@ -300,3 +300,36 @@ def test_the_website_must_be_checked_and_credentials_are_never_printed(server: A
     written += [p.read_text() for p in (tmp_path / ".backfill-state").rglob("*.json")]
     assert not any("s3cret-pw" in text for text in written)
     assert f"127.0.0.1:{server.port}/{database}" in result.stderr
+
+
+def test_on_replicated_tables_a_retried_insert_is_dropped_by_the_engine(server: Any) -> None:
+    """On a cluster the inserts carry a deduplication token derived from their rows; one node
+    honours tokens where a MergeTree keeps a deduplication window, which stands in for replication."""
+    import polars as pl
+
+    from backfill.sinks.clickhouse.client import ClickHouse, Endpoint
+    from backfill.sinks.clickhouse.database import SchemaInfo, _insert
+
+    database = ch_cases.new_database()
+    window = "MODIFY SETTING non_replicated_deduplication_window = 100"
+    for table in ("event_data", "website_revenue"):  # on a cluster both are Replicated
+        chdb_server.run(f"ALTER TABLE {database}.{table} {window}", "CSV")
+    replicated = SchemaInfo(database, "26", {"event_data": "ReplicatedMergeTree"})
+    settings = replicated.insert_settings()
+    assert settings["insert_deduplicate"] == 1 and settings["async_insert"] == 0
+    rows = pl.DataFrame(
+        {
+            "website_id": [WEBSITE] * 2,
+            "session_id": [WEBSITE] * 2,
+            "event_id": ["0190f1a2-0000-8b4c-8000-000000000001"] * 2,
+            "data_key": ["revenue", "currency"],
+            "string_value": ["12.5000", "EUR"],
+            "data_type": pl.Series([2, 1], dtype=pl.UInt32),
+            "created_at": pl.Series([1709280000] * 2).cast(pl.Datetime("ms")).dt.replace_time_zone("UTC"),
+        }
+    )
+    with ClickHouse(Endpoint.parse(server.url(database))) as ch:
+        _insert(ch, "event_data", rows, settings, "event_id")
+        _insert(ch, "event_data", rows, settings, "event_id")  # a retry after a lost answer
+    assert ch_cases.count(database, "event_data") == 2
+    assert ch_cases.count(database, "website_revenue") == 1
