@@ -12,7 +12,7 @@ UV     := $(TOOLS)/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install demo test lint bench bench-db clean postgres chromium lock test-latest versions
+.PHONY: install demo test lint bench bench-db bench-ch clean postgres chromium lock test-latest versions
 
 $(UV): .ci/uv-requirements.txt
 	$(PYTHON) -m venv $(TOOLS)
@@ -90,14 +90,21 @@ lint: $(STAMP)
 # Options through BENCH_ARGS, e.g. make bench BENCH_ARGS="--quick" or BENCH_ARGS="--sizes 1m --only dry,send".
 # The database sink's benchmark (bench/database.py) runs after it: a throwaway PostgreSQL,
 # 3M generated events with countries and revenue (1M for the memory comparison), and a plain COPY.
+# Then bench/clickhouse.py: the ClickHouse sink into the real engine (chdb behind tests/chdb_server.py)
+# with Umami's full ClickHouse schema, against a plain insert of the same rows and the PostgreSQL sink.
 BENCH_ARGS ?=
 BENCH_DB_ARGS ?=
+BENCH_CH_ARGS ?=
 bench: $(STAMP) postgres
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 	$(BIN)/python bench/database.py $(BENCH_DB_ARGS)
+	$(BIN)/python bench/clickhouse.py $(BENCH_CH_ARGS)
 
 bench-db: $(STAMP) postgres
 	$(BIN)/python bench/database.py $(BENCH_DB_ARGS)
+
+bench-ch: $(STAMP) postgres
+	$(BIN)/python bench/clickhouse.py $(BENCH_CH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .demo .pytest_cache .html-reports

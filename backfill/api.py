@@ -54,6 +54,8 @@ from .umami.api import RunRefusedError
 from .validate import validate
 from .visits import CrossingVisits, VisitSpans, visit_key_expr
 
+#: Sinks that write Umami's database directly (every row once, no "in doubt").
+DATABASE_SINKS = ("postgres", "clickhouse")
 #: The website id written into dry-run payloads when none is given.
 PLACEHOLDER_WEBSITE = "00000000-0000-0000-0000-000000000000"
 
@@ -606,7 +608,7 @@ def run_import(
         summary.destination = sink.destination()
         again = (
             "--restart writes it again and adds nothing (every row's id is already there)"
-            if sink.kind == "postgres"
+            if sink.kind in DATABASE_SINKS
             else "--restart imports again and duplicates what was sent"
         )
         summary.notes.append(f"nothing to do: this import already completed (checkpoint {checkpoint_path}); {again}")
@@ -678,7 +680,7 @@ def run_import(
     summary.destination = sink.destination()
     summary.elapsed_s = time.monotonic() - started
     summary.stopped = stopped
-    if sink.kind == "postgres":
+    if sink.kind in DATABASE_SINKS:
         summary.accepted_label = "stored in database"
     if refused:
         summary.refused, summary.resumable = True, False
@@ -697,16 +699,36 @@ def run_import(
 
 
 def choose_sink(config: RunConfig, mapping: Mapping) -> Any:
-    """The import's destination: Umami's database with --database-url, else its HTTP API."""
+    """The import's destination: Umami's ClickHouse with --clickhouse-url, its PostgreSQL with
+    --database-url, else its HTTP API."""
+    writes_database = bool(config.database_url or config.clickhouse_url)
+    if writes_database and sends_ip(config.geo) and "ip" in mapping.fields and config.geoip_db is None:
+        raise ConfigError(
+            "the mapping sends an ip, which Umami looks up in its GeoLite2 database; writing into the "
+            "database needs the same file: pass --geoip-db PATH (GeoLite2-City.mmdb), or --geo headers "
+            "(location from mapped country/region/city) or --geo off"
+        )
+    if config.clickhouse_url:
+        from .sinks.clickhouse import ClickHouseSettings, ClickHouseSink
+
+        return ClickHouseSink(
+            ClickHouseSettings(
+                url=config.clickhouse_url,
+                website=str(config.website),
+                user_agent=config.user_agent,
+                app_secret=config.app_secret,
+                geoip_db=config.geoip_db,
+                exact_visits=visits_mode(config, mapping) == "exact",
+                insert_rows=config.insert_rows,
+                database_url=config.database_url,
+                skip_website_check=config.skip_website_check,
+                timeout=max(config.timeout, 300.0),
+                insecure=config.insecure,
+            )
+        )
     if config.database_url:
         from .sinks.postgres import PostgresSettings, PostgresSink
 
-        if sends_ip(config.geo) and "ip" in mapping.fields and config.geoip_db is None:
-            raise ConfigError(
-                "the mapping sends an ip, which Umami looks up in its GeoLite2 database; writing into the "
-                "database needs the same file: pass --geoip-db PATH (GeoLite2-City.mmdb), or --geo headers "
-                "(location from mapped country/region/city) or --geo off"
-            )
         return PostgresSink(
             PostgresSettings(
                 url=config.database_url,

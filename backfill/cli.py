@@ -226,6 +226,24 @@ def _add_send_options(parser: argparse.ArgumentParser) -> None:
         help="rows per database transaction (the checkpoint moves after each commit)",
     )
     database.add_argument(
+        "--clickhouse-url",
+        default=None,
+        help="the ClickHouse of an Umami that runs on it (its CLICKHOUSE_URL, http[s]://user:password@host:8123/db; "
+        "env UMAMI_CLICKHOUSE_URL): write its tables directly, exactly once; never printed or stored. "
+        "--database-url is then Umami's PostgreSQL, read only to check the website",
+    )
+    database.add_argument(
+        "--insert-rows",
+        type=_positive_int,
+        default=100_000,
+        help="rows per ClickHouse insert (the checkpoint moves after each)",
+    )
+    database.add_argument(
+        "--skip-website-check",
+        action="store_true",
+        help="with --clickhouse-url and no --database-url: write into --website without checking that Umami knows it",
+    )
+    database.add_argument(
         "--geoip-db",
         type=Path,
         help="the GeoLite2-City.mmdb Umami uses: locates rows whose mapping sends an ip, as Umami would",
@@ -430,6 +448,13 @@ def _add_verify_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--top", type=_positive_int, default=10, help="lines per top list (paths, referrers, ...)")
     group.add_argument(
+        "--store",
+        choices=["auto", "postgres", "clickhouse"],
+        default="auto",
+        help="where the Umami keeps its data; its reports count a little differently on ClickHouse "
+        "(auto: told by how the server labels time buckets)",
+    )
+    group.add_argument(
         "--user-agent",
         default=DEFAULT_USER_AGENT,
         help="the User-Agent the import sent for rows without one (browser/OS are predicted only for the default)",
@@ -444,22 +469,37 @@ def _add_verify_options(parser: argparse.ArgumentParser) -> None:
     verbosity.add_argument("--verbose", "-v", action="store_true", help="print every day, not only the differing ones")
 
 
-def _destination(args: argparse.Namespace, host: str | None) -> tuple[str | None, str | None]:
-    """--host or --database-url: a flag given on the command line wins over the other's
-    environment variable (UMAMI_HOST is often set for verify); both given is an error."""
+def _destination(args: argparse.Namespace, host: str | None) -> tuple[str | None, str | None, str | None]:
+    """(host, database URL, ClickHouse URL). --host, --database-url or --clickhouse-url: a flag
+    given on the command line wins over another's environment variable (UMAMI_HOST is often set
+    for verify); --host with a database URL is an error. With --clickhouse-url, --database-url is
+    Umami's PostgreSQL, read for the website only."""
     if args.command != "import":
-        return host, None
+        return host, None, None
+    argv = getattr(args, "argv", sys.argv[1:])
+
+    def given(flag: str) -> bool:
+        return any(a == flag or a.startswith(flag + "=") for a in argv)
+
     database_url = getattr(args, "database_url", None)
-    host_flag = any(a == "--host" or a.startswith("--host=") for a in getattr(args, "argv", sys.argv[1:]))
-    if database_url is None and not host_flag:
-        database_url = os.environ.get("UMAMI_DATABASE_URL")
-    if database_url and host and not host_flag:
+    clickhouse_url = getattr(args, "clickhouse_url", None)
+    host_flag = given("--host")
+    if not host_flag:
+        if database_url is None:
+            database_url = os.environ.get("UMAMI_DATABASE_URL")
+        if clickhouse_url is None:
+            clickhouse_url = os.environ.get("UMAMI_CLICKHOUSE_URL")
+    if (database_url or clickhouse_url) and host and not host_flag:
         host = None  # UMAMI_HOST from the environment gives way to a database URL
+    if host and clickhouse_url:
+        raise ConfigError(
+            "pass either --host (send through Umami's API) or --clickhouse-url (write its ClickHouse tables), not both"
+        )
     if host and database_url:
         raise ConfigError(
             "pass either --host (send through Umami's API) or --database-url (write its database), not both"
         )
-    return host, database_url
+    return host, database_url, clickhouse_url
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -467,8 +507,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     website = getattr(args, "website", None)
     if getattr(args, "batch_size", DEFAULT_BATCH_SIZE) > MAX_BATCH_SIZE:
         raise ConfigError(f"--batch-size is at most {MAX_BATCH_SIZE} (newer Umami refuses larger batches)")
-    host, database_url = _destination(args, host)
-    dry = args.command == "validate" or not (host or database_url)
+    host, database_url, clickhouse_url = _destination(args, host)
+    dry = args.command == "validate" or not (host or database_url or clickhouse_url)
     if not dry and not website:
         raise ConfigError("--website (or UMAMI_WEBSITE_ID) is required to import into " + str(host or "the database"))
     return RunConfig(
@@ -517,6 +557,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         matomo_token_file=getattr(args, "matomo_token_file", None),
         page_size=getattr(args, "page_size", None),
         quota_wait=getattr(args, "quota_wait", 3600.0),
+        clickhouse_url=clickhouse_url if not dry else None,
+        insert_rows=getattr(args, "insert_rows", 100_000),
+        skip_website_check=getattr(args, "skip_website_check", False),
     )
 
 
@@ -678,6 +721,7 @@ def _run_verify(args: argparse.Namespace) -> int:
         top=args.top,
         insecure=args.insecure,
         timeout=args.timeout,
+        store=args.store,
     )
     if args.insecure:
         console.say("warning: --insecure: TLS certificates are not verified")

@@ -66,6 +66,9 @@ class RunConfig:
     matomo_token_file: str | None = None  # --matomo-token-file FILE (else MATOMO_TOKEN_AUTH)
     page_size: int | None = None  # --page-size: rows / visits per API request
     quota_wait: float = 3600.0  # --quota-wait: seconds to wait for an hourly API quota
+    clickhouse_url: str | None = None  # --clickhouse-url: write Umami's ClickHouse tables (Umami's CLICKHOUSE_URL)
+    insert_rows: int = 100_000  # --insert-rows: rows per ClickHouse insert
+    skip_website_check: bool = False  # --skip-website-check: ClickHouse without Umami's PostgreSQL to check in
     extra: dict[str, str] = field(default_factory=dict)
 
     @property

@@ -925,6 +925,80 @@ def _flatten(data: dict[str, Any], parent: str = "") -> Iterator[tuple[str, Any,
             yield full, _js_json(value), 5
 
 
+def _with_raw(rows: list[dict[str, Any]], data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows with what Umami on ClickHouse sends instead of PostgreSQL's values: the number
+    as JavaScript writes it in JSON (``_number``) and the date's milliseconds (``_date_ms``)."""
+    out = []
+    for row, (_, value, dtype) in zip(rows, _flatten(data), strict=True):
+        date_ms = _parse_js_date(value) if dtype == 4 else None
+        out.append({**row, "_number": value if dtype == 2 else None, "_date_ms": date_ms})
+    return out
+
+
+class _RawNumber(float):
+    """A number written into JSON as JavaScript's ``JSON.stringify`` writes it."""
+
+    def __new__(cls, value: Any) -> _RawNumber:
+        made = super().__new__(cls, _js_to_number(value))
+        made.text = _js_number_str(_js_to_number(value))
+        return made
+
+
+def _json_with_raw_numbers(message: dict[str, Any]) -> str:
+    parts = []
+    for key, value in message.items():
+        text = value.text if isinstance(value, _RawNumber) else json.dumps(value, ensure_ascii=False)
+        parts.append(f"{json.dumps(key)}:{text}")
+    return "{" + ",".join(parts) + "}"
+
+
+def _utc_string(ms: int) -> str:
+    """``getUTCString``: ``yyyy-MM-dd HH:mm:ss`` in UTC."""
+    return _iso_seconds(ms).replace("T", " ").rstrip("Z")
+
+
+_CLICKHOUSE_COLUMNS = {
+    "website_event": {
+        "website_id",
+        "session_id",
+        "visit_id",
+        "event_id",
+        "country",
+        "region",
+        "city",
+        "url_path",
+        "url_query",
+        "utm_source",
+        "utm_medium",
+        "utm_campaign",
+        "utm_content",
+        "utm_term",
+        "referrer_path",
+        "referrer_query",
+        "referrer_domain",
+        "page_title",
+        "gclid",
+        "fbclid",
+        "msclkid",
+        "ttclid",
+        "li_fat_id",
+        "twclid",
+        "event_type",
+        "event_name",
+        "tag",
+        "distinct_id",
+        "browser",
+        "os",
+        "device",
+        "screen",
+        "language",
+        "hostname",
+    },
+    "event_data": {"session_id", "event_id", "url_path", "event_name", "data_key", "data_type", "string_value"},
+    "session_data": {"session_id", "data_key", "data_type", "string_value", "distinct_id"},
+}
+
+
 def _data_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     """Rows for event_data / session_data, or raise like the database would."""
     rows = []
@@ -1202,6 +1276,10 @@ class _Tables:
         self.event_data: list[dict[str, Any]] = []
         self.revenue: list[dict[str, Any]] = []
         self.session_data: dict[tuple[str, str], dict[str, Any]] = {}
+        #: Each event's own element's client values (what Umami on ClickHouse keeps on the event row).
+        self.clients: dict[str, dict[str, Any]] = {}
+        #: What Umami on ClickHouse would insert for each element, in order: (table, JSONEachRow line).
+        self.clickhouse: list[tuple[str, str, str]] = []  # (website, table, line)
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:
@@ -1403,6 +1481,7 @@ class FakeUmami:
             ``meta.driverAdapterError.cause`` objects instead of the flat dotted key
             the recorded cases show, to check a client copes with both.
         latency_ms, max_body_bytes, max_batch_elements: initial :class:`Faults` knobs.
+        store: "postgres" (default) or "clickhouse": how the read API counts (see ``self.store``).
     """
 
     def __init__(
@@ -1422,8 +1501,13 @@ class FakeUmami:
         latency_ms: float = 0.0,
         max_body_bytes: int | None = None,
         max_batch_elements: int | None = None,
+        store: str = "postgres",
     ) -> None:
         self.host = "127.0.0.1"
+        #: "clickhouse": the read API answers as Umami on ClickHouse does (reports read the hourly
+        #: table: times at the hour's start, labels as UTC instants; each event's own client values;
+        #: the referrer list leaves out the stored hostname as it is).
+        self.store = store
         self.port = port
         self.username = username
         self.password = password
@@ -1614,7 +1698,7 @@ class FakeUmami:
             for e in self._t.events_by_site.get(website, ()):
                 if e["event_type"] not in (1, 3, 4):
                     continue
-                t = e["created_at_ms"]
+                t = self._at(e)
                 if t < start_ms or t > end_ms:
                     continue
                 g = groups.get((e["session_id"], e["visit_id"]))
@@ -2076,6 +2160,9 @@ class FakeUmami:
                         created_at_ms=created_ms,
                     )
                     t.session_data[(session_id, r["data_key"])] = r
+                self._record_clickhouse(
+                    "session_data", source_id, _with_raw(rows, data), session_id=session_id, distinct_id=distinct_id
+                )
             return 200, None, stored
 
         hostname = p.get("hostname")
@@ -2137,6 +2224,11 @@ class FakeUmami:
                 if v is not None and (len(v) > limit or "\x00" in v):
                     _check_text(v, limit, "P2000")
         self._insert_event(event)
+        client = {"browser": browser, "os": os_name, "device": device, "screen": screen, "language": p.get("language")}
+        country, region, city = location or (None, None, None)
+        client.update(country=country, region=region if country and region else None, city=city)
+        t.clients[event["event_id"]] = client
+        self._record_clickhouse("website_event", source_id, [{**event, **client}])
 
         if data is not None:
             rows = _data_rows(data)
@@ -2148,6 +2240,8 @@ class FakeUmami:
                     created_at_ms=created_ms,
                 )
             t.event_data.extend(rows)
+            owner = {"event_id": event["event_id"], "url_path": event["url_path"], "event_name": name}
+            self._record_clickhouse("event_data", source_id, _with_raw(rows, data), **owner)
             revenue = data.get("revenue")
             currency = data.get("currency")
             if isinstance(revenue, (int, float, str)) and not isinstance(revenue, bool):
@@ -2211,6 +2305,33 @@ class FakeUmami:
     def _insert_event(self, event: dict[str, Any]) -> None:
         self._t.events.append(event)
         self._t.events_by_site.setdefault(event["website_id"], []).append(event)
+
+    def _at(self, e: dict[str, Any]) -> int:
+        """The time the reports see: the event's, or on ClickHouse its hour's start (the hourly table)."""
+        t = e["created_at_ms"]
+        return t - t % 3_600_000 if self.store == "clickhouse" else t
+
+    def _record_clickhouse(self, table: str, website: str, rows: list[dict[str, Any]], **common: Any) -> None:
+        """The ``JSONEachRow`` lines Umami 3.1 on ClickHouse inserts for these rows
+        (``saveEvent``/``saveEventData``/``saveSessionData``, ClickHouse branch)."""
+        for row in rows:
+            row = {**row, **common}
+            message = {k: v for k, v in row.items() if k in _CLICKHOUSE_COLUMNS[table]}
+            message["website_id"] = website
+            message["created_at"] = _utc_string(row["created_at_ms"])
+            if table != "website_event":
+                message["number_value"] = _RawNumber(row["_number"]) if row.get("_number") is not None else None
+                message["date_value"] = _utc_string(row["_date_ms"]) if row.get("_date_ms") is not None else None
+            self._t.clickhouse.append((website, table, _json_with_raw_numbers(message)))
+
+    def clickhouse_inserts(self, website: str) -> dict[str, list[str]]:
+        """Per table, the lines Umami on ClickHouse would have inserted for this website, in order."""
+        out: dict[str, list[str]] = {"website_event": [], "event_data": [], "session_data": []}
+        with self._lock:
+            for site, table, line in self._t.clickhouse:
+                if site == website.lower():
+                    out[table].append(line)
+        return out
 
     # ----------------------------------------------------------------- auth and read-back
 
@@ -2461,7 +2582,7 @@ class FakeUmami:
         counts: dict[Any, Any] = {}
         with self._lock:
             for e in self._t.events_by_site.get(wid, ()):
-                t = e["created_at_ms"]
+                t = e["created_at_ms"] if mtype == "event" else self._at(e)  # event metrics read website_event
                 if t < start or t > end:
                     continue
                 if mtype == "event":
@@ -2475,15 +2596,24 @@ class FakeUmami:
                     x = e[event_cols[mtype]]
                     if x is None or x == "":
                         continue  # getPageviewMetrics: `and column != ''` (null fails it too)
-                    if mtype == "referrer" and (e["hostname"] is None or x == _WWW_ANY.sub("", e["hostname"])):
+                    if mtype == "referrer" and self.store == "clickhouse" and x == e["hostname"]:
+                        continue  # the hourly view: `x != '' and x != hostname`
+                    if (
+                        mtype == "referrer"
+                        and self.store != "clickhouse"
+                        and (e["hostname"] is None or x == _WWW_ANY.sub("", e["hostname"]))
+                    ):
                         continue  # `referrer_domain != regexp_replace(hostname, '^www.', '')`
                     # getPageviewMetrics (Umami 3): count(distinct session_id), not views
                     counts.setdefault(x, set()).add(e["session_id"])
                 elif mtype in session_cols:
                     if e["event_type"] != 1:
                         continue
-                    s = self._t.sessions.get(e["session_id"])
-                    x = s[mtype] if s else None
+                    if self.store == "clickhouse":  # every event row carries its own element's values
+                        x = self._t.clients.get(e["event_id"], {}).get(mtype)
+                    else:
+                        s = self._t.sessions.get(e["session_id"])
+                        x = s[mtype] if s else None
                     if x is None or x == "":
                         continue  # getSessionMetrics: `and column != ''` (null fails it too)
                     if mtype == "language":
@@ -2496,12 +2626,12 @@ class FakeUmami:
         return rows[:limit]
 
     def _pageviews(self, wid: str, start: int, end: int, unit: str, timezone: str | None = None) -> dict[str, Any]:
-        bucket = _bucketer(_allowed_unit(start, end, unit), timezone)
+        bucket = _bucketer(_allowed_unit(start, end, unit), timezone, self.store)
         views: dict[str, int] = {}
         sess: dict[str, set[str]] = {}
         with self._lock:
             for e in self._t.events_by_site.get(wid, ()):
-                t = e["created_at_ms"]
+                t = self._at(e)
                 if e["event_type"] != 1 or t < start or t > end:
                     continue
                 b = bucket(t)
@@ -2514,11 +2644,11 @@ class FakeUmami:
 
     def _event_series(self, wid: str, start: int, end: int, q: dict[str, str]) -> list[dict[str, Any]]:
         """``/events/series`` (getEventStats): custom events per name and time bucket."""
-        bucket = _bucketer(_allowed_unit(start, end, q.get("unit", "day")), q.get("timezone"))
+        bucket = _bucketer(_allowed_unit(start, end, q.get("unit", "day")), q.get("timezone"), self.store)
         counts: dict[tuple[str, str], int] = {}
         with self._lock:
             for e in self._t.events_by_site.get(wid, ()):
-                t = e["created_at_ms"]
+                t = self._at(e)
                 if e["event_type"] != 2 or t < start or t > end:
                     continue
                 key = (e["event_name"], bucket(t))
@@ -2640,11 +2770,22 @@ def _allowed_unit(start_ms: int, end_ms: int, unit: str) -> str:
     return unit if unit in allowed else minimum
 
 
-def _bucketer(unit: str, timezone: str | None) -> Callable[[int], str]:
+def _bucketer(unit: str, timezone: str | None, store: str = "postgres") -> Callable[[int], str]:
     """Bucket labels as Umami's PostgreSQL ``getDateSQL`` writes them: in UTC
-    ``YYYY-MM-DDTHH:00:00Z``; in another zone the local wall clock, ``YYYY-MM-DD HH:00:00``."""
+    ``YYYY-MM-DDTHH:00:00Z``; in another zone the local wall clock, ``YYYY-MM-DD HH:00:00``.
+    On ClickHouse (``toDateTime(date_trunc(unit, t, zone), zone)`` printed as ISO): the local
+    bucket's start as a UTC instant, ``2024-02-29T23:00:00Z`` for Berlin's 1 March."""
     utc = not timezone or timezone.lower() == "utc"
     zone = None if utc else zoneinfo.ZoneInfo(str(timezone))
+    if store == "clickhouse":
+        wall_clock = _bucketer(unit, "Etc/UTC" if utc else timezone)
+        where = zone or zoneinfo.ZoneInfo("UTC")
+
+        def instant(ms: int) -> str:
+            start = dt.datetime.fromisoformat(wall_clock(ms)).replace(tzinfo=where)
+            return start.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+        return instant
 
     def bucket(ms: int) -> str:
         if zone is None:

@@ -136,6 +136,28 @@ def test_ga4_import_verifies_with_exact_visits_and_not_hourly(tmp_path: Path) ->
     assert metrics == {"visits"}
 
 
+def test_an_umami_on_clickhouse_is_told_apart_and_counted_as_it_counts(tmp_path: Path) -> None:
+    """The GA4 sample's pages are on www.ledgerly.example and many referrers are ledgerly.example:
+    Umami on PostgreSQL drops those as self-referrals (www. stripped), on ClickHouse it lists them.
+    Each store is recognised by its answers and modelled, so MATCH means the same on both."""
+    with FakeUmami(store="clickhouse") as server:
+        site = server.add_website()
+        imported = import_into(server.url, site, GA4_GLOB, "ga4", tmp_path, "--state", tmp_path / "state", cwd=ROOT)
+        assert imported.code == 0, imported.stdout + imported.stderr
+        ok = verify(server, site, GA4_GLOB, "ga4", tmp_path)
+        assert ok.code == 0, ok.stdout + ok.stderr
+        assert "data in ClickHouse" in ok.stderr and "compared as Umami on ClickHouse counts" in ok.stdout
+        referrers = {r["value"]: r["found"] for r in report(tmp_path)["top"]["referrers"]["rows"]}
+        assert referrers.get("ledgerly.example", 0) > 0
+        # Days in a zone with a half-hour offset: the hourly table's rows start at the UTC hour.
+        kolkata = verify(server, site, GA4_GLOB, "ga4", tmp_path, "--timezone", "Asia/Kolkata")
+        assert kolkata.code == 0, kolkata.stdout + kolkata.stderr
+        # Modelled as PostgreSQL, the same store differs, and says where.
+        wrong = verify(server, site, GA4_GLOB, "ga4", tmp_path, "--store", "postgres")
+    assert wrong.code == 1, wrong.stdout
+    assert "top referrers ledgerly.example" in verdict(wrong)
+
+
 def test_events_sent_without_timestamp_land_now(tmp_path: Path) -> None:
     payloads = tmp_path / "payloads.ndjson"
     with FakeUmami() as server:

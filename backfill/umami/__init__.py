@@ -9,5 +9,7 @@ Every sink and check that must agree with a real Umami 3.1 reads it from this pa
 - ``js``: JavaScript string and URL semantics (UTF-16 cuts, ``decodeURI``, ``new URL``).
 - ``ids``: Umami's formulas for session and visit ids.
 - ``eventdata``: how Umami flattens and types event and session data.
+- ``stored``: what Umami stores for a block of ``/api/batch`` elements, the values every
+  database sink lays out in its own tables (PostgreSQL, ClickHouse).
 - ``api``: Umami's authenticated read API (login, API key, website checks).
 """

@@ -25,6 +25,9 @@ from ..rejects import RecordFile
 from ..schema import COL_FILE, COL_ROW, COL_TS, COL_VISIT, COL_VISITOR, COL_VKEY
 from ..visits import visit_key_expr
 
+#: Where Umami keeps its data: its reports count differently on each (see ExpectedCollector).
+POSTGRES, CLICKHOUSE = "postgres", "clickhouse"
+STORES = (POSTGRES, CLICKHOUSE)
 #: Merge the partial sets once they hold this many rows.
 _MERGE_ROWS = 1 << 21
 _SEED = 0x5EED_B00C
@@ -87,16 +90,21 @@ def _split_url(url: str | None, hostname: str | None) -> tuple[str, str]:
     return _decode_uri(path)[:500], stored
 
 
-def _referrer_domain(referrer: str, stored_host: str) -> str | None:
+def _referrer_domain(referrer: str, stored_host: str, store: str = POSTGRES) -> str | None:
     """The referrer domain Umami lists (a leading ``www.`` dropped); None when it leaves it
-    out (empty, or the page's own hostname)."""
+    out (empty, or the page's own hostname as that store compares it)."""
     try:
         host = urllib.parse.urlsplit(urllib.parse.urljoin(f"https://{stored_host}/", referrer.strip())).hostname
     except ValueError:
         return None
     domain = (host or "").removeprefix("www.")
+    if not domain:
+        return None
+    if store == CLICKHOUSE:
+        # The hourly view keeps `x != '' and x != hostname`: the stored hostname, www. and all.
+        return None if domain == stored_host else domain
     # Umami 3's referrer list: `referrer_domain != regexp_replace(hostname, '^www.', '')`
-    if not domain or not stored_host or domain == re.sub(r"^www.", "", stored_host):
+    if not stored_host or domain == re.sub(r"^www.", "", stored_host):
         return None
     return domain
 
@@ -119,6 +127,7 @@ class Expected:
 
     timezone: str
     visits_mode: str
+    store: str = POSTGRES
     rows: int = 0
     first_ts: int | None = None
     last_ts: int | None = None
@@ -147,7 +156,17 @@ class Expected:
 
 
 class ExpectedCollector:
-    """Folds every chunk's sendable rows (``api.prepare``'s ``observe``) into ``Expected``."""
+    """Folds every chunk's sendable rows (``api.prepare``'s ``observe``) into ``Expected``.
+
+    ``store`` is where the Umami keeps its data; its unfiltered reports count differently:
+
+    - PostgreSQL: days by each event's time; a session's browser, OS and country are its
+      first event's; the referrer list leaves out the page's hostname with ``www.`` dropped;
+    - ClickHouse: the reports read ``website_event_stats_hourly``, whose rows start at the
+      hour, so an event counts on the day of its hour's start; every event row carries its
+      own element's browser, OS and country, and a session counts under each value of its
+      pageviews; the view leaves out a referrer equal to the stored hostname as it is.
+    """
 
     def __init__(
         self,
@@ -156,8 +175,10 @@ class ExpectedCollector:
         exact_visits: bool,
         geo: str = "auto",
         user_agent: str = DEFAULT_USER_AGENT,
+        store: str = POSTGRES,
     ) -> None:
         self.timezone = timezone
+        self.store = store
         self.exact_visits = exact_visits
         self.geo = geo
         #: Rows without a userAgent are sent with this UA: Umami detects no browser/OS in
@@ -175,7 +196,8 @@ class ExpectedCollector:
         self._visit_first = Fold(_min_per_visit, min_rows=_MERGE_ROWS)  # (_vkey, first) of every row
         self._paths = Fold(_unique, min_rows=_MERGE_ROWS)  # (path, vh) of pageviews
         self._referrers = Fold(_unique, min_rows=_MERGE_ROWS)  # (referrer, vh) of pageviews
-        self._sessions = Fold(_first_per_visitor, min_rows=_MERGE_ROWS)  # the first row of each visitor
+        #: the first row of each visitor (PostgreSQL), or each (visitor, values) of pageviews (ClickHouse)
+        self._sessions = Fold(_first_per_visitor if store == POSTGRES else _unique, min_rows=_MERGE_ROWS)
         self._url_cache: dict[tuple[str | None, str | None], tuple[str, str]] = {}
 
     def __call__(self, good: pl.DataFrame) -> None:
@@ -188,8 +210,9 @@ class ExpectedCollector:
         lo, hi = good[COL_TS].min(), good[COL_TS].max()
         self.first_ts = lo if self.first_ts is None else min(self.first_ts, lo)  # type: ignore[type-var,assignment]
         self.last_ts = hi if self.last_ts is None else max(self.last_ts, hi)  # type: ignore[type-var,assignment]
+        at = pl.col(COL_TS) - pl.col(COL_TS) % 3600 if self.store == CLICKHOUSE else pl.col(COL_TS)
         day = (
-            pl.from_epoch(pl.col(COL_TS), time_unit="s")
+            pl.from_epoch(at, time_unit="s")
             .dt.replace_time_zone("UTC")
             .dt.convert_time_zone(self.timezone)
             .dt.date()
@@ -229,7 +252,10 @@ class ExpectedCollector:
                 sums = paid.group_by("data.currency").agg(amount.sum())
                 for currency, total in sums.iter_rows():
                     self.revenue[str(currency)] += float(total)
-        self._add_sessions(frame)
+        if self.store == CLICKHOUSE:
+            self._add_sessions(pv)
+        else:
+            self._add_sessions(frame)
 
     def _add_pages(self, pv: pl.DataFrame) -> None:
         """(path, visitor) and (referrer domain, visitor) pairs of one chunk's pageviews."""
@@ -252,7 +278,7 @@ class ExpectedCollector:
         refs = rows.filter(pl.col("referrer").is_not_null())
         if refs.height:
             combos = refs.select("referrer", "_host").unique()
-            domains = [_referrer_domain(r, h) for r, h in combos.iter_rows()]
+            domains = [_referrer_domain(r, h, self.store) for r, h in combos.iter_rows()]
             combos = combos.with_columns(pl.Series("domain", domains, dtype=pl.String))
             joined = refs.join(combos, on=["referrer", "_host"], how="left")
             self._referrers.add(joined.filter(pl.col("domain").is_not_null()).select("domain", "vh").unique())
@@ -282,11 +308,16 @@ class ExpectedCollector:
             *attrs,
             _hash(sent_ua).alias("ua"),
         )
-        self._sessions.add(_first_per_visitor(first))
+        if self.store == CLICKHOUSE:  # every pageview's own values: (visitor, values) pairs
+            self._sessions.add(first.drop("_t", "_f", "_r").unique())
+        else:
+            self._sessions.add(_first_per_visitor(first))
 
     def finish(self) -> Expected:
         tz = self.timezone
-        out = Expected(timezone=tz, visits_mode="exact" if self.exact_visits else "hourly", rows=self.rows)
+        out = Expected(
+            timezone=tz, visits_mode="exact" if self.exact_visits else "hourly", store=self.store, rows=self.rows
+        )
         out.first_ts, out.last_ts = self.first_ts, self.last_ts
         epoch = dt.date(1970, 1, 1)
 
@@ -327,9 +358,11 @@ class ExpectedCollector:
                 out.top[name] = TopExpected(unpredictable=f"{unknown:,} sessions: {why}")
             else:  # Umami's session metrics leave out empty values (`and column != ''`)
                 listed = sessions.filter(pl.col(column).is_not_null() & (pl.col(column) != ""))
+                listed = listed.select(column, "vh").unique()
                 out.top[name] = TopExpected(Counter(dict(listed.group_by(column).len().iter_rows())))
         if sessions.height:
-            out.user_agents = Counter(dict(sessions.group_by("ua").len().iter_rows()))
+            firsts = sessions.unique(subset="vh", keep="first")
+            out.user_agents = Counter(dict(firsts.group_by("ua").len().iter_rows()))
         return out
 
 
@@ -338,13 +371,16 @@ def collect_expected(
     timezone: str,
     progress: Callable[..., None] | None = None,
     stop: threading.Event | None = None,
+    store: str = POSTGRES,
 ) -> tuple[Expected, str | None]:
     """Read the sources as ``import`` would; return the expected figures and the reader format."""
     from .. import api
 
     plan_ = api.plan(config)
     exact = api.visits_mode(config, plan_.mapping) == "exact"
-    collector = ExpectedCollector(timezone, exact_visits=exact, geo=config.geo, user_agent=config.user_agent)
+    collector = ExpectedCollector(
+        timezone, exact_visits=exact, geo=config.geo, user_agent=config.user_agent, store=store
+    )
     scratch = Path(tempfile.mkdtemp(prefix="backfill-verify-"))
     try:
         rejects = RecordFile(scratch / "rejects.ndjson")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import zoneinfo
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -104,7 +105,7 @@ class UmamiReader:
         out: dict[dt.date, list[int]] = {}
         for key, index in (("pageviews", 0), ("sessions", 1)):
             for point in body.get(key) or []:
-                day = _bucket_day(point.get("x"))
+                day = _bucket_day(point.get("x"), timezone)
                 out.setdefault(day, [0, 0])[index] += int(point.get("y") or 0)
         return {d: (v[0], v[1]) for d, v in out.items()}
 
@@ -112,8 +113,20 @@ class UmamiReader:
         params = {"startAt": start_ms, "endAt": end_ms, "unit": "day", "timezone": timezone}
         out: dict[dt.date, Counter[str]] = {}
         for point in self.get("/events/series", params) or []:
-            out.setdefault(_bucket_day(point.get("t")), Counter())[str(point.get("x"))] += int(point.get("y") or 0)
+            day = _bucket_day(point.get("t"), timezone)
+            out.setdefault(day, Counter())[str(point.get("x"))] += int(point.get("y") or 0)
         return out
+
+    def store(self, now_ms: int) -> str | None:
+        """Which database the server keeps its data in, told by how it labels time buckets:
+        on PostgreSQL a local time (``2024-03-01 00:00:00``), on ClickHouse the bucket's start
+        as a UTC instant (``2024-02-29T23:00:00Z``). None when the website has no pageview."""
+        # Any zone but "utc" (which PostgreSQL labels as an instant too): Etc/UTC.
+        body = self.get("/pageviews", {"startAt": 0, "endAt": now_ms, "unit": "year", "timezone": "Etc/UTC"})
+        for point in body.get("pageviews") or []:
+            label = str(point.get("x"))
+            return "clickhouse" if label.endswith("Z") else "postgres"
+        return None
 
     def metrics(self, kind: str, start_ms: int, end_ms: int, limit: int = METRICS_LIMIT) -> list[tuple[Any, int]]:
         params = {"startAt": start_ms, "endAt": end_ms, "type": kind, "limit": limit}
@@ -130,10 +143,14 @@ def _stat_value(value: Any) -> int:
         return 0
 
 
-def _bucket_day(label: Any) -> dt.date:
-    """A day bucket's date: ``2024-03-01 00:00:00`` (local) or ``2024-03-01T00:00:00Z`` (UTC)."""
+def _bucket_day(label: Any, timezone: str) -> dt.date:
+    """A day bucket's date: ``2024-03-01 00:00:00`` (a local time: Umami on PostgreSQL) or
+    ``2024-02-29T23:00:00Z`` (the local day's start as a UTC instant: Umami on ClickHouse)."""
     text = str(label)
     try:
+        if text.endswith("Z"):
+            instant = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+            return instant.astimezone(zoneinfo.ZoneInfo(timezone)).date()
         return dt.date.fromisoformat(text[:10])
     except ValueError:
         raise ReadError(f"Umami answered a day bucket {text!r} that is not a date") from None

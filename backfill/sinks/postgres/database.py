@@ -20,6 +20,7 @@ import io
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import polars as pl
 
@@ -108,6 +109,14 @@ def connect(url: str) -> Any:
         raise ConfigError(f"cannot connect to the database ({first_line(exc)})") from exc
     except psycopg.ProgrammingError as exc:
         raise ConfigError(f"--database-url is not a valid PostgreSQL URL ({first_line(exc)})") from exc
+
+
+def redacted(url: str) -> str:
+    """postgresql://host:port/database of a URL, for messages and the checkpoint; never the user or password."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    port = f":{parts.port}" if parts.port else ""
+    return f"postgresql://{host}{port}{parts.path}"
 
 
 def first_line(exc: BaseException) -> str:

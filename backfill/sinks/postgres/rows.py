@@ -1,542 +1,66 @@
-"""Prepared rows -> the rows Umami 3.1 would store for them, table by table.
+"""The PostgreSQL layout of what Umami stores (:mod:`backfill.umami.stored`).
 
-The input is exactly what the HTTP sink sends: each row's ``/api/batch``
-element (``_json``), its location key (``_geo``), time, visitor and source
-position. Each derivation follows Umami's ``/api/send`` route (3.1), cited where
-it is not obvious, so a database import stores what an API import of the same
-rows would (ids aside; see :mod:`.ids`). Flat payload fields are decoded
-column-wise; URLs, ids and client detection are computed once per distinct
-value; only event data, a JSON object per row, is walked row by row.
+Umami 3.1 on PostgreSQL keeps a session once (the first element of it that it
+sees) and points every event at it; revenue has a table of its own, filled by
+its ``/api/send`` route. The values come from the shared derivation; this module
+only picks the columns of each of the five tables we write.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import json
-import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
 
 import polars as pl
 
-from ...geo import LOCATED_CLIENT_IP, SEPARATOR, UNLOCATED_CLIENT_IP
-from ...schema import (
-    COL_FILE,
-    COL_GEO,
-    COL_JSON,
-    COL_ROW,
-    COL_TS,
-    COL_VKEY,
-    PAYLOAD_STRING_FIELDS,
-    QUERY_PARAMS_LIMITED,
-    SESSION_TABLE_COLUMNS,
-)
-from ...transform import map_unique
-from ...umami import eventdata, ids
-from ...umami.js import js_substring, parse_url, safe_decode_uri, safe_decode_uri_component, search_param
-from ...visits import CrossingVisits
-
-URL_LENGTH = 500  # Umami's URL_LENGTH and PAGE_TITLE_LENGTH
-EVENT_NAME_LENGTH = 50
-#: website_event columns Umami fills from the url's query string (the parameter of the same name).
-QUERY_COLUMNS = QUERY_PARAMS_LIMITED
-_PAYLOAD_FIELDS = ("website", *PAYLOAD_STRING_FIELDS)
-ELEMENT_DTYPE = pl.Struct({"type": pl.String(), "payload": pl.Struct({name: pl.String() for name in _PAYLOAD_FIELDS})})
-_WWW_ANY = re.compile(r"^www.")  # Umami's urlDomain regex: the dot is any character
-_WWW = re.compile(r"^www\.")
-
-SESSION_COLUMNS = SESSION_TABLE_COLUMNS
-EVENT_COLUMNS = (
-    "event_id",
-    "website_id",
-    "session_id",
-    "visit_id",
-    "created_at",
-    "url_path",
-    "url_query",
-    *QUERY_COLUMNS,
-    "referrer_path",
-    "referrer_query",
-    "referrer_domain",
-    "page_title",
-    "event_type",
-    "event_name",
-    "tag",
-    "hostname",
-)
-DATA_COLUMNS = (
-    "string_value",
-    "number_value",
-    "date_value",
-    "data_type",
-)
-EVENT_DATA_COLUMNS = ("event_data_id", "website_id", "website_event_id", "data_key", *DATA_COLUMNS, "created_at")
-SESSION_DATA_COLUMNS = (
-    "session_data_id",
-    "website_id",
-    "session_id",
-    "data_key",
-    *DATA_COLUMNS,
-    "distinct_id",
-    "created_at",
-)
-REVENUE_COLUMNS = (
-    "revenue_id",
-    "website_id",
-    "session_id",
-    "event_id",
-    "event_name",
-    "currency",
-    "revenue",
-    "created_at",
+from ...umami import stored
+from ...umami.stored import (
+    EVENT_COLUMNS,
+    EVENT_DATA_COLUMNS,
+    REVENUE_COLUMNS,
+    SESSION_COLUMNS,
+    SESSION_DATA_COLUMNS,
+    Derivation,
+    Refusal,
+    positions,
 )
 
-#: (user agent, screen) -> (browser, os, device), Umami's detection when the payload sets none.
-DetectFn = Callable[[str | None, str | None], tuple[str | None, str | None, str | None]]
-#: ip -> (country, region, city) from a GeoIP database, or None.
-LookupFn = Callable[[str], tuple[str | None, str | None, str | None] | None]
-
-
-@dataclass(frozen=True)
-class Derivation:
-    """What the rows of one import share: where they go and how ids are salted."""
-
-    website: str
-    secret: str  # umami_secret(APP_SECRET) or ours, see ids.py
-    user_agent: str  # the request's User-Agent: used when a row has no payload userAgent
-    file_keys: tuple[str, ...]  # a stable identity per source file (by index), for row ids
-    detect: DetectFn
-    geoip: LookupFn | None = None
-    exact_visits: bool = False
-    crossing: CrossingVisits | None = None  # source visits crossing hh:00, with their first hour
+__all__ = [
+    "EVENT_COLUMNS",
+    "EVENT_DATA_COLUMNS",
+    "REVENUE_COLUMNS",
+    "SESSION_COLUMNS",
+    "SESSION_DATA_COLUMNS",
+    "Derivation",
+    "Tables",
+    "derive",
+    "layout",
+    "positions",
+]
 
 
 @dataclass
 class Tables:
-    """One block's rows per table, plus the rows Umami would have refused (and why)."""
+    """One block's rows per PostgreSQL table, plus the rows Umami would have refused (and why)."""
 
     session: pl.DataFrame
     website_event: pl.DataFrame
     event_data: pl.DataFrame
     revenue: pl.DataFrame
     session_data: pl.DataFrame
-    refused: list[tuple[int, int, str, str]] = field(default_factory=list)  # (file, row, field, reason)
-
-
-def positions(refused: list[tuple[int, int, str, str]]) -> pl.DataFrame:
-    """The (file, row) of each refused row, to join a block on."""
-    return pl.DataFrame(
-        [(f, r) for f, r, _, _ in refused], schema={COL_FILE: pl.UInt32(), COL_ROW: pl.UInt64()}, orient="row"
-    )
+    refused: list[Refusal] = field(default_factory=list)  # (file, row, field, reason)
 
 
 def derive(block: pl.DataFrame, how: Derivation) -> Tables:
     """Every table's rows for one block of prepared rows (in send order)."""
-    frame = _decoded(block)
-    frame = frame.with_columns(_client_columns(frame, how))
-    frame = frame.with_columns(_location_columns(frame, how))
-    frame = frame.with_columns(_session_ids(frame, how))
-    frame = frame.with_columns(_visit_ids(frame, how))
-    events = _event_rows(frame.filter(pl.col("type") == "event"), how)
-    event_data, revenue, refused = _event_data_rows(events.filter(pl.col("_refusal").is_null()), how)
-    refused.extend(
-        events.filter(pl.col("_refusal").is_not_null()).select(COL_FILE, COL_ROW, "_field", "_refusal").rows()
-    )
-    session_data, identify_refused = _session_data_rows(frame.filter(pl.col("type") == "identify"), how)
-    refused.extend(identify_refused)
-    if refused:  # a row Umami fails on is rejected whole: none of its rows are written
-        gone = positions(refused)
-        frame = frame.join(gone, on=[COL_FILE, COL_ROW], how="anti", maintain_order="left")
-        events = events.join(gone, on=[COL_FILE, COL_ROW], how="anti", maintain_order="left")
-        kept = events["event_id"].implode()
-        event_data = event_data.filter(pl.col("website_event_id").is_in(kept))
-        revenue = revenue.filter(pl.col("event_id").is_in(kept))
-        session_data = session_data.filter(pl.col("session_id").is_in(frame["session_id"].implode()))
+    return layout(stored.derive(block, how))
+
+
+def layout(values: stored.Stored) -> Tables:
     return Tables(
-        session=_session_rows(frame, how),
-        website_event=events.select(EVENT_COLUMNS),
-        event_data=event_data,
-        revenue=revenue,
-        session_data=session_data,
-        refused=refused,
+        session=values.sessions.select(SESSION_COLUMNS),
+        website_event=values.events.select(EVENT_COLUMNS),
+        event_data=values.event_data.select(EVENT_DATA_COLUMNS),
+        revenue=values.revenue.select(REVENUE_COLUMNS),
+        session_data=values.session_data.select(SESSION_DATA_COLUMNS),
+        refused=values.refused,
     )
-
-
-# --------------------------------------------------------------------------- decoding
-
-
-def _decoded(block: pl.DataFrame) -> pl.DataFrame:
-    """The payload's flat fields as columns; ``data`` kept as JSON text (walked later)."""
-    element = block[COL_JSON].str.json_decode(ELEMENT_DTYPE)
-    fields = element.struct.field("payload").struct.unnest()
-    return pl.concat(
-        [
-            block.select(COL_FILE, COL_ROW, COL_TS, COL_GEO, COL_VKEY),
-            element.struct.field("type").to_frame("type"),
-            fields,
-            block[COL_JSON].str.json_path_match("$.payload.data").to_frame("data"),
-        ],
-        how="horizontal",
-    )
-
-
-_ABSENT = "\x01"  # a null inside a pair key
-
-
-def _pair_key(first: pl.Expr, second: pl.Expr) -> pl.Expr:
-    """One text key per (first, second) pair of nullable strings, so a Python function
-    runs once per distinct pair (``map_unique``); :func:`_split_pair` reverses it."""
-    return pl.concat_str([first.fill_null(_ABSENT), second.fill_null(_ABSENT)], separator="\x00")
-
-
-def _split_pair(key: str) -> tuple[str | None, str | None]:
-    first, _, second = key.partition("\x00")
-    return (None if first == _ABSENT else first), (None if second == _ABSENT else second)
-
-
-def _truthy(column: str) -> pl.Expr:
-    """JavaScript truthiness of an optional string field (absent and "" are false)."""
-    return pl.col(column).is_not_null() & (pl.col(column) != "")
-
-
-# --------------------------------------------------------------------------- session
-
-
-def _client_columns(frame: pl.DataFrame, how: Derivation) -> list[pl.Series]:
-    """browser/os/device: the payload's (``??``: an empty string counts), else detected."""
-    ua = frame.select(
-        pl.when(_truthy("userAgent")).then(pl.col("userAgent")).otherwise(pl.lit(how.user_agent)).alias("ua")
-    )["ua"]
-    key = frame.select(_pair_key(pl.lit(ua), pl.col("screen"))).to_series()
-    detected = map_unique(key, lambda k: list(how.detect(*_split_pair(k))), pl.List(pl.String()))
-    out = [
-        frame[name].fill_null(detected.list.get(i, null_on_oob=True)).alias(f"s_{name}")
-        for i, name in enumerate(("browser", "os", "device"))
-    ]
-    out.append(ua.alias("s_ua"))
-    return out
-
-
-def _location_columns(frame: pl.DataFrame, how: Derivation) -> list[pl.Series]:
-    """country/region/city: a payload ip is looked up (as Umami does, ignoring headers);
-    otherwise the location the HTTP sink would send as CDN headers, as Umami reads them."""
-    from_headers = map_unique(frame[COL_GEO].fill_null(""), _header_location, pl.List(pl.String()))
-    lookup = how.geoip
-    from_ip = map_unique(
-        frame["ip"],
-        (lambda ip: list(_ip_location(ip, lookup) or (None, None, None))),
-        pl.List(pl.String()),
-    )
-    has_ip = frame["ip"].is_not_null() & (frame["ip"] != "")
-    chosen = pl.select(pl.when(has_ip).then(from_ip).otherwise(from_headers)).to_series()
-    return [chosen.list.get(i, null_on_oob=True).alias(f"s_{n}") for i, n in enumerate(("country", "region", "city"))]
-
-
-def _header_location(key: str) -> list[str | None]:
-    """What Umami stores from the headers ``geo.request_headers`` makes of a location key."""
-    if not key:
-        return [None, None, None]
-    country, region, city = key.split(SEPARATOR)
-    # geo.request_headers sends the region without its country prefix
-    return list(_stored_location(country, region.split("-", 1)[-1] or None, city or None))
-
-
-def _ip_location(ip: str, lookup: LookupFn | None) -> tuple[str | None, str | None, str | None] | None:
-    if lookup is None or _is_local(ip):
-        return None
-    found = lookup(ip)
-    if not found:
-        return None
-    return _stored_location(*found)
-
-
-def _stored_location(
-    country: str | None, region: str | None, city: str | None
-) -> tuple[str | None, str | None, str | None]:
-    """What getLocation/getClientInfo keep of a location, headers or GeoIP alike:
-    getRegionCode ("CC-" unless the region holds a "-"; none without a country),
-    then safeDecodeURIComponent of each part."""
-    region = (region if "-" in region else f"{country}-{region}") if country and region else None
-    return (
-        safe_decode_uri_component(country),
-        safe_decode_uri_component(region),
-        safe_decode_uri_component(city),
-    )
-
-
-def _is_local(ip: str) -> bool:
-    """is-localhost-ip: loopback, private, link-local and unspecified addresses get no location."""
-    try:
-        address = ipaddress.ip_address(ip.split("%")[0])
-    except ValueError:
-        return False
-    return address.is_loopback or address.is_private or address.is_link_local or address.is_unspecified
-
-
-def _session_ids(frame: pl.DataFrame, how: Derivation) -> pl.Series:
-    """``id ? uuid(website, id) : uuid(website, ip, userAgent, monthly salt)``."""
-    secret, website = how.secret, how.website
-    with_id = map_unique(frame["id"], lambda v: ids.umami_uuid(secret, website, v) if v else None, pl.String())
-    if with_id.null_count() == 0:
-        return with_id.alias("session_id")
-    client_ip = pl.when(pl.col(COL_GEO).fill_null("") != "").then(pl.lit(LOCATED_CLIENT_IP))
-    anonymous = frame.select(
-        pl.concat_str(
-            [
-                pl.when(_truthy("ip")).then(pl.col("ip")).otherwise(client_ip.otherwise(pl.lit(UNLOCATED_CLIENT_IP))),
-                pl.col("s_ua"),
-                pl.col(COL_TS).cast(pl.String),
-            ],
-            separator="\x00",
-        )
-    ).to_series()
-
-    def anonymous_id(key: str) -> str:
-        ip, ua, ts = key.split("\x00")
-        return ids.umami_uuid(secret, website, ip, ua, ids.month_salt(int(ts)))
-
-    return with_id.fill_null(map_unique(anonymous, anonymous_id, pl.String())).alias("session_id")
-
-
-def _visit_ids(frame: pl.DataFrame, how: Derivation) -> pl.Series:
-    """Umami's visit: ``uuid(session, hash(startOfHour(createdAt).toUTCString()))``.
-
-    With ``--visits exact`` the HTTP sink keeps a source visit that crosses hh:00 in the
-    visit of its first event (Umami's cache token); here that is the same id, taken from
-    the hour of the visit's first event (``crossing``), so both paths store the same
-    visits: whole across hours, and two source visits in one clock hour share one, as
-    Umami's own rule makes them.
-    """
-    secret = how.secret
-    hour = pl.col(COL_TS) // 3600
-    if how.exact_visits and how.crossing is not None and how.crossing.count:
-        first = how.crossing.first_hours(frame[COL_VKEY])
-        hour = pl.coalesce(pl.lit(first), hour)
-    hourly_key = frame.select(
-        pl.concat_str([pl.col("session_id"), (hour * 3600).cast(pl.String)], separator=" ")
-    ).to_series()
-
-    def hourly(key: str) -> str:
-        session, start = key.split(" ")
-        return ids.umami_uuid(secret, session, ids.hour_salt(int(start)))
-
-    return map_unique(hourly_key, hourly, pl.String()).alias("visit_id")
-
-
-def _session_rows(frame: pl.DataFrame, how: Derivation) -> pl.DataFrame:
-    """The first row Umami sees of each session creates it (``on conflict do nothing``)."""
-    firsts = frame.unique(subset="session_id", keep="first", maintain_order=True)
-    return firsts.select(
-        "session_id",
-        pl.lit(how.website).alias("website_id"),
-        pl.col("s_browser").alias("browser"),
-        pl.col("s_os").alias("os"),
-        pl.col("s_device").alias("device"),
-        "screen",
-        "language",
-        pl.col("s_country").alias("country"),
-        pl.col("s_region").alias("region"),
-        pl.col("s_city").alias("city"),
-        pl.col("id").alias("distinct_id"),
-        _timestamp(pl.col(COL_TS)).alias("created_at"),
-    )
-
-
-def _timestamp(seconds: pl.Expr) -> pl.Expr:
-    return pl.from_epoch(seconds, time_unit="s").dt.replace_time_zone("UTC")
-
-
-# --------------------------------------------------------------------------- website_event
-
-
-def _event_ids(events: pl.DataFrame, how: Derivation) -> pl.Series:
-    """Ours, from the website and the source row: a replayed row hits its primary key."""
-    keys = events.select(
-        pl.concat_str(
-            [
-                pl.lit(how.website),
-                pl.col(COL_FILE).replace_strict(
-                    list(range(len(how.file_keys))), list(how.file_keys), return_dtype=pl.String
-                ),
-                pl.col(COL_ROW).cast(pl.String),
-            ],
-            separator="\x1f",
-        )
-    ).to_series()
-    return ids.marked_ids(events[COL_TS] * 1000, keys)
-
-
-def _parsed_url(url: str | None, hostname: str | None) -> dict[str, Any] | None:
-    """``new URL(url, base)`` and what Umami takes from it; None where Node throws."""
-    base = f"https://{hostname}" if hostname else "https://localhost"
-    parsed = parse_url(url if url is not None else "undefined", base)
-    if parsed is None:
-        return None
-    pathname = parsed.pathname
-    path = "" if pathname == "/undefined" else pathname + parsed.hash
-    search = parsed.search
-    out: dict[str, Any] = {
-        "url_path": js_substring(safe_decode_uri(path) or "", URL_LENGTH),
-        "url_query": js_substring(search[1:], URL_LENGTH),
-        "url_domain": _WWW_ANY.sub("", parsed.hostname),
-    }
-    for column in QUERY_COLUMNS:
-        out[column] = search_param(search, column)
-    return out
-
-
-def _parsed_referrer(referrer: str | None, hostname: str | None) -> dict[str, Any] | None:
-    if not referrer:
-        return {"referrer_path": None, "referrer_query": None, "referrer_domain": None}
-    base = f"https://{hostname}" if hostname else "https://localhost"
-    parsed = parse_url(referrer, base)
-    if parsed is None:
-        return None
-    return {
-        "referrer_path": js_substring(safe_decode_uri(parsed.pathname) or "", URL_LENGTH),
-        "referrer_query": js_substring(parsed.search[1:], URL_LENGTH),
-        "referrer_domain": js_substring(_WWW.sub("", parsed.hostname), URL_LENGTH),
-    }
-
-
-_URL_DTYPE = pl.Struct(
-    {"url_path": pl.String(), "url_query": pl.String(), "url_domain": pl.String()}
-    | {column: pl.String() for column in QUERY_COLUMNS}
-)
-_REFERRER_DTYPE = pl.Struct({name: pl.String() for name in ("referrer_path", "referrer_query", "referrer_domain")})
-
-
-def _event_rows(events: pl.DataFrame, how: Derivation) -> pl.DataFrame:
-    """One ``website_event`` row per event, with ``_field``/``_refusal`` set where Node's URL parser throws."""
-    hostname = pl.when(_truthy("hostname")).then(pl.col("hostname"))
-    url_key = events.select(_pair_key(pl.col("url"), hostname)).to_series()
-    urls = map_unique(url_key, lambda k: _parsed_url(*_split_pair(k)), _URL_DTYPE)
-    referrer_key = events.select(_pair_key(pl.col("referrer"), hostname)).to_series()
-    referrers = map_unique(referrer_key, lambda k: _parsed_referrer(*_split_pair(k)), _REFERRER_DTYPE)
-    name_truthy = _truthy("name")
-    frame = pl.concat([events, urls.struct.unnest(), referrers.struct.unnest()], how="horizontal")
-    frame = frame.with_columns(
-        _event_ids(events, how).alias("event_id"),
-        pl.lit(how.website).alias("website_id"),
-        _timestamp(pl.col(COL_TS)).alias("created_at"),
-        pl.col("title")
-        .map_elements(lambda t: js_substring(safe_decode_uri_component(t) or "", URL_LENGTH), return_dtype=pl.String)
-        .alias("page_title"),
-        pl.when(name_truthy).then(2).otherwise(1).cast(pl.Int32).alias("event_type"),
-        pl.when(name_truthy)
-        .then(map_unique(events["name"], lambda n: js_substring(n, EVENT_NAME_LENGTH), pl.String()))
-        .alias("event_name"),
-        pl.when(_truthy("hostname")).then(pl.col("hostname")).otherwise(pl.col("url_domain")).alias("hostname"),
-        pl.when(urls.is_null()).then(pl.lit("url")).otherwise(pl.lit("referrer")).alias("_field"),
-        pl.when(urls.is_null() | referrers.is_null())
-        .then(pl.lit("Umami cannot parse it against https://<hostname> (it answers 500 after storing the session)"))
-        .alias("_refusal"),
-    )
-    return frame
-
-
-# --------------------------------------------------------------------------- event data, revenue, session data
-
-
-def _event_data_rows(
-    events: pl.DataFrame, how: Derivation
-) -> tuple[pl.DataFrame, pl.DataFrame, list[tuple[int, int, str, str]]]:
-    """``event_data`` rows (flattened) and ``revenue`` rows (``revenue > 0 && currency``)."""
-    with_data = events.filter(pl.col("data").is_not_null())
-    data_rows: list[tuple[Any, ...]] = []
-    revenue_rows: list[tuple[Any, ...]] = []
-    refused: list[tuple[int, int, str, str]] = []
-    for file_index, row, ts, event_id, session_id, event_name, data_text in with_data.select(
-        COL_FILE, COL_ROW, COL_TS, "event_id", "session_id", "event_name", "data"
-    ).iter_rows():
-        data = json.loads(data_text)
-        created = datetime.fromtimestamp(ts, UTC)
-        try:
-            values = eventdata.flatten(data)
-        except eventdata.UnstorableValue as exc:
-            refused.append((file_index, row, "data", str(exc)))
-            continue
-        for index, value in enumerate(values):
-            data_id = ids.marked_id(ts * 1000, ids.row_digest(event_id, "data", str(index)))
-            data_rows.append((data_id, event_id, value, created))
-        revenue, currency = data.get("revenue"), data.get("currency")
-        if event_name and eventdata.js_positive(revenue) and currency:
-            amount = eventdata.revenue_text(revenue)
-            if amount is not None:
-                revenue_id = ids.marked_id(ts * 1000, ids.row_digest(event_id, "revenue"))
-                revenue_rows.append(
-                    (revenue_id, how.website, session_id, event_id, event_name, str(currency), amount, created)
-                )
-    event_data = pl.DataFrame(
-        {
-            "event_data_id": [r[0] for r in data_rows],
-            "website_id": [how.website] * len(data_rows),
-            "website_event_id": [r[1] for r in data_rows],
-            "data_key": [r[2].key for r in data_rows],
-            **_data_value_columns([r[2] for r in data_rows]),
-            "created_at": [r[3] for r in data_rows],
-        },
-        schema=_data_schema(EVENT_DATA_COLUMNS),
-    )
-    revenue = pl.DataFrame(revenue_rows, schema=_revenue_schema(), orient="row")
-    return event_data, revenue, refused
-
-
-def _data_value_columns(values: list[eventdata.DataValue]) -> dict[str, list[Any]]:
-    return {
-        "string_value": [v.string_value for v in values],
-        "number_value": [v.number_value for v in values],
-        "date_value": [v.date_value for v in values],
-        "data_type": [v.data_type for v in values],
-    }
-
-
-def _data_schema(columns: tuple[str, ...]) -> dict[str, pl.DataType]:
-    types: dict[str, pl.DataType] = {
-        "date_value": pl.Datetime("us", "UTC"),
-        "created_at": pl.Datetime("us", "UTC"),
-        "data_type": pl.Int32(),
-    }
-    return {c: types.get(c, pl.String()) for c in columns}
-
-
-def _revenue_schema() -> dict[str, pl.DataType]:
-    return {c: (pl.Datetime("us", "UTC") if c == "created_at" else pl.String()) for c in REVENUE_COLUMNS}
-
-
-def _session_data_rows(
-    identifies: pl.DataFrame, how: Derivation
-) -> tuple[pl.DataFrame, list[tuple[int, int, str, str]]]:
-    """Identify rows: one row per (session, key), the last value sent winning (Umami updates in place)."""
-    latest: dict[tuple[str, str], tuple[Any, ...]] = {}
-    refused: list[tuple[int, int, str, str]] = []
-    for file_index, row, ts, session_id, distinct_id, data_text in (
-        identifies.filter(pl.col("data").is_not_null())
-        .select(COL_FILE, COL_ROW, COL_TS, "session_id", "id", "data")
-        .iter_rows()
-    ):
-        created = datetime.fromtimestamp(ts, UTC)
-        try:
-            values = eventdata.flatten(json.loads(data_text))
-        except eventdata.UnstorableValue as exc:
-            refused.append((file_index, row, "data", str(exc)))
-            continue
-        for value in values:
-            data_id = ids.marked_id(ts * 1000, ids.row_digest(how.website, session_id, "session data", value.key))
-            latest[(session_id, value.key)] = (data_id, session_id, value, distinct_id, created)
-    rows = list(latest.values())
-    frame = pl.DataFrame(
-        {
-            "session_data_id": [r[0] for r in rows],
-            "website_id": [how.website] * len(rows),
-            "session_id": [r[1] for r in rows],
-            "data_key": [r[2].key for r in rows],
-            **_data_value_columns([r[2] for r in rows]),
-            "distinct_id": [r[3] for r in rows],
-            "created_at": [r[4] for r in rows],
-        },
-        schema=_data_schema(SESSION_DATA_COLUMNS),
-    )
-    return frame, refused

@@ -1,0 +1,306 @@
+"""What the database sinks share: blocks past the checkpoint, derived in a thread while the
+previous block is written, each block counted, its rejects written and the checkpoint
+moved only once the database holds it.
+
+A sink subclasses :class:`BlockRun` with how it derives a block (:meth:`derive`) and
+how it writes one (:meth:`write`, which calls :meth:`record` when the block is
+stored); opening and closing its connection go in :meth:`open` / :meth:`close`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from ..errors import ConfigError
+from ..schema import COL_FILE, COL_JSON, COL_ROW
+from ..umami import ids
+from ..umami.stored import Derivation, Refusal, positions
+from . import Delivery
+from .outcome import SendOutcome, SendProgress
+
+SEQ = "_seq"
+NO_SECRET_NOTE = (
+    "note: no --app-secret (APP_SECRET): session ids use umami-backfill's own salt, so later API "
+    "imports or live traffic with the same distinct ids start new sessions"
+)
+#: Bytes read from each end of an input to tell files apart in row ids (see file_key).
+FILE_KEY_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """What every database sink needs to derive what Umami would store, and where it goes."""
+
+    url: str
+    website: str
+    user_agent: str
+    app_secret: str | None = None
+    geoip_db: Path | None = None
+    exact_visits: bool = False
+
+    def __post_init__(self) -> None:
+        from ..umami.api import website_id_problem
+
+        problem = website_id_problem(self.website)
+        if problem:
+            raise ConfigError(problem)
+
+
+class BlockRun:
+    """One delivery into a database: the derivation, the counters and the checkpoint."""
+
+    def __init__(self, delivery: Delivery, block_rows: int) -> None:
+        files = delivery.prepared.files
+        self.files = files
+        self.file_names = [os.path.basename(f) for f in files]
+        self.cp = delivery.checkpoint
+        self.cp_path = delivery.checkpoint_path
+        self.rejects = delivery.rejects
+        self.ledger = delivery.run_ledger
+        self.progress = delivery.progress
+        self.stop = delivery.stop
+        self.block_rows = block_rows
+        self.written: dict[str, int] = {}
+        self.started = time.monotonic()
+        self.commits = 0
+        self.commit_s = 0.0
+        self.skipped = 0
+
+    # ------------------------------------------------------------------ what a sink provides
+
+    def open(self) -> None:
+        """Connect (called before the first block)."""
+
+    def close(self) -> None:
+        """Disconnect (called after the last block, or on an error)."""
+
+    def derive(self, block: pl.DataFrame) -> Any:
+        raise NotImplementedError
+
+    def write(self, block: pl.DataFrame, derived: Any) -> None:
+        """Store one block, then :meth:`record` it."""
+        raise NotImplementedError
+
+    def failure(self, exc: Exception) -> Exception | None:
+        """The error to raise for a database error (a SendError saying how to resume), else None."""
+        return None
+
+    # ------------------------------------------------------------------ the loop
+
+    def execute(self, blocks: Iterator[pl.DataFrame]) -> SendOutcome:
+        # Rejects written after the last checkpoint belong to a block that will be replayed.
+        self.rejects.truncate(self.cp.rejects_offset)
+        self.open()
+        derived = prefetch(self._derived(blocks), self.stop)
+        interrupted = False
+        try:
+            for piece, values in derived:
+                if self.stop.is_set():
+                    interrupted = True
+                    break
+                self.write(piece, values)
+            else:
+                interrupted = self.stop.is_set()
+        except Exception as exc:
+            translated = self.failure(exc)
+            if translated is not None:
+                raise translated from exc
+            raise
+        finally:
+            derived.close()
+            self.close()
+        completed = not interrupted
+        if completed:
+            self.cp.phase = "complete"
+            self.cp.save(self.cp_path)
+        return SendOutcome(
+            completed=completed,
+            interrupted=interrupted,
+            error=None,
+            ledger=self.ledger,
+            cumulative=self.cp.send_ledger,
+            rows_seen=self.ledger.read,
+            rows_skipped=self.skipped,
+            requests=self.commits,
+            elapsed_s=time.monotonic() - self.started,
+            request_s=self.commit_s,
+            notes=self.notes(),
+        )
+
+    def _derived(self, blocks: Iterator[pl.DataFrame]) -> Iterator[tuple[pl.DataFrame, Any]]:
+        """Pieces of ``block_rows`` past the checkpoint, each with what it becomes."""
+        committed = self.cp.lane_acked[0]
+        pending: list[pl.DataFrame] = []
+        held = 0
+        for block in blocks:
+            fresh = block.filter(pl.col(SEQ) > committed) if committed >= 0 else block
+            self.skipped += block.height - fresh.height
+            if fresh.height == 0:
+                continue
+            pending.append(fresh)
+            held += fresh.height
+            while held >= self.block_rows:
+                joined = pl.concat(pending, how="vertical", rechunk=False)
+                piece, rest = joined.slice(0, self.block_rows), joined.slice(self.block_rows)
+                yield piece, self.derive(piece)
+                pending, held = ([rest] if rest.height else []), rest.height
+        if held:
+            piece = pl.concat(pending, how="vertical")
+            yield piece, self.derive(piece)
+
+    # ------------------------------------------------------------------ accounting
+
+    def stored(self, table_counts: dict[str, int], began: float) -> None:
+        """Count one successful write (its new rows per table and its time)."""
+        self.commit_s += time.monotonic() - began
+        self.commits += 1
+        for table, count in table_counts.items():
+            self.written[table] = self.written.get(table, 0) + count
+
+    def record(self, block: pl.DataFrame, refused: list[Refusal]) -> None:
+        """Count the block, write its rejects, then move the checkpoint past it."""
+        self.ledger.read += block.height
+        self.cp.send_ledger.read += block.height
+        accepted = block.height - len(refused)
+        self.ledger.accepted += accepted
+        self.cp.send_ledger.accepted += accepted
+        if refused:
+            self._reject(block, refused)
+        self.cp.lane_acked[0] = int(block[SEQ].max())  # type: ignore[arg-type]
+        self.cp.rejects_offset = self.rejects.sync()
+        self.cp.save(self.cp_path)
+        if self.progress is not None:
+            elapsed = max(time.monotonic() - self.started, 1e-9)
+            self.progress(
+                SendProgress(
+                    rows_done=self.ledger.read,
+                    accepted=self.ledger.accepted,
+                    rejected=self.ledger.rejected_total,
+                    in_doubt=0,
+                    rows_skipped=self.skipped,
+                    events_per_second=self.ledger.read / elapsed,
+                    concurrency=1,
+                    last_latency=None,
+                )
+            )
+
+    def _reject(self, block: pl.DataFrame, refused: list[Refusal]) -> None:
+        where = {(int(f), int(r)): (field_name, reason) for f, r, field_name, reason in refused}
+        picked = block.join(positions(refused), on=[COL_FILE, COL_ROW], how="semi", maintain_order="left")
+        records = []
+        by_reason: dict[str, list[str]] = {}
+        for file_index, row, element in picked.select(COL_FILE, COL_ROW, COL_JSON).iter_rows():
+            field_name, reason = where[(file_index, row)]
+            records.append(
+                {"file": self.files[file_index], "row": row, "field": field_name, "reason": reason, "values": element}
+            )
+            by_reason.setdefault(reason, []).append(f"{self.file_names[file_index]}:{row}")
+        self.rejects.write_records(records)
+        for reason, examples in by_reason.items():
+            self.ledger.reject(reason, len(examples), examples)
+            self.cp.send_ledger.reject(reason, len(examples), examples)
+
+    def notes(self) -> list[str]:
+        if not self.written:
+            return []
+        rows = ", ".join(f"{table} {count:,}" for table, count in self.written.items() if count)
+        return [f"new rows in the database this run: {rows or 'none (every row was there already)'}"]
+
+
+def prefetch(items: Iterator[Any], stop: threading.Event) -> Generator[Any, None, None]:
+    """Derive the next block in a thread while the database writes this one: the
+    derivation is Python, the writing is the database's own process, so they overlap."""
+    slot: queue.Queue[Any] = queue.Queue(maxsize=1)
+    cancel = threading.Event()
+    done = object()
+
+    def hand_over(item: Any) -> bool:
+        while not (cancel.is_set() or stop.is_set()):
+            try:
+                slot.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not hand_over(item):
+                    return
+            hand_over(done)
+        except BaseException as exc:  # handed to the consumer, raised there
+            hand_over(exc)
+
+    worker = threading.Thread(target=produce, name="derive", daemon=True)
+    worker.start()
+    try:
+        while True:
+            try:
+                item = slot.get(timeout=0.2)
+            except queue.Empty:
+                if stop.is_set() or not worker.is_alive():
+                    return
+                continue
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        cancel.set()
+        worker.join(timeout=30)
+
+
+def file_key(path: str) -> str:
+    """A file's identity for row ids: its name, size and first and last MiB.
+
+    Re-importing the same file (renamed folders, --restart, another state
+    directory) gives the same ids, so nothing is stored twice; two different
+    files never share ids unless they are identical.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    target = Path(path)
+    if target.is_dir():
+        for child in sorted(target.rglob("*")):
+            if child.is_file():
+                digest.update(f"{child.relative_to(target)}\0{child.stat().st_size}\0".encode())
+        return digest.hexdigest()
+    size = target.stat().st_size
+    digest.update(f"{size}\0".encode())
+    with open(target, "rb") as fh:
+        digest.update(fh.read(FILE_KEY_BYTES))
+        if size > 2 * FILE_KEY_BYTES:
+            fh.seek(size - FILE_KEY_BYTES)
+            digest.update(fh.read(FILE_KEY_BYTES))
+    return digest.hexdigest()
+
+
+def derivation_for(settings: Any, delivery: Delivery, lookup: Any) -> Derivation:
+    """How a database sink derives what Umami stores, from its settings and the prepared files."""
+    return Derivation(
+        website=settings.website,
+        secret=ids.umami_secret(settings.app_secret),
+        user_agent=settings.user_agent,
+        file_keys=tuple(file_key(f) for f in delivery.prepared.files),
+        detect=_detector(),
+        geoip=lookup,
+        exact_visits=settings.exact_visits,
+        crossing=delivery.prepared.visits,
+    )
+
+
+def _detector() -> Callable[[str | None, str | None], tuple[str | None, str | None, str | None]]:
+    from ..umami.detect import detect_client
+
+    return detect_client

@@ -1,0 +1,335 @@
+"""The ClickHouse sink against the real engine (chdb behind our HTTP front) with Umami 3.1's tables.
+
+- whole imports through the real CLI store what the fake Umami records Umami on
+  ClickHouse would insert for the same file through /api/batch, every table
+  (the views' hourly stats and revenue included) equal but for ids;
+- a second run of the same import adds nothing; SIGKILL three times during an
+  import, then the same command: every row once, derived rows included;
+- a schema or a website we must refuse is refused before any write.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import ch_cases, chdb_server
+from tests.conftest import MAPPINGS, ROOT, SAMPLES, run_cli
+from tests.fake_umami import FakeUmami
+
+WEBSITE = "6f1d2c3b-4a59-4e8f-9d7c-1b2a3c4d5e6f"
+
+
+@pytest.fixture(scope="module")
+def server() -> Any:
+    front = chdb_server.ChdbServer().start()
+    yield front
+    front.stop()
+
+
+def ch_import(server: Any, database: str, source: Path | str, mapping: Path | str, tmp: Path, *extra: str) -> Any:
+    return run_cli(
+        "import",
+        source,
+        "-m",
+        mapping,
+        "--clickhouse-url",
+        server.url(database),
+        "--skip-website-check",
+        "--website",
+        WEBSITE,
+        "--rejects",
+        tmp / "rejects.ndjson",
+        "--report",
+        tmp / "report.json",
+        *extra,
+    )
+
+
+COMPARED = [
+    ("events CSV: revenue, event data, bad rows", SAMPLES / "events.csv", MAPPINGS / "sample_events.yaml", "hourly"),
+    ("GA4 export, whole visits", SAMPLES / "ga4/events_20240301.json.gz", "ga4", "exact"),
+]
+
+
+@pytest.mark.parametrize(("label", "source", "mapping", "visits"), COMPARED, ids=[c[0] for c in COMPARED])
+def test_clickhouse_import_equals_what_umami_on_clickhouse_stores_through_the_api(
+    server: Any, tmp_path: Path, label: str, source: Path, mapping: Path | str, visits: str
+) -> None:
+    (tmp_path / "api").mkdir()
+    (tmp_path / "ch").mkdir()
+    with FakeUmami() as fake:
+        site = fake.add_website(WEBSITE)
+        api = run_cli(
+            "import",
+            source,
+            "-m",
+            mapping,
+            "--host",
+            fake.url,
+            "--website",
+            site,
+            "--visits",
+            visits,
+            "--rejects",
+            tmp_path / "api/rejects.ndjson",
+            "--report",
+            tmp_path / "api/report.json",
+        )
+        assert api.code in (0, 1), api.stderr
+        through_api = ch_cases.new_database()
+        ch_cases.insert_api_record(through_api, fake.clickhouse_inserts(site))
+    direct = ch_cases.new_database()
+    result = ch_import(server, direct, source, mapping, tmp_path / "ch", "--visits", visits, "--insert-rows", "300")
+    assert result.code == api.code, result.stderr
+    api_report = json.loads((tmp_path / "api/report.json").read_text())
+    ch_report = json.loads((tmp_path / "ch/report.json").read_text())
+    assert ch_report["ledger"] == api_report["ledger"]
+    expected = ch_cases.canonical(through_api, WEBSITE)
+    got = ch_cases.canonical(direct, WEBSITE)
+    assert got["website_event"], "nothing was imported"
+    for table in expected:
+        assert got[table] == expected[table], f"{label}: {table} differs"
+    if visits == "hourly":  # the same import again (another state, --restart) adds nothing
+        tables = ("website_event", "event_data", "session_data", "website_revenue", "website_event_stats_hourly")
+        before = {t: ch_cases.count(direct, t) for t in tables}
+        again = ch_import(server, direct, source, mapping, tmp_path / "ch", "--visits", visits, "--restart")
+        assert again.code == api.code, again.stderr
+        assert {t: ch_cases.count(direct, t) for t in tables} == before
+        assert before["website_revenue"] > 0
+        assert "new rows in the database this run: none" in again.stdout
+
+
+# --------------------------------------------------------------------------- kill -9 and resume
+
+
+def _write_big_source(path: Path, rows: int) -> None:
+    """Events with revenue in two keys of one event, identifies, spread over two months."""
+    rng = random.Random(12)
+    start = 1709200000
+    lines = ["ts,user,path,event,amount,currency,plan"]
+    for i in range(rows):
+        user = f"u{rng.randrange(800)}"
+        event = "purchase" if i % 7 == 0 else ("identify" if i % 11 == 0 else "")
+        amount = f"{rng.randrange(100, 9999) / 100}" if event == "purchase" else ""
+        currency = "EUR" if event == "purchase" else ""
+        plan = rng.choice(["free", "pro"]) if event == "identify" else ""
+        lines.append(f"{start + i * 397},{user},/p/{i % 97},{event},{amount},{currency},{plan}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+BIG_MAPPING = """
+timestamp: {column: ts, format: epoch, unit: s}
+visitor: {columns: [user]}
+type: {column: event, map: {identify: identify, purchase: event}, default: event}
+fields:
+  url: path
+  hostname: {const: example.com}
+  name: {column: event, map: {identify: null}}
+  data.revenue: amount
+  data.currency: currency
+  data.plan: plan
+"""
+
+
+def test_sigkill_three_times_then_resume_stores_every_row_once(server: Any, tmp_path: Path) -> None:
+    database = ch_cases.new_database()
+    rows = 4_000
+    source = tmp_path / "big.csv"
+    _write_big_source(source, rows)
+    mapping = tmp_path / "big.yaml"
+    mapping.write_text(BIG_MAPPING)
+    command = [
+        sys.executable,
+        "-m",
+        "backfill",
+        "import",
+        str(source),
+        "-m",
+        str(mapping),
+        "--clickhouse-url",
+        server.url(database),
+        "--skip-website-check",
+        "--website",
+        WEBSITE,
+        "--rejects",
+        str(tmp_path / "rejects.ndjson"),
+        "--report",
+        str(tmp_path / "report.json"),
+        "--insert-rows",
+        "200",
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UMAMI_")}
+    rng = random.Random(7)
+    at_kill: list[int] = []
+    for _ in range(3):
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        target = rng.randrange(1, rows * 3 // 4)
+        while time.monotonic() < deadline and proc.poll() is None:
+            if ch_cases.count(database, "website_event") >= target:
+                time.sleep(rng.random() * 0.05)  # anywhere: between two tables' inserts, inside one
+                break
+            time.sleep(0.01)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            at_kill.append(ch_cases.count(database, "website_event"))
+        proc.wait()
+    final = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stderr
+    assert any(0 < n < rows for n in at_kill), f"no kill landed mid-import: {at_kill}"
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["ledger"]["accepted"] == rows and report["ledger"]["in_doubt"] == 0
+    events = sum(1 for i in range(rows) if not (i % 7 and i % 11 == 0))
+    purchases = sum(1 for i in range(rows) if i % 7 == 0)
+    assert ch_cases.count(database, "website_event") == events
+    distinct = chdb_server.rows(
+        f"SELECT uniqExact(event_id) AS n, uniqExact(created_at, url_path, session_id) AS m "
+        f"FROM {database}.website_event"
+    )[0]
+    assert distinct == {"n": events, "m": events}
+    assert ch_cases.count(database, "event_data") == 2 * purchases
+    assert ch_cases.count(database, "website_revenue") == purchases
+    hourly = chdb_server.rows(f"SELECT sum(views) AS views FROM {database}.website_event_stats_hourly")[0]
+    assert int(hourly["views"]) == events - purchases
+    users = len(
+        {line.split(",")[1] for i, line in enumerate(source.read_text().splitlines()[1:]) if i % 7 and i % 11 == 0}
+    )
+    assert ch_cases.count(database, "session_data", final=True) == users
+    once = chdb_server.rows(
+        "SELECT count() AS n, uniqExact(session_id, data_key, created_at, string_value) AS m "
+        f"FROM {database}.session_data"
+    )[0]
+    assert once["n"] == once["m"] >= users  # no row twice (a ReplacingMergeTree would hide it only after a merge)
+
+
+# --------------------------------------------------------------------------- refused before any write
+
+
+def test_a_different_schema_is_refused_naming_the_difference(server: Any, tmp_path: Path) -> None:
+    from backfill.errors import ConfigError
+    from backfill.sinks.clickhouse.client import ClickHouse, Endpoint
+    from backfill.sinks.clickhouse.database import check_schema
+
+    database = ch_cases.new_database()
+    chdb_server.run(f"ALTER TABLE {database}.event_data MODIFY COLUMN number_value Nullable(Decimal(19, 4))", "CSV")
+    result = ch_import(server, database, SAMPLES / "events.csv", MAPPINGS / "sample_events.yaml", tmp_path)
+    assert result.code == 2
+    assert "event_data.number_value is Nullable(Decimal(19, 4)), Umami 3.1 has Nullable(Decimal(22, 4))" in (
+        result.stderr
+    )
+    assert ch_cases.count(database, "website_event") == 0
+    changes = {
+        "no materialized view website_revenue_mv": "DROP VIEW {db}.website_revenue_mv",
+        "has no table website_event": "DROP TABLE {db}.website_event",
+        "session_data is a MergeTree, Umami 3.1's is a ReplacingMergeTree": (
+            "CREATE OR REPLACE TABLE {db}.session_data AS {db}.event_data ENGINE = MergeTree ORDER BY tuple()"
+        ),
+        "website_event has column(s) replay_id that Umami 3.1 does not have": (
+            "ALTER TABLE {db}.website_event ADD COLUMN replay_id Nullable(UUID)"
+        ),
+    }
+    for message, change in changes.items():
+        name = ch_cases.new_database()
+        chdb_server.run(change.format(db=name), "CSV")
+        with ClickHouse(Endpoint.parse(server.url(name))) as ch, pytest.raises(ConfigError, match=re.escape(message)):
+            check_schema(ch)
+    with ClickHouse(Endpoint.parse(server.url(ch_cases.new_database()))) as ch:
+        assert "Umami 3.1's tables" in check_schema(ch).describe
+
+
+def test_the_website_must_be_checked_and_credentials_are_never_printed(server: Any, tmp_path: Path) -> None:
+    database = ch_cases.new_database()
+    url = server.url(database, user="default", password="s3cret-pw")
+    unchecked = run_cli(
+        "import",
+        SAMPLES / "events.csv",
+        "-m",
+        MAPPINGS / "sample_events.yaml",
+        "--clickhouse-url",
+        url,
+        "--website",
+        WEBSITE,
+        "--rejects",
+        tmp_path / "r.ndjson",
+    )
+    assert unchecked.code == 2 and "--database-url" in unchecked.stderr and "--skip-website-check" in unchecked.stderr
+    both = run_cli(
+        "import",
+        SAMPLES / "events.csv",
+        "-m",
+        MAPPINGS / "sample_events.yaml",
+        "--clickhouse-url",
+        url,
+        "--host",
+        "http://127.0.0.1:9",
+        "--website",
+        WEBSITE,
+        "--rejects",
+        tmp_path / "r.ndjson",
+    )
+    assert both.code == 2 and "not both" in both.stderr
+    result = run_cli(
+        "import",
+        SAMPLES / "events.csv",
+        "-m",
+        MAPPINGS / "sample_events.yaml",
+        "--skip-website-check",
+        "--website",
+        WEBSITE,
+        "--rejects",
+        tmp_path / "r.ndjson",
+        "--report",
+        tmp_path / "report.json",
+        env={"UMAMI_CLICKHOUSE_URL": url, "UMAMI_HOST": "http://127.0.0.1:9"},
+    )
+    assert result.code == 1, result.stderr
+    assert ch_cases.count(database, "website_event") > 0
+    written = [result.stdout, result.stderr, (tmp_path / "report.json").read_text()]
+    written += [p.read_text() for p in (tmp_path / ".backfill-state").rglob("*.json")]
+    assert not any("s3cret-pw" in text for text in written)
+    assert f"127.0.0.1:{server.port}/{database}" in result.stderr
+
+
+def test_on_replicated_tables_a_retried_insert_is_dropped_by_the_engine(server: Any) -> None:
+    """On a cluster the inserts carry a deduplication token derived from their rows; one node
+    honours tokens where a MergeTree keeps a deduplication window, which stands in for replication."""
+    import polars as pl
+
+    from backfill.sinks.clickhouse.client import ClickHouse, Endpoint
+    from backfill.sinks.clickhouse.database import SchemaInfo, _insert
+
+    database = ch_cases.new_database()
+    window = "MODIFY SETTING non_replicated_deduplication_window = 100"
+    for table in ("event_data", "website_revenue"):  # on a cluster both are Replicated
+        chdb_server.run(f"ALTER TABLE {database}.{table} {window}", "CSV")
+    replicated = SchemaInfo(database, "26", {"event_data": "ReplicatedMergeTree"})
+    settings = replicated.insert_settings()
+    assert settings["insert_deduplicate"] == 1 and settings["async_insert"] == 0
+    rows = pl.DataFrame(
+        {
+            "website_id": [WEBSITE] * 2,
+            "session_id": [WEBSITE] * 2,
+            "event_id": ["0190f1a2-0000-8b4c-8000-000000000001"] * 2,
+            "data_key": ["revenue", "currency"],
+            "string_value": ["12.5000", "EUR"],
+            "data_type": pl.Series([2, 1], dtype=pl.UInt32),
+            "created_at": pl.Series([1709280000] * 2).cast(pl.Datetime("ms")).dt.replace_time_zone("UTC"),
+        }
+    )
+    with ClickHouse(Endpoint.parse(server.url(database))) as ch:
+        _insert(ch, "event_data", rows, settings, "event_id")
+        _insert(ch, "event_data", rows, settings, "event_id")  # a retry after a lost answer
+    assert ch_cases.count(database, "event_data") == 2
+    assert ch_cases.count(database, "website_revenue") == 1
