@@ -125,7 +125,13 @@ def read_options_for(config: RunConfig, mapping: Mapping) -> ReadOptions:
         kwargs["quote_char"] = reader["quote_char"]
     if "has_header" in reader:
         kwargs["has_header"] = bool(reader["has_header"])
-    flags = {"log_format": config.log_format, "hostname": config.hostname, "search_params": config.search_params}
+    flags = {
+        "log_format": config.log_format,
+        "hostname": config.hostname,
+        "search_params": config.search_params,
+        "w3c_fields": config.w3c_fields,
+        "log_timezone": config.log_timezone,
+    }
     plugin = {key: flags.get(key) or reader.get(key) for key in PLUGIN_READER_KEYS}
     plugin["send_ip"] = "true" if config.geo == "ip" else None  # access_log fills geo_ip only then
     kwargs["plugin_options"] = tuple((k, str(v)) for k, v in plugin.items() if v)

@@ -52,7 +52,7 @@ _TOP_KEYS = {
     "overflow",
 }
 #: Reader options of format plugins (text), passed on in ReadOptions.plugin_options (access_log).
-PLUGIN_READER_KEYS = ("log_format", "hostname", "search_params")
+PLUGIN_READER_KEYS = ("log_format", "hostname", "search_params", "w3c_fields", "log_timezone")
 _READER_KEYS = {"format", "delimiter", "quote_char", "encoding", "has_header", "decimal_comma", *PLUGIN_READER_KEYS}
 _READER_FLAGS = {"has_header", "decimal_comma"}  # true/false; the other reader keys are text
 
