@@ -105,6 +105,8 @@ def _json_of(name: str, head: list[tuple[int, str]]) -> LineFormat:
 def _best_regex(name: str, head: list[tuple[int, str]]) -> LineFormat:
     counts = [(sum(1 for _, t in head if fmt.detect_regex.match(t)), -i, fmt) for i, fmt in enumerate(BUILTIN)]
     hits, _, best = max(counts, key=lambda c: (c[0], c[1]))
+    finer = [fmt for n, _, fmt in counts if fmt.refines == best.name and n > hits * MOSTLY_BAD_SHARE]
+    best = finer[0] if finer else best
     if hits == 0:
         number, text = head[0]
         raise SourceError(

@@ -92,6 +92,9 @@ class LineFormat:
     #: read in --log-timezone (UTC by default, said in a note).
     local_time: bool = False
     detect_pattern: str = ""
+    #: A format whose lines another one also matches (OVH's are combined lines to
+    #: combined's regex): this one wins where its ``detect_pattern`` takes most of them.
+    refines: str = ""
 
     @property
     def regex(self) -> re.Pattern[str]:
@@ -160,6 +163,7 @@ BUILTIN: tuple[LineFormat, ...] = (
         pattern=rf"^{_CLIENT} (?P<host>{TOKEN}) (?P<user>{TOKEN}) {_TIME} {_q('request')} {_STATUS_BYTES} "
         rf"{_REFERRER_AGENT}{TAIL}",
         detect_pattern=rf"^[^ ]+ {_HOSTNAME} {TOKEN} {_TIME} ",
+        refines="combined",
     ),
     LineFormat("combined", "nginx / Apache combined (NCSA extended)", pattern=rf"^{COMBINED}{TAIL}"),
     LineFormat("vhost_common", "Apache common with a %v:%p prefix", pattern=rf'^{_VHOST}{_CLF}(?: [^"]*)?$'),

@@ -15,6 +15,7 @@ would have sent them in a URL.
 from __future__ import annotations
 
 import codecs
+import re
 from collections.abc import Callable, Generator, Iterator
 
 import polars as pl
@@ -52,11 +53,32 @@ def _percent(error: UnicodeError) -> tuple[str, int]:
 codecs.register_error(PERCENT_ERRORS, _percent)
 
 
+_NON_ASCII = re.compile(rb"[\x80-\xff]+")
+
+
+def _utf8_run(match: re.Match[bytes]) -> bytes:
+    run = match.group(0)
+    try:
+        run.decode("utf-8")
+    except UnicodeDecodeError:
+        return b"".join(b"%%%02X" % byte for byte in run)
+    return run
+
+
+def _utf8(data: bytes) -> str:
+    """UTF-8 text; a run of non-ASCII bytes that is not UTF-8 as a whole is kept percent-encoded
+    as a whole (Big5 or cp1252 bytes may hold a valid UTF-8 sequence by chance)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return _NON_ASCII.sub(_utf8_run, data).decode("utf-8")
+
+
 def text_decoder(encoding: str | None) -> Callable[[bytes], str]:
     """bytes -> text in ``encoding`` (UTF-8 by default), undecodable bytes as %XX."""
     codec = codec_name(encoding or "utf-8")
-    if codec.startswith(_WIDE):
-        codec = "utf-8"  # transcoded on the way in (see _blocks)
+    if codec.startswith(_WIDE) or codec == "utf-8":
+        return _utf8  # (wide encodings are transcoded to UTF-8 on the way in, see _blocks)
     return lambda data: data.decode(codec, PERCENT_ERRORS)
 
 

@@ -119,7 +119,10 @@ def normalize(
         _client_ip(text, given).alias("ip"),
         method.alias("method"),
         pl.coalesce(
-            text["path"], request.str.extract(r"^[^ ]+ ([^ ]+)", 1), _stem_and_query(text), _uri_target(text)
+            text["path"],
+            _dash_null(request.str.extract(r"^[^ ]+ ([^ ]+)", 1)),  # ELB's TCP lines: "- - - "
+            _stem_and_query(text),
+            _uri_target(text),
         ).alias("_target"),
         cols["status"].cast(pl.Int32, strict=False).alias("status"),
         cols["bytes"].cast(pl.Int64, strict=False).alias("bytes"),

@@ -66,14 +66,20 @@ def looks_like_person(frame: pl.DataFrame) -> pl.Series:
     out = pl.Series("looks_like_person", [None] * frame.height, dtype=S)
     if index.len() == 0:
         return out
-    rows = frame.select("path", "referrer", "host").gather(index)
+    keys = ["path", "referrer", "host"]
+    rows = frame.select(keys).gather(index)
+    signs = rows.unique().with_columns(_sign().alias("sign"))  # few distinct (file, referrer) pairs
+    marked = rows.join(signs, on=keys, how="left", nulls_equal=True, maintain_order="left")["sign"]
+    return out.scatter(index, marked)
+
+
+def _sign() -> pl.Expr:
     site = pl.col("host").str.to_lowercase().str.strip_prefix("www.")
     source = pl.col("referrer").str.extract(_REFERRER_HOST, 1).str.to_lowercase()
     campaign = pl.col("path").str.extract(CAMPAIGN, 1)
-    sign = (
+    return (
         pl.when(source.is_not_null() & (source != site.fill_null("")))
         .then(pl.concat_str(pl.col("path"), pl.lit(" (from "), source, pl.lit(")")))
         .when(campaign.is_not_null())
         .then(pl.concat_str(pl.col("path"), pl.lit(" ("), campaign, pl.lit(")")))
     )
-    return out.scatter(index, rows.select(sign).to_series())
