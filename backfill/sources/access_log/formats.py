@@ -140,8 +140,9 @@ _HOSTNAME = r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.[A-Za-z][A-Za-z0-9-]*"
 _PEER = r"(?P<ip>[^ ]+):\d+"
 _ISO_TIME = r"(?P<time>\d{4}-\d\d-\d\dT[^ ]+)"
 #: A syslog prefix before a program's message: "Sep  5 06:05:27 host haproxy[6801]: ",
-#: "2018-09-25T06:05:27+02:00 host haproxy[6801]: ", "<134>...", or none (stdout).
-_SYSLOG = r"(?:.*?[A-Za-z0-9_.-]+(?:\[\d+\])?: )?"
+#: "2018-09-25T06:05:27+02:00 host haproxy[6801]: ", RFC 5424 "<134>1 ... haproxy 6801 - - ",
+#: or none (stdout): anything up to a space, as what follows (ip:port [date]) is unmistakable.
+_SYSLOG = r"(?:.*? )?"
 
 BUILTIN: tuple[LineFormat, ...] = (
     LineFormat(

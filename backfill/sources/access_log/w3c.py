@@ -54,11 +54,14 @@ W3C_FIELDS = {
     "x-host-header": "host",  # CloudFront: the Host the viewer asked for
     "cs-host": "host",
     "cs(host)": "host",  # IIS; in CloudFront it is the distribution's domain (x-host-header wins)
-    "x-forwarded-for": "xff",
+    "x-forwarded-for": "xff",  # also an IIS custom field logged under the header's name
     "cs(x-forwarded-for)": "xff",
     "cs(x-real-ip)": "client_ip",
     "cs(cf-connecting-ip)": "client_ip",
     "cs(true-client-ip)": "client_ip",
+    "x-real-ip": "client_ip",
+    "cf-connecting-ip": "client_ip",
+    "true-client-ip": "client_ip",
     "sc-content-type": "content_type",
     "sc(content-type)": "content_type",
     "cs-protocol-version": "protocol",
