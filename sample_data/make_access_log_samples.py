@@ -578,10 +578,16 @@ def elb_classic(r: Request) -> str:
     )
 
 
+def _local_millis(t: dt.datetime, date_format: str) -> str:
+    """Local time to the millisecond, as HAProxy and IIS Advanced Logging write it (no offset)."""
+    local = t.astimezone(LOCAL)
+    return local.strftime(date_format) + f"{local.strftime('%H:%M:%S')}.{local.microsecond // 1000:03d}"
+
+
 def haproxy(r: Request) -> str:
     """rsyslog's prefix, then HAProxy's httplog with captured Host, User-Agent and Referer; local times."""
     local = r.time.astimezone(LOCAL)
-    accept = local.strftime("%d/%b/%Y:%H:%M:%S.") + f"{local.microsecond // 1000:03d}"
+    accept = _local_millis(r.time, "%d/%b/%Y:")
     day = f"{local.day:>2}"
     captured = f"{HOST}|{r.ua or ''}|{r.referrer or ''}"
     request = _request_line(r) if r.label != "junk" else "<BADREQ>"
@@ -614,10 +620,8 @@ IIS_ADVANCED_FIELDS = (
 
 def iis_advanced(r: Request) -> str:
     stem, _, query = r.path.partition("?")
-    local = r.time.astimezone(LOCAL)
-    clock = local.strftime("%H:%M:%S.") + f"{local.microsecond // 1000:03d}"
     return (
-        f'{local:%Y-%m-%d} {clock} WEB01 {r.method} {stem} {_dash(query)} "{r.ip}" "{r.ua or ""}" '
+        f'{_local_millis(r.time, "%Y-%m-%d ")} WEB01 {r.method} {stem} {_dash(query)} "{r.ip}" "{r.ua or ""}" '
         f'"{r.referrer or ""}" "{HOST}" {r.status} 0 {15 + r.size % 200}'
     )
 

@@ -208,8 +208,10 @@ def _json_parts(lines: pl.DataFrame, fmt: LineFormat) -> tuple[pl.DataFrame, pl.
     """
     dtype = _struct(fmt)
     text = lines["line"].alias("j")
-    if text.str.contains("\\x", literal=True).any():
-        text = map_unique(text, _nginx_hex_escapes, pl.String()).alias("j")
+    escaped = text.str.contains("\\x", literal=True)
+    if escaped.any():  # only those lines go through Python
+        index = escaped.arg_true()
+        text = text.scatter(index, map_unique(text.gather(index), _nginx_hex_escapes, pl.String()))
     valid = text.str.starts_with("{")
     try:
         decoded = text.str.json_decode(dtype)
