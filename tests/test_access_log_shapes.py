@@ -199,3 +199,22 @@ def test_inspect_of_a_log_it_cannot_read_says_why_and_suggests_log_format(tmp_pa
     assert "cannot be read as nginx / Apache common" in text and "--log-format" in text
     result = run_cli("validate", log, "-m", "access-log", "--hostname", SITE)
     assert result.code == 2 and "cannot be read" in result.stderr
+
+
+def test_flagged_skips_survive_the_report_a_resume_reads_and_add_up_across_shards() -> None:
+    from backfill.ledger import Ledger
+
+    ledger = Ledger(read=10, flag_label="look like people")
+    ledger.skipped["API request"] = 3
+    ledger.flag("API request", 2, ["/api/docs (from google.com)", "/api/x (utm_source=a)"])
+    again = Ledger.from_dict(json.loads(json.dumps(ledger.to_dict())))
+    assert (again.flagged, again.flagged_examples, again.flag_label) == (
+        ledger.flagged,
+        ledger.flagged_examples,
+        ledger.flag_label,
+    )
+    total = Ledger()
+    total.merge(again)
+    total.merge(again)
+    assert total.flagged["API request"] == 4 and total.flag_label == "look like people"
+    assert total.flagged_examples["API request"] == ["/api/docs (from google.com)", "/api/x (utm_source=a)"]
