@@ -330,6 +330,16 @@ def sniff(path: str) -> bool:
     return explain(path, ()).ok
 
 
+#: The reader options as the command line spells them (inspect prints them in the next command).
+_FLAGS = {
+    "log_format": "--log-format",
+    "hostname": "--hostname",
+    "search_params": "--search-param",
+    "w3c_fields": "--w3c-field",
+    "log_timezone": "--log-timezone",
+}
+
+
 def explain(path: str, plugin_options: tuple[tuple[str, str], ...], encoding: str | None = None) -> Explanation:
     """What ``inspect`` says of a file: the format found and the flags a run will need,
     or why it is not an access log this reader can read."""
@@ -347,16 +357,17 @@ def explain(path: str, plugin_options: tuple[tuple[str, str], ...], encoding: st
         return Explanation(False, [f"{path}: empty"], [])
     fmt, head = found
     lines = [f"format: {fmt.description} ({fmt.name}), found from its first lines"]
-    flags: list[str] = []
-    if plugin_option(options, "log_format"):
-        flags += ["--log-format", plugin_option(options, "log_format") or ""]
-    if plugin_option(options, "hostname"):
-        flags += ["--hostname", plugin_option(options, "hostname") or ""]
-    elif not _names_site(head):
+    flags = [arg for key, value in plugin_options if key in _FLAGS for arg in (_FLAGS[key], value)]
+    if not plugin_option(options, "hostname") and not _names_site(head):
         lines.append("its lines name no site: --hostname is needed (the site's name, e.g. www.example.com)")
         flags += ["--hostname", "www.example.com"]
+    zone = plugin_option(options, "log_timezone")
     if fmt.local_time:
-        lines.append("its times carry no UTC offset: read as UTC unless --log-timezone names the server's zone")
+        lines.append(
+            f"its times carry no UTC offset: read in {zone}"
+            if zone
+            else "its times carry no UTC offset: read as UTC unless --log-timezone names the server's zone"
+        )
     return Explanation(True, lines, flags)
 
 
