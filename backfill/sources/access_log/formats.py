@@ -205,10 +205,13 @@ BUILTIN: tuple[LineFormat, ...] = (
     LineFormat(
         "haproxy",
         "HAProxy HTTP log (option httplog), with or without its syslog prefix",
+        # a TCP frontend's lines (option tcplog) in the same file have no status and no request:
+        # rows without a method (skipped as such), not unreadable lines
         pattern=(
             rf"^{_SYSLOG}(?P<ip>[^ \[]+?):\d+ \[(?P<time>\d\d/[A-Za-z]{{3}}/\d{{4}}:\d\d:\d\d:\d\d(?:\.\d+)?)\] "
-            rf"{TOKEN} {TOKEN} {TOKEN} (?P<status>-?\d+) \+?(?P<bytes>\d+) {TOKEN} {TOKEN} {TOKEN} {TOKEN} {TOKEN}"
-            rf"(?: \{{(?P<captured>[^}}]*)\}})?(?: \{{[^}}]*\}})? {_q('request')}{TAIL}"
+            rf"{TOKEN} {TOKEN} {TOKEN} (?:(?P<status>-?\d+) \+?(?P<bytes>\d+) {TOKEN} {TOKEN} {TOKEN} {TOKEN} {TOKEN}"
+            rf"(?: \{{(?P<captured>[^}}]*)\}})?(?: \{{[^}}]*\}})? {_q('request')}"
+            rf"|\+?\d+ {TOKEN} {TOKEN} {TOKEN}$){TAIL}"
         ),
         time_kind="clf_naive",
         local_time=True,
