@@ -29,6 +29,7 @@ from backfill.sources.access_log.formats import (
     by_name,
     canonical_name,
     json_format,
+    streaming_message,
 )
 from backfill.sources.records import MOSTLY_BAD_SHARE
 
@@ -55,7 +56,7 @@ def detect(
         raise SourceError(f"{name}: no lines")
     wanted = canonical_name(log_format) if log_format else "auto"
     if wanted in _STREAMING_NAMES:
-        raise ConfigError(_streaming_message(_STREAMING_NAMES[wanted]))
+        raise ConfigError(streaming_message(_STREAMING_NAMES[wanted]))
     if wanted not in ("auto", "w3c", "iis", "cloudfront", "json", "nginx_json"):
         fmt = by_name(wanted) or custom_format(log_format or "")
         return _check_explicit(name, head, fmt)
@@ -115,7 +116,7 @@ def _best_regex(name: str, head: list[tuple[int, str]]) -> LineFormat:
             "--log-format '<the log_format / LogFormat string>'"
         )
     if best.name in ("combined", "ovh", "vhost_combined") and _is_icecast(name, head):
-        raise SourceError(f"{name}: {_streaming_message('Icecast')}")
+        raise SourceError(f"{name}: {streaming_message('Icecast', override=True)}")
     return best
 
 
@@ -125,14 +126,6 @@ def _is_icecast(name: str, head: list[tuple[int, str]]) -> bool:
     if not ending or len(ending) < len(head) * MOSTLY_BAD_SHARE:
         return False
     return "icecast" in os.path.basename(name).lower() or any(_STREAM_SIGNS.search(t) for t in ending)
-
-
-def _streaming_message(server: str) -> str:
-    return (
-        f"this is a {server} log: a streaming server's, whose lines are listeners of a stream, not page "
-        "views of a web site, so it is not imported (if it is a web server's log after all, name its "
-        "format with --log-format, e.g. --log-format combined)"
-    )
 
 
 def other_format(text: str, fmt: LineFormat) -> str | None:

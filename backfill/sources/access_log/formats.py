@@ -344,3 +344,17 @@ def names_listing() -> str:
     """The ``--log-format`` names, for help and errors."""
     aliases = ", ".join(f"{alias} (= {target})" for alias, target in ALIASES.items())
     return f"{', '.join(NAMED)}, {', '.join(SELF_DESCRIBING)}; Matomo's names: {aliases}"
+
+
+def streaming_message(server: str, *, override: bool = False) -> str:
+    """Why a streaming server's log (Icecast, SHOUTcast, CloudFront RTMP) is not read; ``override``:
+    the file was told from lines a web server could write too, so say how to read it anyway."""
+    anyway = (
+        " (if it is a web server's log after all, name its format with --log-format, e.g. --log-format combined)"
+        if override
+        else ""
+    )
+    return (
+        f"this is a streaming server's log ({server}): its lines are listeners of a stream, not page views "
+        f"of a web site, so it is not imported{anyway}"
+    )

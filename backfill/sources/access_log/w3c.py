@@ -30,7 +30,7 @@ import polars as pl
 
 from backfill.errors import ConfigError, SourceError
 from backfill.schema import COL_ROW
-from backfill.sources.access_log.formats import LineFormat
+from backfill.sources.access_log.formats import LineFormat, streaming_message
 from backfill.transform import map_unique
 
 W3C_FIELDS_PREFIX = "#Fields:"
@@ -118,10 +118,7 @@ def w3c_format(
     lower = [(renames or {}).get(f.lower(), f.lower()) for f in fields]
     streaming = streaming_server(fields, software)
     if streaming:
-        raise ConfigError(
-            f"this is a {streaming} log (#Fields: {' '.join(fields)}): its lines are listeners of a "
-            "stream, not page views of a web site, so there is nothing to import from it"
-        )
+        raise ConfigError(f"{streaming_message(streaming)}; #Fields: {' '.join(fields)}")
     cloudfront = "x-edge-location" in lower or "x-edge-request-id" in lower or separator == "\t"
     chosen = _chosen(lower)
     value = "[^\t]*" if separator == "\t" else r'"(?:[^"]|"")*"|[^ ]+'
