@@ -19,7 +19,7 @@ import polars as pl
 
 from backfill.sources.access_log import w3c
 from backfill.sources.access_log.formats import PARTS, LineFormat
-from backfill.sources.access_log.signs import captured_headers, looks_like_person
+from backfill.sources.access_log.signs import BROWSER, captured_headers, looks_like_person
 from backfill.transform import map_unique
 from backfill.umami.bots import bot_mask
 
@@ -120,9 +120,9 @@ def normalize(
         method.alias("method"),
         pl.coalesce(
             text["path"],
-            _dash_null(request.str.extract(r"^[^ ]+ ([^ ]+)", 1)),  # ELB's TCP lines: "- - - "
-            _stem_and_query(text),
-            _uri_target(text),
+            request.str.extract(r"^[A-Za-z]+ ([^ ]+)", 1),  # not ELB's TCP lines: "- - - "
+            *([_stem_and_query(text)] if "path_only" in given else []),
+            *([_uri_target(text)] if "uri" in given else []),
         ).alias("_target"),
         cols["status"].cast(pl.Int32, strict=False).alias("status"),
         cols["bytes"].cast(pl.Int64, strict=False).alias("bytes"),
@@ -163,7 +163,7 @@ def normalize(
     frame = frame.with_columns(looks_like_person(frame).alias("looks_like_person"))
     if search_params:
         frame = frame.with_columns(_url_decoded(frame["search"], plus=True).alias("search"))
-    return frame.drop("purpose", "_target", "_url_host", "_host", "_bucket")
+    return frame.drop("purpose", "_target", "_url_host", "_host", "_bucket", BROWSER)
 
 
 def _by_unique(frame: pl.DataFrame, keys: list[str], derive: Callable[[pl.DataFrame], pl.DataFrame]) -> pl.DataFrame:
@@ -336,8 +336,9 @@ def _agents(table: pl.DataFrame) -> pl.DataFrame:
     Umami's own bot list (the isbot patterns), so crawlers are a named skip, not sent."""
     table = table.with_columns(_agent().alias("agent"))
     bots = bot_mask(table["user_agent"])
-    return table.with_columns(
-        pl.when(pl.col("agent").is_null() & bots).then(pl.lit("bot")).otherwise("agent").alias("agent")
+    agent = pl.when(pl.col("agent").is_null() & bots).then(pl.lit("bot")).otherwise("agent")
+    return table.with_columns(agent.alias("agent")).with_columns(
+        (pl.col("agent").is_null() & pl.col("user_agent").str.starts_with("Mozilla/")).alias(BROWSER)
     )
 
 

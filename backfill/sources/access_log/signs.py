@@ -16,6 +16,8 @@ from __future__ import annotations
 import polars as pl
 
 S = pl.String()
+#: The column (made per distinct user agent by the reader) saying a browser that is no known bot sent it.
+BROWSER = "_browser"
 
 #: Campaign tags and click ids a person's link carries (a script's request has none).
 CAMPAIGN = r"[?&]((?:utm_[a-z]+|gclid|fbclid|msclkid|dclid|yclid|twclid|mc_cid|mtm_[a-z]+|pk_[a-z]+)=[^&#]*)"
@@ -53,17 +55,17 @@ def captured_headers(parts: pl.DataFrame) -> pl.DataFrame:
 
 
 def looks_like_person(frame: pl.DataFrame) -> pl.Series:
-    """Why each request that is no page looks like a person's, else null (see the module)."""
+    """Why each request that is no page looks like a person's, else null (see the module); ``frame``
+    has the reader's columns and :data:`BROWSER`."""
     status = pl.col("status")
     candidate = (
-        ~pl.col("kind").is_in(["page", "tracker"])  # a tracker hit's page is in the log itself
-        & pl.col("agent").is_null()
+        pl.col(BROWSER)
+        & ~pl.col("kind").is_in(["page", "tracker"])  # a tracker hit's page is in the log itself
         & pl.col("method").is_in(["GET", "HEAD"])
         & (((status >= 200) & (status < 300)) | (status == 304))
-        & pl.col("user_agent").str.starts_with("Mozilla/")
     ).fill_null(False)
     index = frame.select(candidate.arg_true()).to_series()
-    out = pl.Series("looks_like_person", [None] * frame.height, dtype=S)
+    out = pl.repeat(None, frame.height, dtype=S, eager=True).alias("looks_like_person")
     if index.len() == 0:
         return out
     keys = ["path", "referrer", "host"]
