@@ -125,6 +125,11 @@ def log_schema(source: SourceFile, options: ReadOptions) -> dict[str, pl.DataTyp
             "hostname with --hostname www.example.com (Umami files page views under it)"
         )
     _time_note(fmt, source.path, options)
+    if fmt.name == "cloudfront" and "x-host-header" not in fmt.fields and not plugin_option(options, "hostname"):
+        options.note(
+            f"{source.path}: this CloudFront log predates its x-host-header field: page views are filed under "
+            "the distribution's own domain (cs(Host), *.cloudfront.net); pass --hostname for the site's name"
+        )
     return dict(SCHEMA)
 
 
