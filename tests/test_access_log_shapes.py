@@ -68,6 +68,9 @@ def test_bzip2_and_xz_logs_read_like_the_plain_file(tmp_path: Path) -> None:
     (tmp_path / "ovh.log.3").write_bytes(bz2.compress(plain))  # rotated, its .bz2 lost on the way
     for name in ("ovh.log.2.bz2", "ovh.log.1.xz", "ovh.log.3"):
         assert read_lines(tmp_path / name) == EXPECTED["ovh.log"]["lines"], name
+    options = ReadOptions(format="access_log")
+    order = [Path(f.path).name for f in expand_sources([str(tmp_path)], options)[0]]
+    assert order == ["ovh.log.3", "ovh.log.2.bz2", "ovh.log.1.xz"]  # one log, oldest first
     (tmp_path / "cut.log.bz2").write_bytes(bz2.compress(plain * 50)[:-40])
     with pytest.raises(SourceError, match="truncated or corrupt bzip2"):
         read_lines(tmp_path / "cut.log.bz2")
