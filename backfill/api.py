@@ -26,7 +26,7 @@ import polars as pl
 from .config import DEFAULT_MAX_BODY_BYTES, RunConfig
 from .errors import ConfigError, SendError
 from .geo import geo_key_expr, sends_ip
-from .ledger import Ledger
+from .ledger import MAX_EXAMPLES, Ledger
 from .mapping import PLUGIN_READER_KEYS, Mapping, check_against_schema, check_schemas_agree, load_mapping
 from .ordering import RunSet
 from .payload import build_elements
@@ -136,6 +136,8 @@ def read_options_for(config: RunConfig, mapping: Mapping) -> ReadOptions:
         "hostname": config.hostname,
         "search_params": config.search_params,
         "matomo_site": config.matomo_site,
+        "w3c_fields": config.w3c_fields,
+        "log_timezone": config.log_timezone,
     }
     plugin = {key: flags.get(key) or reader.get(key) for key in PLUGIN_READER_KEYS}
     plugin["send_ip"] = "true" if config.geo == "ip" else None  # access_log fills geo_ip only then
@@ -201,7 +203,7 @@ def prepare(
     """
     config, mapping = plan_.config, plan_.mapping
     window = TimeWindow(config.since, config.until)
-    ledger, stats = Ledger(), Stats()
+    ledger, stats = Ledger(flag_label=mapping.skip_warning.says if mapping.skip_warning else ""), Stats()
     runs = RunSet(spill_dir)
     website = config.website or PLACEHOLDER_WEBSITE
     remaining = config.limit
@@ -359,6 +361,7 @@ class CheckedChunk:
     good: pl.DataFrame  # rows neither skipped nor rejected
     prepared: pl.DataFrame | None  # PREPARED_SCHEMA rows to spill, when spilling
     titles_cut: int = 0  # good rows whose title was cut to Umami's length
+    flagged: pl.DataFrame | None = None  # filter, example: skipped rows the mapping's skip_warning marks
 
 
 def _check_chunk(
@@ -392,7 +395,19 @@ def _check_chunk(
             build_elements(payload_rows, website).alias(COL_JSON),
             lanes_for(good[COL_VISITOR], DEFAULT_LANES).alias(COL_LANE),
         )
-    return CheckedChunk(chunk, checked, good, prepared, titles_cut)
+    return CheckedChunk(chunk, checked, good, prepared, titles_cut, _flagged(chunk, checked, mapping))
+
+
+def _flagged(chunk: pl.DataFrame, checked: pl.DataFrame, mapping: Mapping) -> pl.DataFrame | None:
+    """(filter, example) of the rows a mapping filter skipped that its skip_warning column marks."""
+    warning = mapping.skip_warning
+    if warning is None or warning.column not in chunk.columns:
+        return None
+    marks = chunk.get_column(warning.column).cast(pl.String)
+    hit = checked[COL_SKIP].is_in([f.name for f in mapping.filters]) & marks.is_not_null()
+    if not hit.any():
+        return None
+    return pl.DataFrame({"filter": checked[COL_SKIP].filter(hit), "example": marks.filter(hit)})
 
 
 def _mapped(chunk: pl.DataFrame, mapping: Mapping, window: TimeWindow, tags: list[str]) -> pl.DataFrame:
@@ -428,6 +443,9 @@ def _record_chunk(
     if skip.null_count() < checked.height:
         counts = skip.drop_nulls().value_counts()
         ledger.skipped.update(dict(zip(counts[COL_SKIP].to_list(), counts["count"].to_list(), strict=True)))
+    if result.flagged is not None:
+        for (name,), group in result.flagged.group_by("filter", maintain_order=True):
+            ledger.flag(str(name), group.height, group["example"].head(MAX_EXAMPLES).to_list())
     refused = skip.is_null() & checked[COL_REJECT_REASON].is_not_null()
     if refused.any():
         _write_client_rejects(result.source.filter(refused), checked.filter(refused), paths, ledger, rejects)
@@ -817,6 +835,7 @@ def _import_summary(
     """Cumulative ledger: prepare's rejects and skips, plus what Umami answered so far."""
     total = Ledger(read=prepared.ledger.read)
     total.skipped.update(prepared.ledger.skipped)
+    total.merge_flags(prepared.ledger)
     for reason, count in prepared.ledger.rejected.items():
         total.reject(reason, count, prepared.ledger.examples.get(reason))
     total.accepted = send_ledger.accepted

@@ -39,6 +39,7 @@ from .pull import PullStopped
 from .report import Summary, write_reports
 from .runinfo import command_line, run_info
 from .sources import known_formats
+from .sources.access_log.formats import names_listing as log_format_names
 
 EXIT_OK, EXIT_REJECTED, EXIT_CONFIG, EXIT_STOPPED = 0, 1, 2, 3
 
@@ -103,26 +104,48 @@ def _add_read_options(parser: argparse.ArgumentParser) -> None:
         "sources",
         nargs="+",
         metavar="SOURCE",
-        help="files, globs or directories (.gz/.zst read directly); or an API to pull from: "
+        help="files, globs or directories (.gz/.zst/.bz2/.xz read directly); or an API to pull from: "
         "ga4-api:PROPERTY_ID (-m ga_report) or matomo-api:URL?idSite=N (-m matomo-live), see below",
     )
     group.add_argument("--format", choices=known_formats(), help="input format (default: detect)")
     group.add_argument("--delimiter", help="CSV field delimiter (default ',' or tab for .tsv)")
-    group.add_argument("--encoding", help="CSV text encoding, e.g. latin-1, utf-16 (default utf-8)")
+    group.add_argument(
+        "--encoding", help="text encoding of CSV files and access logs, e.g. latin-1, cp1252, big5 (default utf-8)"
+    )
     group.add_argument(
         "--decimal-comma",
         action="store_true",
         help="numbers in text columns are written 1.234,5 (European exports); as `decimal_comma: true` under reader",
     )
     _add_pull_options(parser)
+    _add_log_options(parser)
+    _add_matomo_options(parser)
+
+
+def _add_log_options(parser: argparse.ArgumentParser) -> None:
     logs = parser.add_argument_group("access logs (--format access_log)")
     logs.add_argument(
         "--log-format",
-        help="the log's format: a name (combined, common, vhost_combined, caddy, ...) or the server's own "
-        "nginx log_format / Apache LogFormat string (default: detected from the first lines)",
+        help="the log's format (default: detected from the first lines): a name, "
+        f"{log_format_names()}; or the server's own nginx log_format / Apache LogFormat string "
+        "(or the whole config line, a JSON log_format too)",
     )
-    logs.add_argument("--hostname", help="the site's hostname, for logs without a virtual host field")
+    logs.add_argument("--hostname", help="the site's hostname, for logs whose lines name no site")
     logs.add_argument("--search-param", help="query keys of the site search, comma-separated (e.g. q,s)")
+    logs.add_argument(
+        "--w3c-field",
+        action="append",
+        metavar="NAME=STANDARD",
+        help="a W3C log field under another name, read as the standard one (e.g. x-client=c-ip); repeatable",
+    )
+    logs.add_argument(
+        "--log-timezone",
+        help="IANA zone of log times written without a UTC offset (HAProxy, IIS date-local/time-local), "
+        "e.g. Europe/Paris; without it they are read as UTC",
+    )
+
+
+def _add_matomo_options(parser: argparse.ArgumentParser) -> None:
     matomo = parser.add_argument_group("Matomo (--format matomo_logs / matomo_live)")
     matomo.add_argument(
         "--matomo-site",
@@ -384,8 +407,11 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("source", metavar="SOURCE", help="a file, ZIP, directory or glob")
     ins.add_argument("--format", choices=known_formats(), help="input format (default: detect)")
     ins.add_argument("--delimiter", help="CSV field delimiter (default ',' or tab for .tsv)")
-    ins.add_argument("--encoding", help="CSV text encoding, e.g. latin-1, utf-16 (default utf-8)")
+    ins.add_argument(
+        "--encoding", help="text encoding of CSV files and access logs, e.g. latin-1, cp1252, big5 (default utf-8)"
+    )
     ins.add_argument("--rows", type=_positive_int, default=10_000, help="rows to sample")
+    _add_log_options(ins)
 
     rep = sub.add_parser(
         "report",
@@ -525,6 +551,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         hostname=getattr(args, "hostname", None),
         search_params=getattr(args, "search_param", None),
         matomo_site=getattr(args, "matomo_site", None),
+        w3c_fields=",".join(getattr(args, "w3c_field", None) or []) or None,
+        log_timezone=getattr(args, "log_timezone", None),
         since=args.since,
         until=args.until,
         limit=args.limit,
@@ -665,7 +693,17 @@ def run_command(args: argparse.Namespace) -> int:
     if args.command == "inspect":
         from .inspect import inspect_source
 
-        text, suggestion = inspect_source(args.source, args.format, args.delimiter, args.encoding, args.rows)
+        log_options = {
+            "log_format": args.log_format,
+            "hostname": args.hostname,
+            "search_params": args.search_param,
+            "w3c_fields": ",".join(args.w3c_field or []) or None,
+            "log_timezone": args.log_timezone,
+        }
+        plugin_options = tuple((k, v) for k, v in log_options.items() if v)
+        text, suggestion = inspect_source(
+            args.source, args.format, args.delimiter, args.encoding, args.rows, plugin_options
+        )
         print(text, file=sys.stderr)
         print(suggestion)
         return EXIT_OK

@@ -31,6 +31,8 @@ class RunConfig:
     hostname: str | None = None  # --hostname (access_log): the site, for logs without a virtual host field
     search_params: str | None = None  # --search-param (access_log): query keys of the site search, "q,s"
     matomo_site: str | None = None  # --matomo-site (matomo_logs / matomo_live): the Matomo idsite to import
+    w3c_fields: str | None = None  # --w3c-field (access_log): W3C fields under other names, "x-client=c-ip"
+    log_timezone: str | None = None  # --log-timezone (access_log): zone of times logged without an offset
     since: int | None = None
     until: int | None = None
     limit: int | None = None

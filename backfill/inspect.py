@@ -10,7 +10,7 @@ import re
 import polars as pl
 
 from .errors import BackfillError, ConfigError
-from .inspect_exports import Recognised, export_report, recognise
+from .inspect_exports import NO_HINTS, ReaderHints, Recognised, export_report, recognise, unrecognised_reasons
 from .inspect_suggest import epoch_guess, suggest_mapping
 from .schema import COL_SOURCE_ERROR
 from .sources import ReadOptions, expand_sources, iter_chunks
@@ -20,17 +20,38 @@ _TIME_LIKE = re.compile(r"(time|date|created|updated|_at$|^ts$)", re.IGNORECASE)
 
 
 def inspect_source(
-    source: str, fmt: str | None, delimiter: str | None, encoding: str | None, rows: int
+    source: str,
+    fmt: str | None,
+    delimiter: str | None,
+    encoding: str | None,
+    rows: int,
+    plugin_options: tuple[tuple[str, str], ...] = (),
 ) -> tuple[str, str]:
     """(a human description, a suggested mapping YAML).
 
     An export format we read (every plugin's ``sniff``) is named first, with its
     preset and the next command; anything else is described column by column.
+    A file a plugin reads by its name (``access.log``) but cannot read says why,
+    and which option would let it (``--log-format``).
     """
-    found = recognise(source, fmt)
+    hints = (plugin_options, encoding)
+    found = recognise(source, fmt, hints)
     if found is not None:
-        text, mapping = export_report(found)
-        return text + "\n\n" + _export_sample(found, rows), mapping
+        text, mapping = export_report(found, hints)
+        return text + "\n\n" + _export_sample(found, rows, hints), mapping
+    reasons = unrecognised_reasons(source, fmt, hints)
+    try:
+        text, mapping = _describe_generic(source, fmt, delimiter, encoding, rows)
+    except ConfigError as exc:
+        if not reasons:
+            raise
+        return "\n".join([*reasons, f"(read as a data file instead: {exc})"]), ""
+    return ("\n".join(reasons) + "\n\n" + text if reasons else text), mapping
+
+
+def _describe_generic(
+    source: str, fmt: str | None, delimiter: str | None, encoding: str | None, rows: int
+) -> tuple[str, str]:
     kwargs: dict[str, object] = {"chunk_rows": rows}
     if fmt:
         kwargs["format"] = fmt
@@ -57,9 +78,15 @@ def inspect_source(
     return text, suggest_mapping(frame, raw)
 
 
-def _export_sample(found: Recognised, rows: int) -> str:
+def _export_sample(found: Recognised, rows: int, hints: ReaderHints = NO_HINTS) -> str:
     """The columns the format's reader gives (what its preset maps), from the first file that has rows."""
-    options = ReadOptions(format=found.plugin.name, chunk_rows=rows)
+    plugin_options, encoding = hints
+    options = ReadOptions(
+        format=found.plugin.name,
+        chunk_rows=rows,
+        plugin_options=plugin_options,
+        **({"encoding": encoding} if encoding else {}),
+    )
     try:
         files, _ = expand_sources(found.files[:1] if found.whole else found.files, options)
         for index, source in enumerate(files):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .mapping import MAPPINGS_DIR, resolve_mapping
 from .sources import PLUGINS, FormatPlugin
+from .sources.compression import COMPRESSION_SUFFIXES
 
 #: Files of a folder or glob looked at (sorted); enough to see what an export folder holds.
 MAX_FILES_SNIFFED = 50
@@ -34,40 +35,82 @@ class Recognised:
     whole: bool = False  # the folder as a whole is the export (a folder of unzipped tables)
 
     @property
-    def selection(self) -> str:
-        """What to pass as FILES: the folder, a glob matching exactly the export's files, or the files."""
+    def selection(self) -> list[str]:
+        """What to pass as FILES: the folder, a glob matching exactly the export's files, or every file
+        (never cut short: the command is pasted as it is)."""
         if self.whole or (not self.others and os.path.isdir(self.source)) or self.files == [self.source]:
-            return self.source
+            return [self.source]
         pattern = _common_glob(self.files)
         if pattern:
-            return pattern
-        return " ".join(self.files[:5]) + (" ..." if len(self.files) > 5 else "")
+            return [pattern]
+        return list(self.files)
 
 
-def recognise(source: str, fmt: str | None = None) -> Recognised | None:
+#: What a reader needs besides the file to tell its format (``--log-format``, ``--encoding``).
+ReaderHints = tuple[tuple[tuple[str, str], ...], str | None]
+NO_HINTS: ReaderHints = ((), None)
+
+
+def recognise(source: str, fmt: str | None = None, hints: ReaderHints = NO_HINTS) -> Recognised | None:
     """The export format at ``source``, by the plugins' sniffs (or the one ``fmt`` names)."""
     plugins = [PLUGINS[fmt]] if fmt in PLUGINS else [p for p in PLUGINS.values() if p.sniff is not None]
     if fmt is not None and fmt not in PLUGINS:
         return None
     if os.path.isdir(source):
         for plugin in plugins:
-            if plugin.sniff is not None and _sniff(plugin, source):
+            if plugin.sniff is not None and _sniff(plugin, source, hints):
                 return Recognised(plugin, source, [source], whole=True)
     files = _files(source)
     best: Recognised | None = None
     for plugin in plugins:
-        hits = [f for f in files if plugin.sniff is None or _sniff(plugin, f)]
+        hits = [f for f in files if (plugin.sniff is None and plugin.explain is None) or _sniff(plugin, f, hints)]
         if hits and (best is None or len(hits) > len(best.files)):
             best = Recognised(plugin, source, hits, [f for f in files if f not in hits])
     return best
 
 
-def _sniff(plugin: FormatPlugin, path: str) -> bool:
-    """A plugin's sniff that misbehaves (raises) counts as "not this format": inspect must answer."""
+def _sniff(plugin: FormatPlugin, path: str, hints: ReaderHints = NO_HINTS) -> bool:
+    """A plugin's sniff that misbehaves (raises) counts as "not this format": inspect must answer.
+    With reader options (``--log-format``), a plugin that can explain a file is asked with them."""
     try:
+        if plugin.explain is not None and (hints[0] or hints[1]) and os.path.isfile(path):
+            return plugin.explain(path, *hints).ok
         return bool(plugin.sniff and plugin.sniff(path))
     except Exception:
         return False
+
+
+def unrecognised_reasons(source: str, fmt: str | None, hints: ReaderHints = NO_HINTS) -> list[str]:
+    """Why a file that a plugin reads by its name (``access.log``) is not that format, from the
+    plugin itself, with the option that lets it read the file; empty when no plugin claims it."""
+    lines: list[str] = []
+    for path in _files(source)[:3]:
+        for plugin in PLUGINS.values():
+            if plugin.explain is None or (fmt is not None and fmt != plugin.name):
+                continue
+            if not _claims(plugin, path):
+                continue
+            try:
+                found = plugin.explain(path, *hints)
+            except Exception:
+                continue
+            if not found.ok:
+                lines += found.lines
+    if lines:
+        lines.append(
+            "If it is a web server log in the server's own format, name that format: "
+            f"backfill inspect {shlex.quote(source)} --log-format '<the log_format / LogFormat line from the "
+            "server config>' (or a name: --log-format combined)"
+        )
+    return lines
+
+
+def _claims(plugin: FormatPlugin, path: str) -> bool:
+    """Whether a file's name is one the plugin reads (``access.log``, ``access.log.2.gz``)."""
+    name = os.path.basename(path).lower()
+    for suffix in COMPRESSION_SUFFIXES:
+        name = name.removesuffix(suffix)
+    return os.path.splitext(name)[1] in plugin.extensions
 
 
 def _files(source: str) -> list[str]:
@@ -158,11 +201,15 @@ def preset_text(preset: str) -> str:
 # --------------------------------------------------------------------------- what inspect prints
 
 
-def export_report(found: Recognised) -> tuple[str, str]:
+def export_report(found: Recognised, hints: ReaderHints = NO_HINTS) -> tuple[str, str]:
     """(the text for stderr, the mapping for stdout) of a recognised export."""
     plugin = found.plugin
-    files = shlex.quote(found.selection) if " " not in found.selection else found.selection
+    details, flags = _details(found, hints)
+    if hints[1]:
+        flags += ["--encoding", hints[1]]
+    files = shlex.join([*found.selection])
     lines = [f"{found.source}: this is a {plugin.description}"]
+    lines.extend(f"  {line}" for line in details)
     if found.others:
         shown = ", ".join(os.path.basename(f) for f in found.others[:5])
         lines.append(
@@ -170,8 +217,9 @@ def export_report(found: Recognised) -> tuple[str, str]:
             f" not part of it: {shown}{' ...' if len(found.others) > 5 else ''}"
         )
     lines.append("")
+    extra = (" " + shlex.join(flags)) if flags else ""
     if plugin.preset:
-        lines.append(f"next: backfill validate {files} -m {plugin.preset}")
+        lines.append(f"next: backfill validate {files} -m {plugin.preset}{extra}")
         lines.append("then: backfill import (same files and -m, with --host and --website), then backfill verify")
         lines.append("")
         lines.append(
@@ -185,6 +233,20 @@ def export_report(found: Recognised) -> tuple[str, str]:
         )
         return "\n".join(lines), header + mapping if mapping else ""
     lines.append(
-        f"next: write a mapping for the columns below, then backfill validate {files} -m MAPPING --format {plugin.name}"
+        f"next: write a mapping for the columns below, then backfill validate {files} -m MAPPING "
+        f"--format {plugin.name}{extra}"
     )
     return "\n".join(lines), ""
+
+
+def _details(found: Recognised, hints: ReaderHints) -> tuple[list[str], list[str]]:
+    """What the plugin says of the export's first file (the exact variant, what a run needs)."""
+    plugin = found.plugin
+    first = next((f for f in found.files if os.path.isfile(f)), None)
+    if plugin.explain is None or first is None:
+        return [], []
+    try:
+        said = plugin.explain(first, *hints)
+    except Exception:
+        return [], []
+    return said.lines, said.flags

@@ -22,6 +22,11 @@ class Ledger:
     rejected: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
+    #: Per filter, the skipped rows the mapping's ``skip_warning`` marks (e.g. requests that
+    #: look like people), with the first examples; ``flag_label`` says what they are.
+    flagged: Counter[str] = field(default_factory=Counter)
+    flagged_examples: dict[str, list[str]] = field(default_factory=dict)
+    flag_label: str = ""
 
     @property
     def rejected_total(self) -> int:
@@ -48,6 +53,14 @@ class Ledger:
                 break
             seen.append(ex)
 
+    def flag(self, name: str, count: int, examples: list[str]) -> None:
+        """``count`` rows skipped by filter ``name`` are marked by the mapping's skip_warning."""
+        if count <= 0:
+            return
+        self.flagged[name] += count
+        seen = self.flagged_examples.setdefault(name, [])
+        seen.extend(e for e in examples[: MAX_EXAMPLES - len(seen)] if e not in seen)
+
     def merge(self, other: Ledger) -> None:
         self.read += other.read
         self.accepted += other.accepted
@@ -55,6 +68,12 @@ class Ledger:
         self.skipped.update(other.skipped)
         for reason, count in other.rejected.items():
             self.reject(reason, count, other.examples.get(reason))
+        self.merge_flags(other)
+
+    def merge_flags(self, other: Ledger) -> None:
+        self.flag_label = self.flag_label or other.flag_label
+        for name, count in other.flagged.items():
+            self.flag(name, count, other.flagged_examples.get(name, []))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,7 +86,17 @@ class Ledger:
             "skipped_by_filter": dict(self.skipped.most_common()),
             "in_doubt": self.in_doubt,
             "balances": self.balances(),
-        }
+        } | (
+            {
+                "skipped_flagged": {
+                    "label": self.flag_label,
+                    "by_filter": dict(self.flagged.most_common()),
+                    "examples": self.flagged_examples,
+                }
+            }
+            if self.flagged
+            else {}
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Ledger:
@@ -78,4 +107,7 @@ class Ledger:
             rejected=Counter(data.get("rejected_by_reason", {})),
             skipped=Counter(data.get("skipped_by_filter", {})),
             examples={k: list(v) for k, v in data.get("reject_examples", {}).items()},
+            flagged=Counter(data.get("skipped_flagged", {}).get("by_filter", {})),
+            flagged_examples={k: list(v) for k, v in data.get("skipped_flagged", {}).get("examples", {}).items()},
+            flag_label=str(data.get("skipped_flagged", {}).get("label", "")),
         )

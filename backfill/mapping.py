@@ -50,10 +50,11 @@ _TOP_KEYS = {
     "keep_bots",
     "on_overflow",
     "overflow",
+    "skip_warning",
 }
 #: Reader options of format plugins (text), passed on in ReadOptions.plugin_options (access_log,
 #: matomo_logs / matomo_live).
-PLUGIN_READER_KEYS = ("log_format", "hostname", "search_params", "matomo_site")
+PLUGIN_READER_KEYS = ("log_format", "hostname", "search_params", "w3c_fields", "log_timezone", "matomo_site")
 _READER_KEYS = {"format", "delimiter", "quote_char", "encoding", "has_header", "decimal_comma", *PLUGIN_READER_KEYS}
 _READER_FLAGS = {"has_header", "decimal_comma"}  # true/false; the other reader keys are text
 
@@ -114,6 +115,16 @@ class VisitorSpec:
 
 
 @dataclass(frozen=True)
+class SkipWarning:
+    """Rows a filter skips although ``column`` marks them (its text is the example shown):
+    counted per filter and shown in the summary, so a filter's cost is seen before importing."""
+
+    column: str
+    says: str  # what the marked rows are, e.g. "look like people (...)"
+    line: int | None = None
+
+
+@dataclass(frozen=True)
 class FilterSpec:
     name: str
     expression: str
@@ -139,6 +150,7 @@ class Mapping:
     fields: dict[str, ValueSpec]  # payload field or "data.<key>" -> spec
     event_type: ValueSpec
     filters: tuple[FilterSpec, ...] = ()
+    skip_warning: SkipWarning | None = None
     normalize: bool = False
     keep_bots: bool = False
     on_overflow: str = "reject"
@@ -177,6 +189,8 @@ class Mapping:
         for spec in (*self.fields.values(), self.event_type):
             for col in spec.columns():
                 add(col, spec.line)
+        if self.skip_warning is not None:
+            add(self.skip_warning.column, self.skip_warning.line)
         return used
 
 
@@ -327,6 +341,7 @@ class _MappingParser:
             fields=fields,
             event_type=self.parse_type(raw.get("type", "event")),
             filters=self.parse_filters(raw.get("filters")),
+            skip_warning=self.parse_skip_warning(raw.get("skip_warning")),
             normalize=self.parse_bool(raw.get("normalize", False), "normalize"),
             keep_bots=self.parse_bool(raw.get("keep_bots", False), "keep_bots"),
             on_overflow=on_overflow,
@@ -626,6 +641,17 @@ class _MappingParser:
             name = str(item.get("name") or expression)
             out.append(FilterSpec(name=name, expression=expression, keep=has_keep, line=iline))
         return tuple(out)
+
+    def parse_skip_warning(self, node: Any) -> SkipWarning | None:
+        if node is None:
+            return None
+        line = self.top_lines.get("skip_warning")
+        if not isinstance(node, dict) or not isinstance(node.get("column"), str):
+            raise self.fail("skip_warning must be {column: COLUMN, says: TEXT}", line)
+        unknown = set(node) - {"column", "says", "__lines__"}
+        if unknown:
+            raise self.fail(f"skip_warning: unknown key {sorted(unknown)[0]!r} (it takes column and says)", line)
+        return SkipWarning(column=node["column"], says=str(node.get("says") or f"have {node['column']}"), line=line)
 
     def parse_overflow(self, node: Any, fields: dict[str, ValueSpec]) -> dict[str, str]:
         if node is None:

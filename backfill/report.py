@@ -282,6 +282,14 @@ class Summary:
         lines.append(f"  skipped by filter  {led.skipped_total:>12,}")
         for name, count in led.skipped.most_common():
             lines.append(f"    {count:>10,}  {name}")
+            if led.flagged.get(name):
+                examples = "; ".join(led.flagged_examples.get(name, [])[:3])
+                lines.append(f"                ! {led.flagged[name]:,} of them {led.flag_label}, e.g. {examples}")
+        if led.flagged:
+            lines.append(
+                "                (to import those, remove or narrow that filter in a copy of the mapping; "
+                "validate shows this before anything is sent)"
+            )
         if not dry:
             lines.append(f"  in doubt           {led.in_doubt:>12,}")
             if self.pending:

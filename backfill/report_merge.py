@@ -161,6 +161,7 @@ def merge_reports(paths: list[str | Path]) -> Merged:
         total.in_doubt += r.ledger.in_doubt
         total.skipped.update(r.ledger.skipped)
         total.rejected.update(r.ledger.rejected)
+        total.merge_flags(r.ledger)
         pending += r.pending
     for reason in total.rejected:  # the first examples in input order, whichever shard had them
         examples = {e for r in reports for e in r.ledger.examples.get(reason, [])}

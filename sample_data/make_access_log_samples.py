@@ -21,7 +21,11 @@ each format under its own folder, as the servers write them:
 * ``apache_custom/access.log``: format in ``apache_custom/log_format.txt``;
 * ``nginx_json/access.log.gz``, ``caddy/access.log.gz``, ``traefik/access.log.gz``: JSON lines;
 * ``cloudfront/distribution.log.gz``, ``iis/u_ex240304.log``: W3C (``#Fields:``);
-* ``alb/elb.log.gz``, ``s3/bucket.log.gz``: AWS.
+* ``iis_advanced/advanced.log.gz``: IIS Advanced Logging (local time, quoted values,
+  a padded header), ``incapsula/incapsula.log.gz``: Incapsula (every value quoted);
+* ``alb/elb.log.gz``, ``elb/classic.log.gz``, ``s3/bucket.log.gz``: AWS (ALB, Classic ELB, S3);
+* ``haproxy/haproxy.log.gz``: HAProxy behind syslog, Host/User-Agent/Referer captured,
+  local time; ``ovh/ovh.log.gz``, ``gandi/gandi.log.gz``: hosting providers' logs.
 
 ``expected.json``: computed here from the generator's own labels, never
 through the reader: page views per UTC day and per path, visitors and visits
@@ -564,6 +568,98 @@ def s3(r: Request) -> str:
     )
 
 
+def elb_classic(r: Request) -> str:
+    target = f"https://{HOST}:443{r.path}" if r.label != "junk" else ""
+    request = f"{r.method} {target} HTTP/1.1" if target else "- - - "
+    client = f"{r.ip}:52144"  # an IPv6 client too: address, colon, port, no brackets
+    return (
+        f"{r.time.strftime('%Y-%m-%dT%H:%M:%S.%fZ')} bakery-elb {client} 10.0.1.17:80 0.000041 0.012 0.000025 "
+        f'{r.status} {r.status} 0 {r.size} "{request}" "{_dash(r.ua)}" ECDHE-RSA-AES128-GCM-SHA256 TLSv1.2'
+    )
+
+
+def _local_millis(t: dt.datetime, date_format: str) -> str:
+    """Local time to the millisecond, as HAProxy and IIS Advanced Logging write it (no offset)."""
+    local = t.astimezone(LOCAL)
+    return local.strftime(date_format) + f"{local.strftime('%H:%M:%S')}.{local.microsecond // 1000:03d}"
+
+
+def haproxy(r: Request) -> str:
+    """rsyslog's prefix, then HAProxy's httplog with captured Host, User-Agent and Referer; local times."""
+    local = r.time.astimezone(LOCAL)
+    accept = _local_millis(r.time, "%d/%b/%Y:")
+    day = f"{local.day:>2}"
+    captured = f"{HOST}|{r.ua or ''}|{r.referrer or ''}"
+    request = _request_line(r) if r.label != "junk" else "<BADREQ>"
+    return (
+        f"{local:%b} {day} {local:%H:%M:%S} lb1 haproxy[2211]: {r.ip}:52144 [{accept}] www~ bk/web1 "
+        f"0/0/1/{r.size % 50}/{r.size % 50 + 1} {r.status} {r.size} - - ---- 3/3/1/1/0 0/0 "
+        f'{{{captured}}} {{}} "{request}"'
+    )
+
+
+def ovh(r: Request) -> str:
+    return (
+        f'{r.ip} {HOST} - [{_local(r.time)}] "{_request_line(r)}" {r.status} {r.size} "{_dash(r.referrer)}" '
+        f'"{_dash(r.ua)}"'
+    )
+
+
+def gandi(r: Request) -> str:
+    return (
+        f'{HOST} {r.ip} - - [{_local(r.time)}] ({r.size % 3} s) "{_request_line(r)}" {r.status} {r.size} '
+        f'"{_dash(r.referrer)}" "{_dash(r.ua)}"'
+    )
+
+
+IIS_ADVANCED_FIELDS = (
+    "date-local time-local s-computername cs-method cs-uri-stem cs-uri-query c-ip cs(User-Agent) cs(Referer) "
+    "cs(Host) sc-status sc-substatus TimeTakenMS"
+)
+
+
+def iis_advanced(r: Request) -> str:
+    stem, _, query = r.path.partition("?")
+    return (
+        f'{_local_millis(r.time, "%Y-%m-%d ")} WEB01 {r.method} {stem} {_dash(query)} "{r.ip}" "{r.ua or ""}" '
+        f'"{r.referrer or ""}" "{HOST}" {r.status} 0 {15 + r.size % 200}'
+    )
+
+
+INCAPSULA_FIELDS = (
+    "date time cs-vid cs-clapp cs-browsertype c-ip cs(User-Agent) cs-sessionid s-siteid cs-countrycode "
+    "s-computername cs-uri cs-version sc-action cs(Referrer) s-ip s-port cs-method cs-uri-query sc-status cs-bytes"
+)
+
+
+def incapsula(r: Request) -> str:
+    stem, _, query = r.path.partition("?")
+    values = [
+        r.time.strftime("%Y-%m-%d"),
+        r.time.strftime("%H:%M:%S"),
+        f"v-{zlib.crc32(r.ip.encode()):08x}",
+        "Browser" if r.client == "person" else "Bot",
+        "Browser" if r.client == "person" else "Crawler",
+        r.ip,
+        r.ua or "",
+        "6110009900217",
+        "9876543",
+        "DE",
+        HOST,
+        f"{HOST}{stem}",
+        "HTTP/1.1",
+        "REQ_PASSED",
+        r.referrer or "",
+        "192.0.2.15",
+        "443",
+        r.method,
+        query,
+        str(r.status),
+        str(r.size),
+    ]
+    return " ".join('"' + v.replace('"', '""') + '"' for v in values)
+
+
 # --------------------------------------------------------------------------- files
 
 
@@ -586,7 +682,11 @@ def write_samples(requests: list[Request]) -> None:
         "caddy/access.log.gz": ("", caddy),
         "traefik/access.log.gz": ("", traefik),
         "alb/elb.log.gz": ("", alb),
+        "elb/classic.log.gz": ("", elb_classic),
         "s3/bucket.log.gz": ("", s3),
+        "haproxy/haproxy.log.gz": ("", haproxy),
+        "ovh/ovh.log.gz": ("", ovh),
+        "gandi/gandi.log.gz": ("", gandi),
     }
     for name, (header, render) in renderers.items():
         _write(OUT / name, [render(r) for r in _logged(requests, name)], header)
@@ -597,6 +697,14 @@ def write_samples(requests: list[Request]) -> None:
         f"#Date: {START:%Y-%m-%d %H:%M:%S}\n#Fields: {IIS_FIELDS}\n"
     )
     _write(OUT / "iis/u_ex240304.log", [iis(r) for r in _logged(requests, "iis")], iis_header)
+    advanced_header = (
+        "#Software: IIS Advanced Logging Module\n\n#Version: 1.0\n    \n"
+        f"#Start-Date: {START.astimezone(LOCAL):%Y-%m-%d %H:%M:%S}.000\n#Fields:   {IIS_ADVANCED_FIELDS}\n"
+    )
+    lines = [iis_advanced(r) for r in _logged(requests, "iis")]
+    _write(OUT / "iis_advanced/advanced.log.gz", lines, advanced_header)
+    incapsula_header = f"#Software: Incapsula LOGS API\n#Version: 1.1\n#Fields: {INCAPSULA_FIELDS}\n"
+    _write(OUT / "incapsula/incapsula.log.gz", [incapsula(r) for r in _logged(requests, "iis")], incapsula_header)
     _write_rotated(requests)
     (OUT / "nginx_custom/log_format.txt").write_text(NGINX_CUSTOM + "\n")
     (OUT / "apache_custom/log_format.txt").write_text(f'LogFormat "{APACHE_CUSTOM_FORMAT}" custom\n')
@@ -604,7 +712,17 @@ def write_samples(requests: list[Request]) -> None:
 
 def _logged(requests: list[Request], name: str) -> list[Request]:
     """nginx and Apache log a TLS handshake on the HTTP port; CDNs, load balancers, Caddy and IIS do not."""
-    keeps_junk = name.split("/")[0] in ("common", "vhost_combined", "nginx_custom", "apache_custom", "nginx_json")
+    keeps_junk = name.split("/")[0] in (
+        "common",
+        "vhost_combined",
+        "nginx_custom",
+        "apache_custom",
+        "nginx_json",
+        "elb",
+        "haproxy",
+        "ovh",
+        "gandi",
+    )
     return [r for r in requests if keeps_junk or r.label != "junk"]
 
 

@@ -25,7 +25,7 @@ import pytest
 from backfill.errors import ConfigError, SourceError
 from backfill.sources import ReadOptions, expand_sources, iter_chunks, read_schema
 from backfill.sources.access_log import detect as detection
-from backfill.sources.access_log.formats import custom_format
+from backfill.sources.access_log.custom import custom_format
 from backfill.sources.access_log.rotation import log_group, sort_key
 from tests.conftest import SAMPLES, import_into, run_cli, stored_day, stored_figures
 from tests.fake_umami import FakeUmami
@@ -59,6 +59,12 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "iis": ("--hostname", HOST),
     "alb": (),
     "s3": (),
+    "elb": (),
+    "haproxy": ("--log-timezone", "Europe/Paris"),  # local times, as HAProxy logs them
+    "ovh": (),
+    "gandi": (),
+    "iis_advanced": ("--log-timezone", "Europe/Paris"),
+    "incapsula": (),
 }
 
 
@@ -208,7 +214,9 @@ def test_a_file_that_is_no_log_is_refused_naming_the_formats_tried(tmp_path: Pat
     text.write_text("hello\nthis is not a log\n")
     options = ReadOptions(format="access_log", plugin_options=(("hostname", HOST),))
     files, _ = expand_sources([str(text)], options)
-    with pytest.raises(SourceError, match=r"match no access log format \(tried vhost_combined, combined.*--log-format"):
+    with pytest.raises(
+        SourceError, match=r"match no access log format \(tried vhost_combined, .*combined.*--log-format"
+    ):
         read_schema(files[0], options)
     result = run_cli("validate", text, "-m", "access-log", "--hostname", HOST)
     assert result.code == 2 and "notes.log" in result.stderr and "Traceback" not in result.stderr
@@ -254,6 +262,12 @@ def test_a_log_without_host_needs_hostname(tmp_path: Path) -> None:
         ("iis", "iis"),
         ("alb", "alb"),
         ("s3", "s3"),
+        ("elb", "elb"),
+        ("haproxy", "haproxy"),
+        ("ovh", "ovh"),
+        ("gandi", "gandi"),
+        ("iis_advanced", "iis"),
+        ("incapsula", "w3c"),
     ],
 )
 def test_formats_are_detected_from_the_first_lines(folder: str, name: str) -> None:

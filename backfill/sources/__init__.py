@@ -32,11 +32,14 @@ from backfill.sources import csv as csv_reader
 from backfill.sources import ndjson as ndjson_reader
 from backfill.sources import parquet as parquet_reader
 from backfill.sources.compression import (
+    COMPRESSION_SUFFIXES,
     GZIP_MAGIC,
+    MAGIC,
     UTF8_BOM,
     ZSTD_MAGIC,
     SourceRecordError,
     codec_name,
+    compression_of_bytes,
     is_utf8,
     iter_decompressed,
     iter_utf8,
@@ -47,6 +50,7 @@ from backfill.sources.compression import (
 
 __all__ = [
     "BASE_FORMATS",
+    "Explanation",
     "ReadNotes",
     "ReadOptions",
     "SourceFile",
@@ -88,6 +92,18 @@ class FormatPlugin:
     preset: str | None = None
     #: The order its files are read in (default: by path), e.g. rotated logs oldest first.
     sort_key: Callable[[str], Any] | None = None
+    #: For ``inspect``: (path, plugin options, encoding) -> what the file is, the flags a run
+    #: needs, or why it cannot be read as this format (a file with one of ``extensions``).
+    explain: Callable[[str, tuple[tuple[str, str], ...], str | None], Explanation] | None = None
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """What ``inspect`` says of a file a plugin was asked about (``FormatPlugin.explain``)."""
+
+    ok: bool  # the file is in this format and can be read
+    lines: list[str]  # what was found (the exact variant, what a run will need), or why it cannot be read
+    flags: list[str]  # what a run needs on its command line besides the files and -m (--hostname X)
 
 
 PLUGINS: dict[str, FormatPlugin] = {}
@@ -122,7 +138,6 @@ _EXTENSIONS = {
     ".jsonl": "ndjson",
     ".json": "ndjson",
 }
-_COMPRESSION_SUFFIXES = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
 _SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini", "__macosx"})
 _SNIFF_BYTES = 4096
 _UINT32_MAX = 2**32 - 1
@@ -286,7 +301,7 @@ class SourceFile:
 
     path: str  # absolute
     format: str  # "csv" | "parquet" | "ndjson"
-    compression: str | None  # "gzip" | "zstd" | None
+    compression: str | None  # "gzip" | "zstd" | "bzip2" | "xz" | None
     size: int  # bytes on disk (compressed)
     mtime_ns: int
 
@@ -295,9 +310,9 @@ class SourceFile:
 
 
 def _extension(path: str) -> tuple[str, str | None]:
-    """(extension, compression) with ``.gz``/``.zst`` taken off first: ``a.csv.gz`` -> csv."""
+    """(extension, compression) with ``.gz``/``.zst``/``.bz2``/``.xz`` taken off first: ``a.csv.gz`` -> csv."""
     stem, ext = os.path.splitext(os.path.basename(path).lower())
-    compression = _COMPRESSION_SUFFIXES.get(ext)
+    compression = COMPRESSION_SUFFIXES.get(ext)
     if compression:
         ext = os.path.splitext(stem)[1]
     return ext, compression
@@ -443,7 +458,7 @@ def _unknown_extension(
         return None, None
     head = _read_head(path)
     if compression is None:
-        compression = _compression_of(head)
+        compression = compression_of_bytes(head)
     if options.format is not None:
         return options.format, compression
     if compression is not None:
@@ -460,14 +475,6 @@ def _read_head(path: str) -> bytes:
             return raw.read(_SNIFF_BYTES)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
-
-
-def _compression_of(head: bytes) -> str | None:
-    if head.startswith(GZIP_MAGIC):
-        return "gzip"
-    if head.startswith(ZSTD_MAGIC):
-        return "zstd"
-    return None
 
 
 def _format_of(head: bytes) -> str | None:
@@ -492,6 +499,8 @@ def _looks_like(head: bytes) -> str | None:
         (head.startswith(parquet_reader.PARQUET_MAGIC), "Parquet"),
         (head.startswith(GZIP_MAGIC), "gzip-compressed data (name it *.gz)"),
         (head.startswith(ZSTD_MAGIC), "zstd-compressed data (name it *.zst)"),
+        (compression_of_bytes(head) == "bzip2", "bzip2-compressed data (name it *.bz2)"),
+        (head.startswith(MAGIC["xz"]), "xz-compressed data (name it *.xz)"),
         (head.startswith(b"PK\x03\x04"), "a ZIP archive (unzip it first)"),
         (head.startswith((b"\xff\xfe", b"\xfe\xff")), "UTF-16 text (pass --encoding utf-16)"),
         (_wide_text(head, 1), "UTF-16 text without a byte order mark (pass --encoding utf-16-le)"),
@@ -521,10 +530,8 @@ def _wide_text(head: bytes, nul_at: int) -> bool:
 def _check_content(source: SourceFile, options: ReadOptions) -> bytes:
     """Refuse a file whose bytes contradict its declared format; return its head."""
     raw = _raw_head(source)
-    if source.compression == "gzip" and not raw.startswith(GZIP_MAGIC):
-        raise _contradiction(source, "gzip", _looks_like(raw))
-    if source.compression == "zstd" and not raw.startswith(ZSTD_MAGIC):
-        raise _contradiction(source, "zstd", _looks_like(raw))
+    if source.compression is not None and not raw.startswith(MAGIC[source.compression]):
+        raise _contradiction(source, source.compression, _looks_like(raw))
     head = peek(source.path, source.compression, _SNIFF_BYTES)[0] if source.compression else raw
     if not head:
         return head

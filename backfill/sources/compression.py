@@ -9,9 +9,11 @@ Nothing here holds more than one block of a file in memory.
 
 from __future__ import annotations
 
+import bz2
 import codecs
 import contextlib
 import gzip
+import lzma
 import os
 import re
 import tempfile
@@ -26,7 +28,21 @@ from backfill.schema import COL_FILE, COL_ROW, COL_SOURCE_ERROR, COL_SOURCE_RAW
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+BZIP2_MAGIC = b"BZh"
+XZ_MAGIC = b"\xfd7zXZ\x00"
 UTF8_BOM = b"\xef\xbb\xbf"
+
+#: File endings (lower case) -> compression. Rotated logs and server exports come as
+#: ``.gz`` mostly, ``.bz2`` and ``.xz`` from logrotate's ``compresscmd`` and archives.
+COMPRESSION_SUFFIXES = {
+    ".gz": "gzip",
+    ".zst": "zstd",
+    ".zstd": "zstd",
+    ".bz2": "bzip2",
+    ".xz": "xz",
+}
+#: compression -> the bytes its files start with.
+MAGIC = {"gzip": GZIP_MAGIC, "zstd": ZSTD_MAGIC, "bzip2": BZIP2_MAGIC, "xz": XZ_MAGIC}
 
 #: Environment variable naming the directory for decompressed/transcoded copies.
 TMPDIR_ENV = "BACKFILL_TMPDIR"
@@ -95,6 +111,8 @@ def iter_decompressed(path: str, compression: str | None) -> Generator[bytes, No
             yield from _iter_gzip(path)
         elif compression == "zstd":
             yield from _iter_zstd(path)
+        elif compression in ("bzip2", "xz"):
+            yield from _iter_stdlib(path, compression)
         else:
             raise ConfigError(f"unknown compression {compression!r}")
     except OSError as exc:
@@ -125,6 +143,37 @@ def _iter_gzip(path: str) -> Iterator[bytes]:
             if not block:
                 return
             yield block
+
+
+def _iter_stdlib(path: str, compression: str) -> Iterator[bytes]:
+    """bzip2 and xz through the standard library; like gzip.open, both read concatenated
+    streams (``pbzip2``, ``cat a.xz b.xz``) and raise EOFError for a truncated one."""
+    opener = bz2.open if compression == "bzip2" else lzma.open
+    with opener(path, "rb") as stream:
+        while True:
+            try:
+                block = stream.read(_READ_BYTES)
+            except (EOFError, OSError, lzma.LZMAError) as exc:
+                raise _damaged(path, compression, exc) from exc
+            if not block:
+                return
+            yield block
+
+
+def compression_of_name(path: str) -> str | None:
+    """The compression a file name says (``access.log.2.bz2`` -> bzip2), if any."""
+    return COMPRESSION_SUFFIXES.get(os.path.splitext(path)[1].lower())
+
+
+def compression_of_bytes(head: bytes) -> str | None:
+    """The compression a file's first bytes say, if any (a rotated log whose ending was lost).
+
+    "BZh" alone could start a text file: bzip2 needs its block size digit and the magic
+    of its first block (or of the end of an empty stream) too.
+    """
+    if head.startswith(BZIP2_MAGIC):
+        return "bzip2" if head[3:4] in b"123456789" and head[4:10] in (b"1AY&SY", b"\x17rE8P\x90") else None
+    return next((name for name, magic in MAGIC.items() if head.startswith(magic)), None)
 
 
 def _iter_zstd(path: str) -> Iterator[bytes]:

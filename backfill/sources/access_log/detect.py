@@ -1,42 +1,69 @@
 """Which format a log file is in, from its first lines (or the user's --log-format).
 
 A file whose first lines match no format is refused, naming every format
-tried, rather than turned into one reject per line; a line later in the file
-that matches a different format than the file's (two logs concatenated, a
-format changed in the server config) refuses the file with its line number,
-because the lines after it would all be misread.
+tried, rather than turned into one reject per line (``file_format`` in
+``__init__.py`` refuses one most of whose first lines the format found cannot
+read, so ``inspect`` never names a format ``validate`` refuses). A line later in the file that matches
+a different format than the file's (two logs concatenated, a format changed in
+the server config) refuses the file with its line number, because the lines
+after it would all be misread.
+
+Streaming servers (Icecast, SHOUTcast, CloudFront RTMP) write logs that look
+like web logs, but each line is a listener of a stream: such a file is refused
+by name, never read as page views.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 
 from backfill.errors import ConfigError, SourceError
+from backfill.sources.access_log import w3c
+from backfill.sources.access_log.custom import custom_format
 from backfill.sources.access_log.formats import (
     BUILTIN,
-    FORMAT_NAMES,
+    COMBINED,
     LineFormat,
     by_name,
-    custom_format,
+    canonical_name,
     json_format,
-    w3c_format,
+    streaming_message,
 )
+from backfill.sources.records import MOSTLY_BAD_SHARE
 
-W3C_FIELDS_PREFIX = "#Fields:"
+W3C_FIELDS_PREFIX = w3c.W3C_FIELDS_PREFIX
+TRIED = ", ".join(f.name for f in BUILTIN) + ", W3C (IIS, CloudFront, Incapsula, ...), JSON (nginx, Caddy, Traefik)"
+
+#: An Icecast access log: combined, then the seconds the listener stayed connected.
+_ICECAST_LINE = re.compile(rf"^{COMBINED} \d+$")
+#: What gives a combined-plus-a-number log away as Icecast's: audio mounts, its admin
+#: pages, media players. (Apache's combined with %D appended looks the same otherwise.)
+_STREAM_SIGNS = re.compile(
+    r'(?i)"[A-Z]+ [^ "]*(\.(mp3|ogg|oga|opus|aac|m3u|pls|xspf|flac)|/admin/(stats|listclients|metadata)|'
+    r'/status(-json)?\.xsl)[ ?"]|"[^"]*(vlc|winamp|itunes|nsplayer|lavf|foobar2000|libmpv|icecast|'
+    r'applecoremedia|streamripper|xmms|audacious)[^"]*"( \d+)$'
+)
+_STREAMING_NAMES = {"icecast": "Icecast", "icecast2": "Icecast", "shoutcast": "SHOUTcast"}
 
 
-def detect(name: str, head: list[tuple[int, str]], log_format: str | None) -> LineFormat:
+def detect(
+    name: str, head: list[tuple[int, str]], log_format: str | None, renames: dict[str, str] | None = None
+) -> LineFormat:
     """The format of a file whose first non-blank lines are ``head``."""
     if not head:
         raise SourceError(f"{name}: no lines")
-    if log_format and log_format not in ("auto", "w3c", "json"):
-        fmt = by_name(log_format) or (custom_format(log_format) if log_format not in FORMAT_NAMES else None)
-        if fmt is not None:
-            return _check_explicit(name, head, fmt)
+    wanted = canonical_name(log_format) if log_format else "auto"
+    if wanted in _STREAMING_NAMES:
+        raise ConfigError(streaming_message(_STREAMING_NAMES[wanted]))
+    if wanted not in ("auto", "w3c", "iis", "cloudfront", "json", "nginx_json"):
+        fmt = by_name(wanted) or custom_format(log_format or "")
+        return _check_explicit(name, head, fmt)
     first = head[0][1].lstrip()
-    if first.startswith("#") or any(text.startswith(W3C_FIELDS_PREFIX) for _, text in head):
-        return w3c_of(name, head)
-    if first.startswith("{"):
+    if wanted in ("w3c", "iis", "cloudfront") or first.startswith("#") or w3c.header_of(head)[0] is not None:
+        return w3c.w3c_of(name, head, renames)
+    if first.startswith("{") or wanted in ("json", "nginx_json"):
         return _json_of(name, head)
     return _best_regex(name, head)
 
@@ -54,19 +81,6 @@ def _check_explicit(name: str, head: list[tuple[int, str]], fmt: LineFormat) -> 
     return fmt
 
 
-def w3c_of(name: str, head: list[tuple[int, str]]) -> LineFormat:
-    """IIS / CloudFront: the ``#Fields:`` directive names the columns."""
-    fields_line = next((text for _, text in head if text.startswith(W3C_FIELDS_PREFIX)), None)
-    if fields_line is None:
-        raise SourceError(f"{name}: starts with '#' lines but has no {W3C_FIELDS_PREFIX} line (W3C extended log?)")
-    data = next((text for _, text in head if not text.startswith("#")), "")
-    separator = "\t" if "\t" in data else " "
-    try:
-        return w3c_format(fields_line[len(W3C_FIELDS_PREFIX) :].split(), separator)
-    except ConfigError as exc:
-        raise SourceError(f"{name}: {exc}") from exc
-
-
 def _json_of(name: str, head: list[tuple[int, str]]) -> LineFormat:
     keys: set[str] = set()
     sample: dict[str, object] = {}
@@ -82,24 +96,36 @@ def _json_of(name: str, head: list[tuple[int, str]]) -> LineFormat:
     if fmt is None:
         raise SourceError(
             f"{name}: JSON lines, but not an access log this reader knows (Caddy, Traefik, or nginx "
-            f"escape=json with keys such as time_local/time_iso8601, request or request_uri, status); "
-            f"the first line has the keys {', '.join(sorted(keys)[:15])}"
+            f"escape=json with keys such as time_iso8601/date, request or request_uri/path, status); "
+            f"the first line has the keys {', '.join(sorted(keys)[:15])}. Pass the server's log_format "
+            "line with --log-format to name its keys"
         )
     return fmt
 
 
 def _best_regex(name: str, head: list[tuple[int, str]]) -> LineFormat:
-    counts = [(sum(1 for _, text in head if fmt.regex.match(text)), -i, fmt) for i, fmt in enumerate(BUILTIN)]
+    counts = [(sum(1 for _, t in head if fmt.detect_regex.match(t)), -i, fmt) for i, fmt in enumerate(BUILTIN)]
     hits, _, best = max(counts, key=lambda c: (c[0], c[1]))
+    finer = [fmt for n, _, fmt in counts if fmt.refines == best.name and n > hits * MOSTLY_BAD_SHARE]
+    best = finer[0] if finer else best
     if hits == 0:
         number, text = head[0]
-        tried = ", ".join(f.name for f in BUILTIN) + ", W3C (IIS, CloudFront), JSON (nginx, Caddy, Traefik)"
         raise SourceError(
-            f"{name}: the first {len(head)} lines match no access log format (tried {tried}); "
+            f"{name}: the first {len(head)} lines match no access log format (tried {TRIED}); "
             f"line {number}: {text[:200]!r}. If the server uses its own format, pass it with "
             "--log-format '<the log_format / LogFormat string>'"
         )
+    if best.name in ("combined", "ovh", "vhost_combined") and _is_icecast(name, head):
+        raise SourceError(f"{name}: {streaming_message('Icecast', override=True)}")
     return best
+
+
+def _is_icecast(name: str, head: list[tuple[int, str]]) -> bool:
+    """Combined lines ending in the seconds a listener stayed, in a file that shows a stream."""
+    ending = [t for _, t in head if _ICECAST_LINE.match(t) or _ICECAST_LINE.match(t.split(" ", 1)[-1])]
+    if not ending or len(ending) < len(head) * MOSTLY_BAD_SHARE:
+        return False
+    return "icecast" in os.path.basename(name).lower() or any(_STREAM_SIGNS.search(t) for t in ending)
 
 
 def other_format(text: str, fmt: LineFormat) -> str | None:
@@ -111,9 +137,9 @@ def other_format(text: str, fmt: LineFormat) -> str | None:
                 return "JSON"
         except ValueError:
             pass
-    if fmt.name not in ("iis", "cloudfront") and stripped.startswith(W3C_FIELDS_PREFIX):
+    if fmt.time_kind != "w3c" and stripped.startswith(W3C_FIELDS_PREFIX):
         return "W3C extended (#Fields)"
     for other in BUILTIN:
-        if other.name != fmt.name and other.regex.match(text):
+        if other.name != fmt.name and other.detect_regex.match(text):
             return other.name
     return None

@@ -3,14 +3,24 @@
 Every format turns a line into the same named parts (``ip``, ``time``,
 ``request``, ``status``, ...; see :data:`PARTS`), so everything after parsing
 is shared. Formats are plain data, not classes, so a user's own
-``--log-format`` (nginx ``log_format`` or Apache ``LogFormat`` syntax) becomes
-one more of them, built by :func:`custom_format`.
+``--log-format`` (nginx ``log_format`` or Apache ``LogFormat`` syntax, see
+``custom.py``) and a W3C ``#Fields:`` line (``w3c.py``) become more of them.
+
+The named formats are those of Matomo's log importer (``import_logs.py``), so
+logs kept for Matomo read here as they are, each detected from its first
+lines: nginx/Apache ``combined`` and ``common`` with or without a virtual host,
+OVH and Gandi hosting logs, AWS ALB, Classic ELB, S3 and CloudFront, HAProxy
+(with its syslog prefix), IIS and other W3C extended logs (IIS Advanced
+Logging, Incapsula, Netscaler), and JSON lines (nginx ``escape=json`` with the
+keys Matomo's README recommends or nginx's own names, Caddy, Traefik).
 
 Why regexes and not a tokenizer: ``polars``' ``str.extract_groups`` runs one
 regex over a whole chunk in Rust (about a million combined lines a second on
 one core); a Python loop over the lines would cost more than all the rest. The patterns use ``[^ ]``
 rather than ``\\S`` (Unicode classes cost twice as much) and an unrolled
 quoted-string pattern that reads both nginx's ``\\x22`` and Apache's ``\\"``.
+Every pattern is written for both Python's ``re`` (detection) and Rust's
+``regex`` (parsing): no look-arounds, no back-references.
 """
 
 from __future__ import annotations
@@ -18,21 +28,20 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from backfill.errors import ConfigError
-
 #: The named parts a format may give; a format gives a subset.
 PARTS = (
     "host",  # the virtual host (vhost field, Host header, CDN host header)
     "ip",  # the connecting client (may be a proxy: see xff and client_ip)
     "user",
     "time",  # one text time; see LineFormat.time_kind
-    "date",  # W3C: date and clock in two fields (UTC)
+    "date",  # W3C: date and clock in two fields
     "clock",
     "request",  # "GET /path?q HTTP/1.1"
     "method",
     "path",  # request target with its query
     "path_only",  # without the query (W3C cs-uri-stem, Apache %U, nginx $uri)
     "query",
+    "uri",  # W3C cs-uri: an absolute URL, or host and path without the scheme (Incapsula)
     "protocol",
     "status",
     "bytes",
@@ -43,6 +52,7 @@ PARTS = (
     "content_type",  # of the response, where logged
     "purpose",  # Purpose / Sec-Purpose / X-Moz request header: prefetch, prerender
     "bucket",  # S3: the bucket (and the path-style prefix of its paths)
+    "captured",  # HAProxy: the captured request headers, "host|user agent|referer" in the admin's order
 )
 
 #: A double-quoted field, nginx (``\\x22``) or Apache (``\\"``) escaping, without the quotes.
@@ -62,21 +72,37 @@ class LineFormat:
 
     ``kind`` "regex": ``pattern`` has named groups from :data:`PARTS`.
     ``kind`` "json": ``json_paths`` maps a part to its key path in each line's object.
+    ``detect_pattern``: a stricter pattern that decides detection where ``pattern``
+    alone would also take another format's lines (OVH's second field is a host,
+    which ``combined``'s ident field never is).
     """
 
     name: str
     description: str
     kind: str = "regex"
     pattern: str = ""
-    time_kind: str = "clf"  # clf 05/Mar/2024:14:22:10 +0100 | iso | epoch seconds | w3c date+clock UTC | any
+    #: clf 05/Mar/2024:14:22:10 +0100 | clf_naive 25/Sep/2018:06:05:27.584 (no offset) |
+    #: iso | epoch seconds | w3c date + clock | any (the first of clf, iso, epoch that reads)
+    time_kind: str = "clf"
     json_paths: dict[str, tuple[str | int, ...]] = field(default_factory=dict)
-    #: W3C flavours: how the user agent (and referrer) are escaped in the file.
-    decode: str = ""  # "" | "plus" (IIS: spaces as +) | "percent" (CloudFront: %20)
-    fields: tuple[str, ...] = ()  # W3C: the #Fields names, in order
+    #: W3C flavours: how the user agent is escaped in the file.
+    decode: str = ""  # "" | "plus" (IIS: spaces as +) | "percent" (CloudFront: %20, older logs %2520)
+    fields: tuple[str, ...] = ()  # W3C: the #Fields names, in order (lower case)
+    #: The times carry no UTC offset and are the server's clock (HAProxy, IIS date-local):
+    #: read in --log-timezone (UTC by default, said in a note).
+    local_time: bool = False
+    detect_pattern: str = ""
+    #: A format whose lines another one also matches (OVH's are combined lines to
+    #: combined's regex): this one wins where its ``detect_pattern`` takes most of them.
+    refines: str = ""
 
     @property
     def regex(self) -> re.Pattern[str]:
-        return _compiled(self.pattern)
+        return compiled(self.pattern)
+
+    @property
+    def detect_regex(self) -> re.Pattern[str]:
+        return compiled(self.detect_pattern or self.pattern)
 
     def parts(self) -> tuple[str, ...]:
         if self.kind == "json":
@@ -87,7 +113,7 @@ class LineFormat:
 _CACHE: dict[str, re.Pattern[str]] = {}
 
 
-def _compiled(pattern: str) -> re.Pattern[str]:
+def compiled(pattern: str) -> re.Pattern[str]:
     if pattern not in _CACHE:
         _CACHE[pattern] = re.compile(pattern)
     return _CACHE[pattern]
@@ -100,31 +126,67 @@ def _q(name: str) -> str:
 #: The client field may be an X-Forwarded-For list (Apache ``%{X-Forwarded-For}i`` in place
 #: of ``%h`` behind a proxy): ``203.0.113.9, 10.0.0.1``.
 _CLIENT = r"(?P<ip>[^ ,]+(?:, [^ ,]+)*)"
-_CLF = (
-    rf"{_CLIENT} {TOKEN} (?P<user>{TOKEN}) \[(?P<time>[^\]]+)\] {_q('request')} "
-    rf"(?P<status>\d{{3}}|-) (?P<bytes>\d+|-)"
-)
+_TIME = r"\[(?P<time>[^\]]+)\]"
+_STATUS_BYTES = r"(?P<status>\d{3}|-) (?P<bytes>\d+|-)"
+_CLF = rf"{_CLIENT} {TOKEN} (?P<user>{TOKEN}) {_TIME} {_q('request')} {_STATUS_BYTES}"
 #: nginx often appends "$http_x_forwarded_for" to combined: read it when it looks like one.
 _XFF = r'(?: "(?P<xff>-|[0-9A-Fa-f.:, ]+)")?'
-_COMBINED = rf"{_CLF} {_q('referrer')} {_q('user_agent')}{_XFF}"
+_REFERRER_AGENT = rf"{_q('referrer')} {_q('user_agent')}"
+COMBINED = rf"{_CLF} {_REFERRER_AGENT}{_XFF}"
 _VHOST = r"(?P<host>[^ :]+)(?::\d+)? "
+#: A host name as a log's host field holds it (OVH's second field): letters, digits, dots.
+_HOSTNAME = r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.[A-Za-z][A-Za-z0-9-]*"
+#: ELB / ALB: client and target as ip:port ([v6]:port or v6:port).
+_PEER = r"(?P<ip>[^ ]+):\d+"
+_ISO_TIME = r"(?P<time>\d{4}-\d\d-\d\dT[^ ]+)"
+#: A syslog prefix before a program's message: "Sep  5 06:05:27 host haproxy[6801]: ",
+#: "2018-09-25T06:05:27+02:00 host haproxy[6801]: ", RFC 5424 "<134>1 ... haproxy 6801 - - ",
+#: or none (stdout): anything up to a space, as what follows (ip:port [date]) is unmistakable.
+_SYSLOG = r"(?:.*? )?"
 
 BUILTIN: tuple[LineFormat, ...] = (
     LineFormat(
         "vhost_combined",
         "Apache vhost_combined / nginx with a $host prefix: host[:port] then the combined fields",
-        pattern=rf"^{_VHOST}{_COMBINED}{TAIL}",
+        pattern=rf"^{_VHOST}{COMBINED}{TAIL}",
     ),
-    LineFormat("combined", "nginx / Apache combined (NCSA extended)", pattern=rf"^{_COMBINED}{TAIL}"),
-    LineFormat("vhost_common", "Apache common with a %v:%p prefix", pattern=rf"^{_VHOST}{_CLF}$"),
-    LineFormat("common", "nginx / Apache common (NCSA)", pattern=rf"^{_CLF}$"),
+    LineFormat(
+        "gandi",
+        "Gandi hosting: host, then the combined fields with the time taken in parentheses",
+        pattern=(
+            rf"^{_VHOST}{_CLIENT} {TOKEN} (?P<user>{TOKEN}) {_TIME} \([^)]*\) {_q('request')} {_STATUS_BYTES} "
+            rf"{_REFERRER_AGENT}{TAIL}"
+        ),
+    ),
+    LineFormat(
+        "ovh",
+        "OVH hosting: client ip, then the host, then the combined fields",
+        pattern=rf"^{_CLIENT} (?P<host>{TOKEN}) (?P<user>{TOKEN}) {_TIME} {_q('request')} {_STATUS_BYTES} "
+        rf"{_REFERRER_AGENT}{TAIL}",
+        detect_pattern=rf"^[^ ]+ {_HOSTNAME} {TOKEN} {_TIME} ",
+        refines="combined",
+    ),
+    LineFormat("combined", "nginx / Apache combined (NCSA extended)", pattern=rf"^{COMBINED}{TAIL}"),
+    LineFormat("vhost_common", "Apache common with a %v:%p prefix", pattern=rf'^{_VHOST}{_CLF}(?: [^"]*)?$'),
+    #: Fields after the size are allowed (%D, %T) but no quoted ones: a combined line cut
+    #: short is a bad line of a combined log, not a common one.
+    LineFormat("common", "nginx / Apache common (NCSA)", pattern=rf'^{_CLF}(?: [^"]*)?$'),
     LineFormat(
         "alb",
         "AWS Application Load Balancer access log",
         pattern=(
-            rf"^(?:https?|h2|grpcs?|wss?) (?P<time>{TOKEN}) {TOKEN} (?P<ip>{TOKEN}) {TOKEN} {TOKEN} {TOKEN} {TOKEN} "
-            rf"(?P<status>\d{{3}}|-) {TOKEN} {TOKEN} (?P<bytes>\d+|-) {_q('request')} {_q('user_agent')} "
-            rf'{TOKEN} {TOKEN} {TOKEN} "[^"]*" "(?P<host>[^"]*)"{TAIL}'
+            rf"^(?:https?|h2|grpcs?|wss?) {_ISO_TIME} {TOKEN} {_PEER} {TOKEN} {TOKEN} {TOKEN} {TOKEN} "
+            rf"(?P<status>\d{{3}}|-) {TOKEN} {TOKEN} (?P<bytes>\d+|-) {_q('request')} {_q('user_agent')}"
+            rf'(?: {TOKEN} {TOKEN} {TOKEN} "[^"]*"(?: "(?P<host>[^"]*)")?)?{TAIL}'
+        ),
+        time_kind="iso",
+    ),
+    LineFormat(
+        "elb",
+        "AWS Classic Load Balancer (ELB) access log",
+        pattern=(
+            rf"^{_ISO_TIME} {TOKEN} {_PEER} {TOKEN} {TOKEN} {TOKEN} {TOKEN} "
+            rf"(?P<status>\d{{3}}|-) {TOKEN} {TOKEN} (?P<bytes>\d+|-) {_q('request')}(?: {_q('user_agent')})?{TAIL}"
         ),
         time_kind="iso",
     ),
@@ -132,11 +194,27 @@ BUILTIN: tuple[LineFormat, ...] = (
         "s3",
         "AWS S3 server access log",
         pattern=(
-            rf"^[0-9a-f-]+ (?P<bucket>{TOKEN}) \[(?P<time>[^\]]+)\] (?P<ip>{TOKEN}) {TOKEN} {TOKEN} {TOKEN} {TOKEN} "
+            rf"^[0-9a-f-]+ (?P<bucket>{TOKEN}) {_TIME} (?P<ip>{TOKEN}) {TOKEN} {TOKEN} {TOKEN} {TOKEN} "
             rf"{_q('request')} (?P<status>\d{{3}}|-) {TOKEN} (?P<bytes>\d+|-) {TOKEN} {TOKEN} {TOKEN} "
-            rf"{_q('referrer')} {_q('user_agent')} {TOKEN}"
-            rf"(?: {TOKEN} {TOKEN} {TOKEN} {TOKEN} (?P<host>{TOKEN}))?{TAIL}"
+            rf"{_REFERRER_AGENT}"
+            # version id, host id, signature version, cipher, auth type, Host header, ...:
+            # each added to the format over the years, so older logs end sooner
+            rf"(?: {TOKEN}(?: {TOKEN} {TOKEN} {TOKEN} {TOKEN} (?P<host>{TOKEN}))?)?{TAIL}"
         ),
+    ),
+    LineFormat(
+        "haproxy",
+        "HAProxy HTTP log (option httplog), with or without its syslog prefix",
+        # a TCP frontend's lines (option tcplog) in the same file have no status and no request:
+        # rows without a method (skipped as such), not unreadable lines
+        pattern=(
+            rf"^{_SYSLOG}(?P<ip>[^ \[]+?):\d+ \[(?P<time>\d\d/[A-Za-z]{{3}}/\d{{4}}:\d\d:\d\d:\d\d(?:\.\d+)?)\] "
+            rf"{TOKEN} {TOKEN} {TOKEN} (?:(?P<status>-?\d+) \+?(?P<bytes>\d+) {TOKEN} {TOKEN} {TOKEN} {TOKEN} {TOKEN}"
+            rf"(?: \{{(?P<captured>[^}}]*)\}})?(?: \{{[^}}]*\}})? {_q('request')}"
+            rf"|\+?\d+ {TOKEN} {TOKEN} {TOKEN}$){TAIL}"
+        ),
+        time_kind="clf_naive",
+        local_time=True,
     ),
 )
 
@@ -187,20 +265,22 @@ TRAEFIK = LineFormat(
         "content_type": ("downstream_Content-Type",),
     },
 )
-#: nginx ``escape=json`` logs name their keys as the admin liked: the usual names per part.
+#: nginx ``escape=json`` logs name their keys as the admin liked: the usual names per part,
+#: nginx's own variable names first, then the keys of the log_format Matomo's README gives
+#: (ip, host, path, status, referrer, user_agent, length, date).
 NGINX_JSON_KEYS: dict[str, tuple[str, ...]] = {
-    "time": ("time_iso8601", "time_local", "@timestamp", "timestamp", "time", "msec", "ts"),
-    "ip": ("remote_addr", "remote_ip", "client_ip", "client", "ip", "realip_remote_addr"),
+    "time": ("time_iso8601", "time_local", "@timestamp", "timestamp", "time", "date", "msec", "ts", "datetime"),
+    "ip": ("remote_addr", "remote_ip", "client_ip", "client", "ip", "realip_remote_addr", "clientip"),
     "client_ip": ("http_cf_connecting_ip", "http_true_client_ip", "http_x_real_ip"),
     "request": ("request",),
-    "method": ("request_method", "method"),
+    "method": ("request_method", "method", "verb"),
     "path": ("request_uri", "uri", "path", "url"),
-    "host": ("host", "http_host", "server_name", "vhost"),
+    "host": ("host", "http_host", "server_name", "vhost", "hostname"),
     "protocol": ("server_protocol", "protocol"),
     "status": ("status", "status_code", "response_status"),
-    "bytes": ("body_bytes_sent", "bytes_sent", "bytes", "size"),
+    "bytes": ("body_bytes_sent", "bytes_sent", "bytes", "size", "length"),
     "referrer": ("http_referer", "http_referrer", "referer", "referrer"),
-    "user_agent": ("http_user_agent", "user_agent", "agent", "ua"),
+    "user_agent": ("http_user_agent", "user_agent", "agent", "ua", "useragent"),
     "xff": ("http_x_forwarded_for", "x_forwarded_for", "xff"),
     "purpose": ("http_sec_purpose", "http_purpose", "http_x_moz", "http_x_purpose"),
     "content_type": ("sent_http_content_type", "content_type"),
@@ -231,243 +311,50 @@ def json_format(keys: set[str], sample: dict[str, object]) -> LineFormat | None:
     return nginx_json_format(keys)
 
 
-# --------------------------------------------------------------------------- W3C extended (IIS, CloudFront)
+# --------------------------------------------------------------------------- names
 
-#: W3C field name (lower case) -> part.
-W3C_FIELDS = {
-    "date": "date",
-    "time": "clock",
-    "c-ip": "ip",
-    "cs-method": "method",
-    "cs-uri-stem": "path_only",
-    "cs-uri-query": "query",
-    "sc-status": "status",
-    "sc-bytes": "bytes",
-    "cs(referer)": "referrer",
-    "cs(referrer)": "referrer",
-    "cs(user-agent)": "user_agent",
-    "x-host-header": "host",  # CloudFront: the Host the viewer asked for
-    "cs-host": "host",
-    "cs(host)": "host",  # IIS; in CloudFront it is the distribution's domain (x-host-header wins)
-    "x-forwarded-for": "xff",
-    "cs(x-forwarded-for)": "xff",
-    "sc-content-type": "content_type",
-    "cs-protocol-version": "protocol",
-    "cs(purpose)": "purpose",
-    "cs(sec-purpose)": "purpose",
+#: Names that ``--log-format`` takes besides a format string: ours, and Matomo's
+#: ``--log-format-name`` values (people leaving Matomo pass those).
+NAMED = {f.name: f for f in (*BUILTIN, CADDY, TRAEFIK)}
+ALIASES = {
+    "ncsa_extended": "combined",
+    "common_complete": "vhost_combined",
+    "common_vhost": "vhost_common",
+    "amazon_cloudfront": "cloudfront",
+    "w3c_extended": "w3c",
+    "incapsula_w3c": "w3c",
+    "caddy_json": "caddy",
+    "traefik_json": "traefik",
 }
+#: Names read from the file itself (its #Fields line, its JSON keys).
+SELF_DESCRIBING = ("w3c", "iis", "cloudfront", "json", "nginx_json")
+FORMAT_NAMES = (*NAMED, *SELF_DESCRIBING, *ALIASES)
 
 
-def w3c_format(fields: list[str], separator: str) -> LineFormat:
-    """The format of a W3C extended log (``#Fields:`` header): IIS (spaces) or CloudFront (tabs)."""
-    lower = [f.lower() for f in fields]
-    cloudfront = "x-edge-location" in lower or separator == "\t"
-    value = "[^\t]*" if separator == "\t" else TOKEN
-    used: set[str] = set()
-    groups = []
-    for name in lower:
-        part = W3C_FIELDS.get(name)
-        if part == "host" and "x-host-header" in lower and name != "x-host-header":
-            part = None
-        if part and part not in used:
-            used.add(part)
-            groups.append(f"(?P<{part}>{value})")
-        else:
-            groups.append(f"(?:{value})")
-    if not {"date", "clock", "path_only"} <= used:
-        raise ConfigError(
-            f"W3C log without date, time and cs-uri-stem fields (#Fields: {' '.join(fields)}); "
-            "these are needed to make page views"
-        )
-    sep = "\t" if separator == "\t" else " "
-    return LineFormat(
-        "cloudfront" if cloudfront else "iis",
-        "AWS CloudFront standard log (W3C, tabs)" if cloudfront else "IIS W3C extended log",
-        pattern="^" + sep.join(groups) + "$",
-        time_kind="w3c",
-        decode="percent" if cloudfront else "plus",
-        fields=tuple(lower),
-    )
-
-
-# --------------------------------------------------------------------------- --log-format
-
-#: nginx variable -> part (and a tighter pattern where the value's shape is known).
-NGINX_VARS = {
-    "remote_addr": "ip",
-    "realip_remote_addr": "ip",
-    "binary_remote_addr": None,
-    "remote_user": "user",
-    "time_local": "time",
-    "time_iso8601": "time",
-    "msec": "time",
-    "request": "request",
-    "request_method": "method",
-    "request_uri": "path",
-    "uri": "path_only",
-    "document_uri": "path_only",
-    "args": "query",
-    "query_string": "query",
-    "server_protocol": "protocol",
-    "status": "status",
-    "body_bytes_sent": "bytes",
-    "bytes_sent": "bytes",
-    "http_referer": "referrer",
-    "http_user_agent": "user_agent",
-    "http_x_forwarded_for": "xff",
-    "proxy_add_x_forwarded_for": "xff",
-    "http_cf_connecting_ip": "client_ip",
-    "http_true_client_ip": "client_ip",
-    "http_x_real_ip": "client_ip",
-    "host": "host",
-    "http_host": "host",
-    "server_name": "host",
-    "sent_http_content_type": "content_type",
-    "http_purpose": "purpose",
-    "http_sec_purpose": "purpose",
-    "http_x_moz": "purpose",
-}
-#: Apache directive (letter, with its {argument} lower-cased) -> part.
-APACHE_DIRECTIVES = {
-    "h": "ip",
-    "a": "ip",
-    "{c}a": "ip",
-    "u": "user",
-    "t": "time",
-    "r": "request",
-    "m": "method",
-    "U": "path_only",
-    "q": "query",
-    "H": "protocol",
-    "s": "status",
-    "b": "bytes",
-    "B": "bytes",
-    "O": "bytes",
-    "v": "host",
-    "V": "host",
-    "{host}i": "host",
-    "{referer}i": "referrer",
-    "{user-agent}i": "user_agent",
-    "{x-forwarded-for}i": "xff",
-    "{cf-connecting-ip}i": "client_ip",
-    "{true-client-ip}i": "client_ip",
-    "{x-real-ip}i": "client_ip",
-    "{content-type}o": "content_type",
-    "{purpose}i": "purpose",
-    "{sec-purpose}i": "purpose",
-    "{x-moz}i": "purpose",
-}
-_NGINX_VAR = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
-_APACHE_DIRECTIVE = re.compile(r"%(?:!?[\d,]*)?[<>]?(\{[^}]*\})?([a-zA-Z%])")
-_PART_PATTERN = {"status": r"\d{3}|-", "bytes": r"\d+|-"}
-
-
-def custom_format(spec: str) -> LineFormat:
-    """A regex format from an nginx ``log_format`` or Apache ``LogFormat`` string.
-
-    Each variable becomes a group that runs up to the next literal character
-    (a quoted variable up to its closing quote, escapes allowed), so the
-    pattern needs no knowledge of the variable beyond the part it gives.
-    """
-    spec = _format_string(spec)
-    if _NGINX_VAR.search(spec):
-        pieces = _split(spec, _NGINX_VAR, lambda m: NGINX_VARS.get(m.group(1) or m.group(2)), "nginx")
-    elif _APACHE_DIRECTIVE.search(spec):
-        spec = spec.replace('\\"', '"')
-        pieces = _split(spec, _APACHE_DIRECTIVE, _apache_part, "apache")
-    else:
-        raise ConfigError(
-            f"--log-format {spec!r} has no nginx $variable and no Apache %directive; "
-            "give the format string from your server's configuration"
-        )
-    pattern = _pattern(pieces)
-    parts = set(_compiled(pattern).groupindex)
-    if "time" not in parts or not ({"request", "path", "path_only"} & parts):
-        raise ConfigError(
-            f"--log-format {spec!r} logs no time or no request: it needs $time_local (or %t) and "
-            "$request (or %r, $request_uri) to make page views"
-        )
-    return LineFormat("custom", f"--log-format {spec}", pattern=pattern, time_kind="any")
-
-
-_NGINX_DIRECTIVE = re.compile(r"^\s*log_format\s+\S+\s+(?:escape=\S+\s+)?(.*?);?\s*$", re.DOTALL)
-_APACHE_LOGFORMAT = re.compile(r'^\s*LogFormat\s+"((?:[^"\\]|\\.)*)"')
-
-
-def _format_string(spec: str) -> str:
-    """The format string itself, also when given as the whole config line
-    (``log_format main '...' '...';`` or ``LogFormat "..." combined``)."""
-    nginx = _NGINX_DIRECTIVE.match(spec)
-    if nginx:
-        quoted = re.findall(r"'([^']*)'", nginx.group(1))
-        return "".join(quoted) if quoted else nginx.group(1)
-    apache = _APACHE_LOGFORMAT.match(spec)
-    if apache:
-        return apache.group(1)
-    return spec.strip().strip("'")
-
-
-def _apache_part(match: re.Match[str]) -> str | None:
-    argument, letter = match.group(1), match.group(2)
-    if letter == "t" and argument and argument.lower() == "{sec}":
-        return "time"  # epoch seconds
-    if letter == "t" and argument:
-        raise ConfigError(
-            f"--log-format: {match.group(0)} (a custom time format) is not supported; log %t or %{{sec}}t"
-        )
-    key = f"{argument.lower()}{letter}" if argument else letter
-    return APACHE_DIRECTIVES.get(key)
-
-
-def _split(spec: str, variable: re.Pattern[str], part_of, flavour: str) -> list[tuple[str, str | None]]:
-    """The format as ("lit", text) and ("var", part or None) pieces."""
-    pieces: list[tuple[str, str | None]] = []
-    position = 0
-    for match in variable.finditer(spec):
-        if match.start() > position:
-            pieces.append(("lit", spec[position : match.start()]))
-        if flavour == "apache" and match.group(2) == "%":
-            pieces.append(("lit", "%"))
-        elif flavour == "apache" and match.group(2) == "t" and not match.group(1):
-            pieces += [("lit", "["), ("var", "time"), ("lit", "]")]  # %t writes [05/Mar/2024:14:22:10 +0100]
-        else:
-            pieces.append(("var", part_of(match)))
-        position = match.end()
-    if position < len(spec):
-        pieces.append(("lit", spec[position:]))
-    return pieces
-
-
-def _pattern(pieces: list[tuple[str, str | None]]) -> str:
-    out = ["^"]
-    used: set[str] = set()
-    for index, (kind, value) in enumerate(pieces):
-        if kind == "lit":
-            out.append(re.escape(value or ""))
-            continue
-        following = next((v for k, v in pieces[index + 1 :] if k == "lit" and v), None)
-        previous = pieces[index - 1][1] if index and pieces[index - 1][0] == "lit" else ""
-        stop = following[0] if following else None
-        if stop == '"' and (previous or "").endswith('"'):
-            body = QUOTED
-        elif value in _PART_PATTERN and stop is not None:
-            body = _PART_PATTERN[value]
-        elif stop is None:
-            body = ".*"
-        else:
-            body = "[^" + re.escape(stop) + "]*"
-        if value and value not in used:
-            used.add(value)
-            out.append(f"(?P<{value}>{body})")
-        else:
-            out.append(f"(?:{body})")
-    out.append("$")
-    return "".join(out)
+def canonical_name(name: str) -> str:
+    lowered = name.strip().lower()
+    return ALIASES.get(lowered, lowered)
 
 
 def by_name(name: str) -> LineFormat | None:
-    return next((f for f in (*BUILTIN, CADDY, TRAEFIK) if f.name == name), None)
+    return NAMED.get(canonical_name(name))
 
 
-#: Names accepted by ``--log-format`` besides a format string.
-FORMAT_NAMES = (*tuple(f.name for f in BUILTIN), "caddy", "traefik", "nginx_json", "iis", "cloudfront")
+def names_listing() -> str:
+    """The ``--log-format`` names, for help and errors."""
+    aliases = ", ".join(f"{alias} (= {target})" for alias, target in ALIASES.items())
+    return f"{', '.join(NAMED)}, {', '.join(SELF_DESCRIBING)}; Matomo's names: {aliases}"
+
+
+def streaming_message(server: str, *, override: bool = False) -> str:
+    """Why a streaming server's log (Icecast, SHOUTcast, CloudFront RTMP) is not read; ``override``:
+    the file was told from lines a web server could write too, so say how to read it anyway."""
+    anyway = (
+        " (if it is a web server's log after all, name its format with --log-format, e.g. --log-format combined)"
+        if override
+        else ""
+    )
+    return (
+        f"this is a streaming server's log ({server}): its lines are listeners of a stream, not page views "
+        f"of a web site, so it is not imported{anyway}"
+    )

@@ -17,7 +17,9 @@ from dataclasses import replace
 
 import polars as pl
 
+from backfill.sources.access_log import w3c
 from backfill.sources.access_log.formats import PARTS, LineFormat
+from backfill.sources.access_log.signs import BROWSER, captured_headers, looks_like_person
 from backfill.transform import map_unique
 from backfill.umami.bots import bot_mask
 
@@ -40,9 +42,11 @@ SCHEMA: dict[str, pl.DataType] = {
     "user_agent": S,
     "visitor_ua": S,  # user_agent, or "-" when the log has none (common): the visitor is then ip + day
     "content_type": S,  # response media type where logged (text/html), else null
-    "kind": S,  # page | asset | site file | health check | api | admin | feed
+    "kind": S,  # page | asset | site file | health check | api | admin | feed | tracker
     "agent": S,  # uptime monitor | feed reader | prefetch | bot (Umami's isbot list), else null
     "search": S,  # the site-search query (from the --search-param query keys), else null
+    #: a request that is no page but looks like a person's (signs.py): "/api/docs (from google.com)"
+    "looks_like_person": S,
     "visit": S,  # visit id: 30 minutes without a page view start a new one (sessions.py)
 }
 
@@ -62,6 +66,8 @@ HEALTH_CHECKS = (
 API = _I + r"^/(api|graphql|wp-json|_next/data|ajax|rest|xmlrpc\.php|wp-cron\.php|wp-admin/admin-ajax\.php)(/|$)"
 ADMIN = _I + r"^/(admin|wp-admin|wp-login\.php|administrator|phpmyadmin|ghost|typo3|umbraco)(/|$)"
 FEEDS = _I + r"(^|/)(feed|rss|atom)(/|\.xml|\.rss|\.atom)?$|\.(rss|atom)$"
+#: A self-hosted Matomo (Piwik) tracker's hits: a page's JavaScript reporting a view, not a page.
+TRACKERS = _I + r"(^|/)(matomo|piwik)\.php$"
 
 UPTIME_MONITORS = (
     _I + r"uptimerobot|pingdom|statuscake|site24x7|uptime-?kuma|better ?uptime|betterstack|freshping|"
@@ -81,23 +87,43 @@ _ABSOLUTE = r"^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)(.*)$"
 
 
 def normalize(
-    parts: pl.DataFrame, fmt: LineFormat, hostname: str | None, search_params: tuple[str, ...]
+    parts: pl.DataFrame,
+    fmt: LineFormat,
+    hostname: str | None,
+    search_params: tuple[str, ...],
+    timezone: str = "UTC",
 ) -> pl.DataFrame:
     """A frame of a format's text parts (+ ``_row``) -> SCHEMA columns (without ``visit``).
 
+    ``timezone``: the zone of times written without an offset (``fmt.local_time``).
     Built in stages of plain columns: an expression used twice in one stage
     would be evaluated twice (and nested ones multiply).
     """
+    if fmt.time_kind == "w3c":
+        parts = w3c.unquoted(parts, fmt)
+    if fmt.decode == "percent":
+        parts = _percent_decoded(parts)
+    if "captured" in parts.columns:
+        parts = captured_headers(parts)
     cols = {c: pl.col(c) if c in parts.columns else pl.lit(None, S) for c in PARTS}
     text = {c: _dash_null(e) for c, e in cols.items()}
     request = cols["request"]
+    given = set(parts.columns)
+    method = pl.coalesce(text["method"], request.str.extract(r"^([A-Za-z]+) ", 1)).str.to_uppercase()
+    if not {"method", "request"} & given:
+        method = pl.lit("GET", S)  # a log without the method logs page views the browser fetched: GET
     frame = parts.select(
-        _time(cols, fmt).alias("time"),
+        _time(cols, fmt, timezone).alias("time"),
         text["host"].alias("_host"),
         text["bucket"].alias("_bucket"),
-        _client_ip(text, set(parts.columns)).alias("ip"),
-        pl.coalesce(text["method"], request.str.extract(r"^([A-Za-z]+) ", 1)).str.to_uppercase().alias("method"),
-        pl.coalesce(text["path"], request.str.extract(r"^[^ ]+ ([^ ]+)", 1), _stem_and_query(text)).alias("_target"),
+        _client_ip(text, given).alias("ip"),
+        method.alias("method"),
+        pl.coalesce(
+            text["path"],
+            request.str.extract(r"^[A-Za-z]+ ([^ ]+)", 1),  # not ELB's TCP lines: "- - - "
+            *([_stem_and_query(text)] if "path_only" in given else []),
+            *([_uri_target(text)] if "uri" in given else []),
+        ).alias("_target"),
         cols["status"].cast(pl.Int32, strict=False).alias("status"),
         cols["bytes"].cast(pl.Int64, strict=False).alias("bytes"),
         text["referrer"].alias("referrer"),
@@ -110,7 +136,8 @@ def normalize(
         frame = frame.with_columns(pl.col("ip").str.split(",").list.first().str.strip_chars())
     if fmt.time_kind == "clf" and frame["time"].null_count() > parts["time"].null_count():
         # e.g. nginx with $time_iso8601 in place of $time_local: read the chunk's times as any shape
-        frame = frame.with_columns(parts.select(_time(cols, replace(fmt, time_kind="any"))).to_series().alias("time"))
+        any_time = _time(cols, replace(fmt, time_kind="any"), timezone)
+        frame = frame.with_columns(parts.select(any_time).to_series().alias("time"))
     if frame["ip"].str.contains(":", literal=True).any():
         frame = frame.with_columns(_without_port(pl.col("ip")).alias("ip"))
     escaped = [c for c in ("referrer", "user_agent") if frame[c].str.contains("\\", literal=True).any()]
@@ -125,8 +152,6 @@ def normalize(
     frame = frame.with_columns(
         _strip_bucket(pl.col("_target"), pl.col("_bucket")).alias("path"), _host(hostname).alias("host")
     )
-    if fmt.decode:
-        frame = frame.with_columns(_decoded(frame["user_agent"], fmt.decode).alias("user_agent"))
     frame = frame.with_columns(pl.col("path").str.replace(r"[?#].*$", "").alias("url_path"))
     frame = frame.with_columns(
         pl.col("user_agent").fill_null("-").alias("visitor_ua"),
@@ -135,9 +160,10 @@ def normalize(
     frame = _by_unique(frame, ["url_path", "ext", "content_type"], lambda t: t.with_columns(_kind().alias("kind")))
     frame = _by_unique(frame, ["user_agent", "purpose"], _agents)
     frame = frame.with_columns(_search(search_params).alias("search"))
+    frame = frame.with_columns(looks_like_person(frame).alias("looks_like_person"))
     if search_params:
-        frame = frame.with_columns(_url_decoded(frame["search"]).alias("search"))
-    return frame.drop("purpose", "_target", "_url_host", "_host", "_bucket")
+        frame = frame.with_columns(_url_decoded(frame["search"], plus=True).alias("search"))
+    return frame.drop("purpose", "_target", "_url_host", "_host", "_bucket", BROWSER)
 
 
 def _by_unique(frame: pl.DataFrame, keys: list[str], derive: Callable[[pl.DataFrame], pl.DataFrame]) -> pl.DataFrame:
@@ -158,6 +184,36 @@ def _stem_and_query(text: dict[str, pl.Expr]) -> pl.Expr:
     query = text["query"].str.strip_chars_start("?")
     with_query = pl.concat_str(text["path_only"], pl.lit("?"), query)
     return pl.when(query.is_not_null() & (query != "")).then(with_query).otherwise(text["path_only"])
+
+
+def _uri_target(text: dict[str, pl.Expr]) -> pl.Expr:
+    """W3C cs-uri: a path, an absolute URL, or host and path without a scheme (Incapsula:
+    ``www.example.com/page.php``), with cs-uri-query apart."""
+    uri = text["uri"]
+    absolute = (
+        pl.when(uri.str.starts_with("/") | uri.str.contains("://", literal=True))
+        .then(uri)
+        .otherwise(pl.concat_str(pl.lit("http://"), uri))
+    )
+    query = text["query"].str.strip_chars_start("?")
+    has_query = query.is_not_null() & (query != "") & ~uri.str.contains("?", literal=True)
+    return pl.when(has_query).then(pl.concat_str(absolute, pl.lit("?"), query)).otherwise(absolute)
+
+
+def _percent_decoded(parts: pl.DataFrame) -> pl.DataFrame:
+    """CloudFront percent-encodes the user agent: once (``%20``), or twice in older logs
+    (``%2520``). A line encoded twice has the second layer on its referrer, path and query
+    too (``%2520`` for a ``%20`` the browser sent): that layer is taken off them."""
+    if "user_agent" not in parts.columns:
+        return parts
+    twice = pl.col("user_agent").str.contains("%25", literal=True).fill_null(False)
+    layered = [c for c in ("referrer", "path_only", "query") if c in parts.columns]
+    parts = parts.with_columns(
+        pl.when(twice).then(pl.col(c).str.replace_all(r"%25([0-9A-Fa-f]{2})", "%$1")).otherwise(pl.col(c)).alias(c)
+        for c in layered
+    )
+    once = _url_decoded(parts["user_agent"])
+    return parts.with_columns(pl.when(twice).then(_url_decoded(once)).otherwise(once).alias("user_agent"))
 
 
 def _strip_bucket(target: pl.Expr, bucket: pl.Expr) -> pl.Expr:
@@ -202,16 +258,26 @@ def _unescape(expr: pl.Expr) -> pl.Expr:
     return expr.str.replace_all(r"\x22", '"', literal=True).str.replace_all(r"\"", '"', literal=True)
 
 
-def _time(cols: dict[str, pl.Expr], fmt: LineFormat) -> pl.Expr:
+def _time(cols: dict[str, pl.Expr], fmt: LineFormat, timezone: str) -> pl.Expr:
+    zone = timezone if fmt.local_time else "UTC"
     if fmt.time_kind == "w3c":
         text = pl.concat_str(cols["date"], pl.lit(" "), cols["clock"])
-        naive = text.str.to_datetime("%Y-%m-%d %H:%M:%S%.f", strict=False, time_unit="us")
-        return naive.dt.replace_time_zone("UTC")
+        return _zoned(text.str.to_datetime("%Y-%m-%d %H:%M:%S%.f", strict=False, time_unit="us"), zone)
     text = cols["time"].cast(S).str.strip_chars().str.strip_chars("[]")
+    if fmt.time_kind == "clf_naive":
+        return _zoned(text.str.to_datetime("%d/%b/%Y:%H:%M:%S%.f", strict=False, time_unit="us"), zone)
     parsers = {"clf": _clf, "iso": _iso, "epoch": _epoch}
     if fmt.time_kind in parsers:
         return parsers[fmt.time_kind](text)
     return pl.coalesce(_clf(text), _iso(text), _epoch(text))
+
+
+def _zoned(naive: pl.Expr, zone: str) -> pl.Expr:
+    """A time without an offset, read in ``zone`` (the hour repeated when clocks go back: the first)."""
+    if zone == "UTC":
+        return naive.dt.replace_time_zone("UTC")
+    local = naive.dt.replace_time_zone(zone, ambiguous="earliest", non_existent="null")
+    return local.dt.convert_time_zone("UTC")
 
 
 def _clf(text: pl.Expr) -> pl.Expr:
@@ -231,17 +297,14 @@ def _epoch(text: pl.Expr) -> pl.Expr:
     return micros.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
 
 
-def _decoded(values: pl.Series, how: str) -> pl.Series:
-    """IIS writes spaces in the user agent as +, CloudFront percent-encodes it."""
-    if how == "plus":
-        return values.str.replace_all("+", " ", literal=True)
-    return _url_decoded(values)
-
-
-def _url_decoded(values: pl.Series) -> pl.Series:
+def _url_decoded(values: pl.Series, *, plus: bool = False) -> pl.Series:
+    """Percent-decoded (and ``+`` as a space where ``plus``: a query's form encoding)."""
     if values.null_count() == len(values):
         return values
-    decoded = map_unique(values, lambda v: urllib.parse.unquote_plus(v) if "%" in v or "+" in v else v, S)
+    if plus:
+        decoded = map_unique(values, lambda v: urllib.parse.unquote_plus(v) if "%" in v or "+" in v else v, S)
+    else:
+        decoded = map_unique(values, lambda v: urllib.parse.unquote(v) if "%" in v else v, S)
     return decoded.alias(values.name)
 
 
@@ -260,6 +323,8 @@ def _kind() -> pl.Expr:
         .then(pl.lit("admin"))
         .when(path.str.contains(FEEDS))
         .then(pl.lit("feed"))
+        .when(path.str.contains(TRACKERS))
+        .then(pl.lit("tracker"))
         .when((ext.is_not_null() & ~ext.is_in(PAGE_EXTENSIONS)) | not_html)
         .then(pl.lit("asset"))
         .otherwise(pl.lit("page"))
@@ -271,8 +336,9 @@ def _agents(table: pl.DataFrame) -> pl.DataFrame:
     Umami's own bot list (the isbot patterns), so crawlers are a named skip, not sent."""
     table = table.with_columns(_agent().alias("agent"))
     bots = bot_mask(table["user_agent"])
-    return table.with_columns(
-        pl.when(pl.col("agent").is_null() & bots).then(pl.lit("bot")).otherwise("agent").alias("agent")
+    agent = pl.when(pl.col("agent").is_null() & bots).then(pl.lit("bot")).otherwise("agent")
+    return table.with_columns(agent.alias("agent")).with_columns(
+        (pl.col("agent").is_null() & pl.col("user_agent").str.starts_with("Mozilla/")).alias(BROWSER)
     )
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 
-_COMPRESSION = re.compile(r"\.(gz|zst|zstd|bz2)$", re.IGNORECASE)
+_COMPRESSION = re.compile(r"\.(gz|zst|zstd|bz2|xz)$", re.IGNORECASE)
 _NUMBER = re.compile(r"\.(\d{1,4})$")
 #: A date, optionally with a time, inside a file name: 20240301, 2024-03-01-14, 20240304T1420Z.
 _STAMP = re.compile(r"(?<!\d)(\d{4})-?(\d{2})-?(\d{2})(?:[-T_]?(\d{2})(?:-?(\d{2}))?(?:-?(\d{2}))?Z?)?(?!\d)")
