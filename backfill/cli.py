@@ -184,6 +184,19 @@ def _add_send_options(parser: argparse.ArgumentParser) -> None:
         help="website UUID (env UMAMI_WEBSITE_ID)",
     )
     group.add_argument(
+        "--endpoint",
+        choices=["auto", "batch", "send"],
+        default="auto",
+        help="Umami's collection endpoint: batch (/api/batch, many rows per request), send (/api/send, one "
+        "row per request: Umami Cloud, Umami before 2.17); auto: batch, or send when the server has no batch",
+    )
+    group.add_argument(
+        "--api-url",
+        help="Umami's read API, for --check-website and reading back rows in doubt, when it is not "
+        "HOST/api (env UMAMI_API_CLIENT_ENDPOINT); for Umami Cloud hosts (*.umami.is) the default is "
+        "https://api.umami.is/v1, with UMAMI_API_KEY",
+    )
+    group.add_argument(
         "--state",
         type=Path,
         help="checkpoint directory (default: .backfill-state next to --rejects)",
@@ -223,6 +236,13 @@ def _add_send_options(parser: argparse.ArgumentParser) -> None:
         "--resend-in-doubt",
         action="store_true",
         help="send rows left in doubt by a crash again: risks duplicates (not resending risks gaps)",
+    )
+    group.add_argument(
+        "--read-back-timeout",
+        type=float,
+        default=300.0,
+        help="seconds the read-back of rows in doubt may take (needs read credentials); rows not read "
+        "by then stay in doubt and the next run reads them",
     )
     group.add_argument(
         "--batch-size",
@@ -354,6 +374,11 @@ def _add_verify_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--website", default=os.environ.get("UMAMI_WEBSITE_ID"), help="website UUID (env UMAMI_WEBSITE_ID)"
     )
+    group.add_argument(
+        "--api-url",
+        help="Umami's read API when it is not HOST/api (env UMAMI_API_CLIENT_ENDPOINT); "
+        "default for Umami Cloud hosts (*.umami.is): https://api.umami.is/v1, with UMAMI_API_KEY",
+    )
     group.add_argument("--timezone", default="UTC", help="IANA zone the days are counted in (e.g. Europe/Berlin)")
     group.add_argument(
         "--tolerance",
@@ -425,6 +450,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         state_dir=getattr(args, "state", None),
         restart=getattr(args, "restart", False),
         resend_in_doubt=getattr(args, "resend_in_doubt", False),
+        endpoint=getattr(args, "endpoint", "auto"),
+        read_back_timeout=getattr(args, "read_back_timeout", 300.0),
+        api_url=getattr(args, "api_url", None),
         user_agent=getattr(args, "user_agent", DEFAULT_USER_AGENT),
         batch_size=getattr(args, "batch_size", DEFAULT_BATCH_SIZE),
         max_body_bytes=getattr(args, "max_body_bytes", DEFAULT_MAX_BODY_BYTES),
@@ -617,6 +645,7 @@ def _run_verify(args: argparse.Namespace) -> int:
         host=config.host or "",
         website=args.website,
         timezone=args.timezone,
+        api_url=args.api_url,
         tolerance=Tolerance.parse(args.tolerance) if args.tolerance is not None else None,
         top=args.top,
         insecure=args.insecure,

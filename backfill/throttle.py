@@ -15,8 +15,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 
-__all__ = ["DEFAULT_MAX_CONCURRENCY", "AdaptiveConcurrency", "Clock", "RateLimiter"]
+__all__ = ["DEFAULT_MAX_CONCURRENCY", "AdaptiveConcurrency", "Clock", "RateLimiter", "retry_after_seconds"]
 
 Clock = Callable[[], float]
 
@@ -365,3 +366,18 @@ class RateLimiter:
             time.sleep(delay)
             return True
         return not halt.wait(delay)
+
+
+def retry_after_seconds(value: str | None, cap: float) -> float | None:
+    """A ``Retry-After`` header as seconds (a delta or an HTTP date), at most ``cap``;
+    None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, IndexError):
+            return None
+    return min(max(seconds, 0.0), cap)

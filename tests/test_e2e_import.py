@@ -160,8 +160,8 @@ def stored_rows(server: FakeUmami, site: str) -> Counter[int]:
     return Counter(row_of_path(e["url_path"]) for e in server.events(site))
 
 
-def batch_requests(server: FakeUmami) -> list[dict[str, Any]]:
-    return [r for r in list(server.request_log) if r["path"] == "/api/batch"]
+def batch_requests(server: FakeUmami, path: str = "/api/batch") -> list[dict[str, Any]]:
+    return [r for r in list(server.request_log) if r["path"] == path]
 
 
 # --------------------------------------------------------------------------- running the CLI
@@ -289,11 +289,18 @@ def kill9(proc: subprocess.Popen[bytes]) -> None:
     assert proc.returncode == -signal.SIGKILL
 
 
-def kill_after_batches(procs: Processes, args: list[Any], server: FakeUmami, batches: int, tag: str = "run1") -> None:
-    """Start an import, SIGKILL it once the fake Umami has seen ``batches`` batch requests."""
+def kill_after_batches(
+    procs: Processes,
+    args: list[Any],
+    server: FakeUmami,
+    batches: int,
+    tag: str = "run1",
+    path: str = "/api/batch",
+) -> None:
+    """Start an import, SIGKILL it once the fake Umami has seen ``batches`` requests to ``path``."""
     try:
         proc = procs.start(args, tag)
-        wait_until(lambda: len(batch_requests(server)) >= batches, proc, 60, f"{batches} batches")
+        wait_until(lambda: len(batch_requests(server, path)) >= batches, proc, 60, f"{batches} requests to {path}")
         kill9(proc)
     finally:
         procs.cleanup()

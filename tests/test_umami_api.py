@@ -16,21 +16,21 @@ LOGIN = {"UMAMI_USERNAME": DEFAULT_USERNAME, "UMAMI_PASSWORD": DEFAULT_PASSWORD}
 def test_login_and_check_website() -> None:
     with FakeUmami() as server, httpx.Client() as client:
         site = server.add_website()
-        assert check_website(client, server.url, site, LOGIN)
+        assert check_website(client, server.url + "/api", site, LOGIN)
         with pytest.raises(TerminalSendError, match="does not exist"):
-            check_website(client, server.url, "6f0c6c7e-4f0e-4e2a-9f59-1b1d7c5e2a11", LOGIN)
+            check_website(client, server.url + "/api", "6f0c6c7e-4f0e-4e2a-9f59-1b1d7c5e2a11", LOGIN)
         with pytest.raises(TerminalSendError, match="refused the login"):
-            check_website(client, server.url, site, {**LOGIN, "UMAMI_PASSWORD": "wrong"})
+            check_website(client, server.url + "/api", site, {**LOGIN, "UMAMI_PASSWORD": "wrong"})
         with pytest.raises(ConfigError, match="needs credentials"):
-            check_website(client, server.url, site, {})
+            check_website(client, server.url + "/api", site, {})
 
 
 def test_api_key() -> None:
     with FakeUmami(api_key="k-123") as server, httpx.Client() as client:
         site = server.add_website()
-        assert check_website(client, server.url, site, {"UMAMI_API_KEY": "k-123"})
+        assert check_website(client, server.url + "/api", site, {"UMAMI_API_KEY": "k-123"})
         with pytest.raises(TerminalSendError, match="401"):
-            check_website(client, server.url, site, {"UMAMI_API_KEY": "nope"})
+            check_website(client, server.url + "/api", site, {"UMAMI_API_KEY": "nope"})
 
 
 def test_cli_check_website_keeps_password_out_of_output_and_state(tmp_path) -> None:

@@ -53,6 +53,16 @@ class Batch:
         """``[`` + elements joined by ``,`` + ``]``: the prepared JSON is never re-encoded."""
         return ("[" + self.rows["_json"].str.join(",").item() + "]").encode("utf-8")
 
+    def element(self) -> bytes:
+        """The one row's element: an ``/api/send`` body."""
+        return self.rows["_json"][0].encode("utf-8")
+
+    def split_first(self) -> tuple[Batch, Batch]:
+        """The first row alone (it keeps the batch's headers and the visit it opens), and the rest."""
+        first = Batch(self.lane, self.rows.head(1), headers=self.headers, window=self.window)
+        first.opens_visit = self.opens_visit
+        return first, Batch(self.lane, self.rows.slice(1), headers=self.headers, window=self.window)
+
     def split(self) -> tuple[Batch, Batch]:
         half, lane, headers, window = self.size // 2, self.lane, self.headers, self.window
         return (
@@ -118,6 +128,12 @@ class LaneQueues:
         self.bound = bound
         self._exhausted = False
         self._tokens: OrderedDict[str, str] = OrderedDict()  # open source visits' cache tokens
+
+    def set_batch_size(self, size: int) -> None:
+        """Rows per request from now on (1 once the run sends through ``/api/send``)."""
+        with self._cond:
+            self._batch_size = size
+            self._cond.notify_all()
 
     def set_token(self, visit: str, token: str) -> None:
         """Remember the cache token of a source visit's first event (bounded, oldest forgotten)."""
@@ -228,17 +244,19 @@ class LaneQueues:
         """
         window, first = self._queues[lane][0]
         segment, geo, opens = str(first["_seg"][0]), str(first["_geo"][0]), first["_open"][0]
+        # Every request carries its location: Umami on ClickHouse stores it with each event
+        # (there is no session row there), even when a cache token names the visit.
         headers = request_headers(geo)
         if opens is not None and opens in self._tokens:
             # Opened in an earlier window already: this row continues the visit, alone.
             self._tokens.move_to_end(opens)
-            return self._lone(lane, window, limit, {"x-umami-cache": self._tokens[opens].encode()})
+            return self._lone(lane, window, limit, headers | {"x-umami-cache": self._tokens[opens].encode()})
         if segment.startswith(VISIT_SEGMENT):
             token = self._tokens.get(segment)
             if token is None:  # the visit's first event goes alone: its answer names the visit
                 return self._lone(lane, window, limit, headers, opens_visit=segment)
             self._tokens.move_to_end(segment)
-            headers = {"x-umami-cache": token.encode()}
+            headers = headers | {"x-umami-cache": token.encode()}
         parts: list[pl.DataFrame] = []
         rows_left = self._batch_size
         budget = limit.target() - 1  # "[" + "]" is 2 bytes, and n elements need n-1 commas

@@ -6,6 +6,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -45,6 +46,7 @@ class RunState:
         stop: threading.Event,
         crossing: CrossingVisits,
         settle: dict[tuple[int, int], bool] | None = None,
+        announce: Callable[[str], None] | None = None,
     ) -> None:
         if checkpoint.lanes != settings.lanes:
             raise ConfigError(
@@ -55,6 +57,11 @@ class RunState:
         self.file_names = [os.path.basename(f) for f in files]
         self.settings = settings
         self.cp = checkpoint
+        #: ``batch`` or ``send``: forced by ``--endpoint``, else the one the import chose before,
+        #: else ``batch``, which ``auto`` may leave for ``send`` once (see :mod:`.delivery`).
+        self.endpoint = settings.endpoint if settings.endpoint != "auto" else checkpoint.endpoint or "batch"
+        self.may_switch = settings.endpoint == "auto" and checkpoint.endpoint is None
+        self.announce = announce or (lambda _message: None)
         self.cp_path = checkpoint_path
         self.rejects = rejects
         self.in_doubt = in_doubt
@@ -110,7 +117,12 @@ class RunState:
         self.in_doubt_in_a_row = 0
         self.body_limit = BodyLimit(settings.max_body_bytes)
         bound = max(20 * settings.batch_size * settings.workers, 2 * settings.lanes * settings.batch_size)
-        self.queues = LaneQueues(settings.lanes, settings.batch_size, bound)
+        self.queues = LaneQueues(settings.lanes, 1 if self.endpoint == "send" else settings.batch_size, bound)
         self.rate = RateLimiter(settings.rate)
         self.concurrency: AdaptiveConcurrency
         self.client: httpx.Client
+
+    @property
+    def url(self) -> str:
+        """Where requests go now (``/api/batch`` or ``/api/send``)."""
+        return self.settings.url_for(self.endpoint)
