@@ -17,12 +17,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
-__all__ = ["DEFAULT_MAX_CONCURRENCY", "AdaptiveConcurrency", "Clock", "RateLimiter", "retry_after_seconds"]
+__all__ = [
+    "DEFAULT_MAX_CONCURRENCY",
+    "DEFAULT_MAX_CONCURRENCY_ONE_PER_REQUEST",
+    "AdaptiveConcurrency",
+    "Clock",
+    "RateLimiter",
+    "retry_after_seconds",
+]
 
 Clock = Callable[[], float]
 
 DEFAULT_INITIAL_CONCURRENCY = 2
 DEFAULT_MAX_CONCURRENCY = 16
+#: One event per request (``/api/send``): more requests in flight to carry the same events,
+#: and far from Umami's knee over a long network path (Umami Cloud).
+DEFAULT_MAX_CONCURRENCY_ONE_PER_REQUEST = 32
 #: Throughput must grow by more than this factor for another request in flight to pay off.
 THROUGHPUT_GAIN = 1.05
 #: While doubling (slow start), a doubling must raise throughput by this factor to go on doubling.
@@ -110,6 +120,22 @@ class AdaptiveConcurrency:
         self._probing_down = False  # holding one below the settled level, to see what it costs
         self._next_probe_down = False
         self._held: list[tuple[float, float]] = []  # (events/s, latency) of the windows held at this level
+
+    def set_maximum(self, maximum: int) -> None:
+        """A new ceiling (the run changed endpoint): what was measured against the old one
+        says little, so the search starts again from the current limit (slow start). A
+        fixed limit stays as it is."""
+        with self._cond:
+            if self.fixed is not None:
+                return
+            self.maximum = max(self.minimum, maximum)
+            self._limit = min(self._limit, self.maximum)
+            self._reset_measurement()
+            self._slow_start = True
+            self._probing_down = False
+            self._last_step = 0
+            self._held.clear()
+            self._cond.notify_all()
 
     @property
     def limit(self) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from ...ledger import Ledger
@@ -77,12 +78,14 @@ class HttpSink:
                 say(f"website {self.settings.website}: {answer}")
 
     def deliver(self, delivery: Delivery) -> SendOutcome:
+        # The earlier run's requests left on the wire were sent before its last save.
+        earlier_save = _epoch(delivery.checkpoint.updated_at)
         outcome = self._send(delivery, delivery.run_ledger)
         if outcome.completed and outcome.cumulative.in_doubt and not self.settings.resend_in_doubt:
             from ...umami.api import have_credentials
 
             if have_credentials():
-                return self._settle_in_doubt(delivery, outcome)
+                return self._settle_in_doubt(delivery, outcome, earlier_save)
         return outcome
 
     def _send(
@@ -105,12 +108,16 @@ class HttpSink:
             announce=self.say,
         )
 
-    def _settle_in_doubt(self, delivery: Delivery, first: SendOutcome) -> SendOutcome:
+    def _settle_in_doubt(self, delivery: Delivery, first: SendOutcome, earlier_save: float) -> SendOutcome:
         """Read the rows in doubt back from Umami, then pass over the stream once more: rows
         found stored are accepted, rows not found are sent again (in their lanes' order)."""
-        # A request cut off in this run may still be running on Umami (it stores a batch's
-        # elements one after another): give it time to finish before looking.
-        if first.ledger.in_doubt and delivery.stop.wait(min(self.settings.timeout, READBACK_QUIET_S)):
+        # A request cut off in this run, or in the killed one before it, may still be running on
+        # Umami (it stores a batch's elements one after another): give it time to finish before
+        # looking. The killed run's requests have had the time since its last save already.
+        quiet = min(self.settings.timeout, READBACK_QUIET_S)
+        if first.ledger.in_doubt == first.in_doubt_recorded_on_resume:
+            quiet -= time.time() - earlier_save
+        if first.ledger.in_doubt and quiet > 0 and delivery.stop.wait(quiet):
             return first
         delivery.in_doubt.close()
         verdicts = self._read_back(in_doubt_records(delivery.in_doubt.path))
@@ -153,6 +160,14 @@ class HttpSink:
             return str(exc) or "no answer before the read-back's deadline (--read-back-timeout)"
 
 
+def _epoch(stamp: str) -> float:
+    """Unix seconds of a checkpoint's ``updated_at`` (``2024-03-01T08:00:00Z``); now when unreadable."""
+    try:
+        return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return time.time()
+
+
 def _merged(first: SendOutcome, second: SendOutcome, ledger: Ledger, settled: Ledger, note: str) -> SendOutcome:
     """One outcome for the run and its settling pass: rows settled leave this run's in-doubt count."""
     read, in_doubt = ledger.read, ledger.in_doubt
@@ -161,7 +176,8 @@ def _merged(first: SendOutcome, second: SendOutcome, ledger: Ledger, settled: Le
     ledger.in_doubt = max(0, in_doubt - (settled.read - settled.in_doubt))
     stale = "rows are in doubt (listed in"  # said by the first pass, before settling
     again = "source visits crossed a clock hour"  # said by the first pass for the whole import
-    notes = [n for n in first.notes if stale not in n] + [note] + [n for n in second.notes if again not in n]
+    later = [n for n in second.notes if again not in n and n not in first.notes]
+    notes = [n for n in first.notes if stale not in n] + [note] + later
     return replace(
         second,
         ledger=ledger,

@@ -157,6 +157,7 @@ class Delivering(RunState):
             self.may_switch = False
             self.cp.endpoint = "send"
         self.queues.set_batch_size(1)
+        self.concurrency.set_maximum(self.settings.most_in_flight("send"))
         first = self._first_alone(batch)
         message = (
             f"{self.settings.batch_url} answered HTTP {attempt.status}: this server has no batch endpoint"

@@ -129,7 +129,7 @@ class SendRun(StreamReading, Delivering, Bookkeeping):
         concurrency: AdaptiveConcurrency | None,
     ) -> SendOutcome:
         self.concurrency = concurrency or AdaptiveConcurrency(
-            fixed=self.settings.concurrency, maximum=self.settings.workers
+            fixed=self.settings.concurrency, maximum=self.settings.most_in_flight(self.endpoint)
         )
         self._open_files()
         self.client = make_client(self.settings, transport)

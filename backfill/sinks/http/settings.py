@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import httpx
 
 from ...errors import ConfigError, TerminalSendError
-from ...throttle import DEFAULT_MAX_CONCURRENCY
+from ...throttle import DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_CONCURRENCY_ONE_PER_REQUEST
 from ...umami.api import read_api_url, website_id_problem
 
 MAX_BATCH_SIZE = 500
@@ -90,7 +90,13 @@ class SendSettings:
     @property
     def workers(self) -> int:
         """Threads in the pool: the most requests that may ever be in flight."""
-        return self.concurrency if self.concurrency is not None else DEFAULT_MAX_CONCURRENCY
+        return self.most_in_flight(self.endpoint)  # auto may go over to /api/send
+
+    def most_in_flight(self, endpoint: str) -> int:
+        """The adaptive limit's ceiling on ``endpoint`` (``batch`` or ``send``)."""
+        if self.concurrency is not None:
+            return self.concurrency
+        return DEFAULT_MAX_CONCURRENCY if endpoint == "batch" else DEFAULT_MAX_CONCURRENCY_ONE_PER_REQUEST
 
 
 def make_client(settings: SendSettings, transport: httpx.BaseTransport | None = None) -> httpx.Client:

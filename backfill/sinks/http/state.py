@@ -62,6 +62,10 @@ class RunState:
         self.endpoint = settings.endpoint if settings.endpoint != "auto" else checkpoint.endpoint or "batch"
         self.may_switch = settings.endpoint == "auto" and checkpoint.endpoint is None
         self.announce = announce or (lambda _message: None)
+        self.notes: list[str] = []
+        if self.endpoint == "send":
+            why = "--endpoint send" if settings.endpoint == "send" else "the server had no /api/batch when it started"
+            self.notes.append(f"sent through /api/send, one row per request ({why})")
         self.cp_path = checkpoint_path
         self.rejects = rejects
         self.in_doubt = in_doubt
@@ -83,7 +87,6 @@ class RunState:
         self.settle = settle or {}
         self.visits_opened = 0  # lone first events of visits that cross a clock hour
         self.started = time.monotonic()
-        self.notes: list[str] = []
         # Positions as they were when the run started decide what the stream's rows are.
         self.start_acked = pl.Series(checkpoint.lane_acked, dtype=pl.Int64)
         self.tracked = [DoubtRange(*r) for r in checkpoint.in_doubt_ranges]
