@@ -4,7 +4,8 @@ Exit status: 0 every row accepted (or would be) or skipped by a filter you
 asked for; 1 some rows were rejected or are in doubt (see the rejects and
 in-doubt files); 2 configuration, mapping or input error (nothing was sent),
 or Umami refused the run at its first request for a value every row shares
-(website, User-Agent, host): correct the command, no "to resume" line; 3 the
+(website, User-Agent, host, an endpoint it lacks): correct the command, no "to
+resume" line; 3 the
 run stopped early (an error persisted, a proxy refused, or it was interrupted):
 run the same command again to resume.
 """
@@ -44,17 +45,18 @@ EXIT_OK, EXIT_REJECTED, EXIT_CONFIG, EXIT_STOPPED = 0, 1, 2, 3
 
 EPILOG = """exit status: 0 clean; 1 some rows rejected or in doubt; 2 configuration,
 mapping or input error (nothing sent), or Umami refused the run itself (wrong
-website, User-Agent or host: correct the command); 3 stopped early (run the
+website, User-Agent, host or endpoint: correct the command); 3 stopped early (run the
 same command again to resume).
 environment: UMAMI_HOST, UMAMI_WEBSITE_ID (for --host/--website); UMAMI_API_KEY or
-UMAMI_USERNAME + UMAMI_PASSWORD (for --check-website; never printed or stored)."""
+UMAMI_USERNAME + UMAMI_PASSWORD (for --check-website and reading back rows in doubt;
+never printed or stored); UMAMI_API_CLIENT_ENDPOINT (for --api-url)."""
 
 
 VERIFY_EPILOG = """exit status: 0 Umami matches the sources within the tolerance; 1 some figure
 differs beyond it (the verdict names the day and figure); 2 configuration, input,
 credentials or connection error.
 environment: UMAMI_HOST, UMAMI_WEBSITE_ID; UMAMI_API_KEY or UMAMI_USERNAME +
-UMAMI_PASSWORD (never printed or stored)."""
+UMAMI_PASSWORD (never printed or stored); UMAMI_API_CLIENT_ENDPOINT (for --api-url)."""
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):

@@ -60,7 +60,11 @@ class RunState:
         #: ``batch`` or ``send``: forced by ``--endpoint``, else the one the import chose before,
         #: else ``batch``, which ``auto`` may leave for ``send`` once (see :mod:`.delivery`).
         self.endpoint = settings.endpoint if settings.endpoint != "auto" else checkpoint.endpoint or "batch"
-        self.may_switch = settings.endpoint == "auto" and checkpoint.endpoint is None
+        self.may_switch = (
+            settings.endpoint == "auto"
+            and checkpoint.endpoint is None
+            and all(acked < 0 for acked in checkpoint.lane_acked)  # nothing of the import was answered
+        )
         self.announce = announce or (lambda _message: None)
         self.notes: list[str] = []
         if self.endpoint == "send":
