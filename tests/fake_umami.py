@@ -1773,8 +1773,9 @@ class FakeUmami:
         if self.cloud and path == "/api/batch":
             entry["status"] = 405
             h.reply(405, _CLOUD_405_PAGE, "text/html; charset=utf-8", {"X-Matched-Path": "/404", "Server": "Vercel"})
-        elif self.cloud and path.startswith(CLOUD_API_PREFIX + "/"):
-            self._route_cloud_api(h, method, path, query, headers, body, entry)
+        elif self.cloud and path.startswith(CLOUD_API_PREFIX + "/websites"):
+            if self._cloud_admits(h, headers, entry):  # Umami's routes, without "/api"
+                self._route_websites(h, method, "/api" + path[len(CLOUD_API_PREFIX) :], query, headers, body, entry)
         elif path == "/api/heartbeat" and method in ("GET", "HEAD"):
             self._send_json(h, entry, 200, {"ok": True})
         elif path == "/api/send" and method == "POST":
@@ -1792,22 +1793,13 @@ class FakeUmami:
             entry["status"] = 404
             h.reply(404, b"Not Found", "text/plain")
 
-    def _route_cloud_api(
-        self,
-        h: _Handler,
-        method: str,
-        path: str,
-        query: str,
-        headers: dict[str, str],
-        body: bytes,
-        entry: dict[str, Any],
-    ) -> None:
-        """Umami Cloud's API (``https://api.umami.is/v1``): Umami's routes without ``/api``, for
-        an ``x-umami-api-key`` only, each key limited to ``cloud_calls`` per ``cloud_window`` s."""
+    def _cloud_admits(self, h: _Handler, headers: dict[str, str], entry: dict[str, Any]) -> bool:
+        """Umami Cloud's API (``https://api.umami.is/v1``) answers an ``x-umami-api-key`` only,
+        each key ``cloud_calls`` times per ``cloud_window`` seconds; else 401 or 429 here."""
         key = headers.get("x-umami-api-key")
         if not (self.api_key and key == self.api_key):
             self._send_json(h, entry, 401, _UNAUTHORIZED)
-            return
+            return False
         now = time.monotonic()
         with self._lock:
             recent = self._cloud_calls = [t for t in self._cloud_calls if t > now - self.cloud_window]
@@ -1818,13 +1810,7 @@ class FakeUmami:
             wait = max(1, math.ceil(recent[0] + self.cloud_window - now))
             entry["status"] = 429
             h.reply(429, b'{"error":"Too many requests"}', extra={"Retry-After": str(wait)})
-            return
-        rest = path[len(CLOUD_API_PREFIX) :]
-        if rest.startswith("/websites"):
-            self._route_websites(h, method, "/api" + rest, query, headers, body, entry)
-        else:
-            entry["status"] = 404
-            h.reply(404, b"Not Found", "text/plain")
+        return not limited
 
     def _hang(self, h: _Handler, rule: FaultRule) -> None:
         h.server.stop_event.wait(rule.seconds)
