@@ -20,6 +20,7 @@ from email.utils import parsedate_to_datetime
 __all__ = [
     "DEFAULT_MAX_CONCURRENCY",
     "DEFAULT_MAX_CONCURRENCY_ONE_PER_REQUEST",
+    "WINDOW_ONE_PER_REQUEST",
     "AdaptiveConcurrency",
     "Clock",
     "RateLimiter",
@@ -45,6 +46,9 @@ LATENCY_TOLERANCE = 1.5
 MARGINAL_SHARE = 0.5
 #: Completed batches per measurement window (at least twice the current limit).
 WINDOW_BATCHES = 6
+#: The same for one event per request: a few milliseconds each, so more of them make a
+#: window long enough for the throughput it measures to rise above the noise.
+WINDOW_ONE_PER_REQUEST = 48
 #: After settling, probe one step higher again after this many windows (the load may change).
 REPROBE_AFTER_WINDOWS = 20
 #: How long blocking waits sleep before re-checking the halt event.
@@ -121,13 +125,15 @@ class AdaptiveConcurrency:
         self._next_probe_down = False
         self._held: list[tuple[float, float]] = []  # (events/s, latency) of the windows held at this level
 
-    def set_maximum(self, maximum: int) -> None:
-        """A new ceiling (the run changed endpoint): what was measured against the old one
-        says little, so the search starts again from the current limit (slow start). A
-        fixed limit stays as it is."""
+    def set_maximum(self, maximum: int, window: int | None = None) -> None:
+        """A new ceiling, and optionally window (the run changed endpoint): what was measured
+        against the old ones says little, so the search starts again from the current limit
+        (slow start). A fixed limit stays as it is."""
         with self._cond:
             if self.fixed is not None:
                 return
+            if window is not None:
+                self._window = window
             self.maximum = max(self.minimum, maximum)
             self._limit = min(self._limit, self.maximum)
             self._reset_measurement()

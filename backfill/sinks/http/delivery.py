@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from ...errors import TerminalSendError, TransientSendError
+from ...throttle import WINDOW_ONE_PER_REQUEST
 from ...umami.api import RunRefusedError
 from .answers import read_batch_answer, run_wide_refusal, website_missing
 from .attempt import Attempt, http_refusal, post_batch, post_element, refuses_the_run
@@ -157,7 +158,7 @@ class Delivering(RunState):
             self.may_switch = False
             self.cp.endpoint = "send"
         self.queues.set_batch_size(1)
-        self.concurrency.set_maximum(self.settings.most_in_flight("send"))
+        self.concurrency.set_maximum(self.settings.most_in_flight("send"), WINDOW_ONE_PER_REQUEST)
         first = self._first_alone(batch)
         message = (
             f"{self.settings.batch_url} answered HTTP {attempt.status}: this server has no batch endpoint"

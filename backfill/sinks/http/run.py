@@ -39,7 +39,7 @@ import polars as pl
 from ...checkpoint import Checkpoint, utc_now
 from ...ledger import Ledger
 from ...rejects import RecordFile
-from ...throttle import AdaptiveConcurrency
+from ...throttle import WINDOW_BATCHES, WINDOW_ONE_PER_REQUEST, AdaptiveConcurrency
 from ...visits import CrossingVisits
 from ..outcome import ProgressCallback, SendOutcome, SendProgress
 from .books import Bookkeeping
@@ -129,7 +129,9 @@ class SendRun(StreamReading, Delivering, Bookkeeping):
         concurrency: AdaptiveConcurrency | None,
     ) -> SendOutcome:
         self.concurrency = concurrency or AdaptiveConcurrency(
-            fixed=self.settings.concurrency, maximum=self.settings.most_in_flight(self.endpoint)
+            fixed=self.settings.concurrency,
+            maximum=self.settings.most_in_flight(self.endpoint),
+            window=WINDOW_ONE_PER_REQUEST if self.endpoint == "send" else WINDOW_BATCHES,
         )
         self._open_files()
         self.client = make_client(self.settings, transport)
