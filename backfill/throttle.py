@@ -143,6 +143,10 @@ class AdaptiveConcurrency:
             self._held.clear()
             self._cond.notify_all()
 
+    def now(self) -> float:
+        """The clock :meth:`acquire` and :meth:`release` measure with."""
+        return self._clock()
+
     @property
     def limit(self) -> int:
         with self._cond:

@@ -79,6 +79,9 @@ class Delivering(RunState):
                 self._put_back(batch)
                 return
             body = batch.element() if self.endpoint == "send" else batch.body()
+            # The request's latency is the server's: the wait for our own checkpoint write grows
+            # with the requests in flight (they share one writer) and is no sign of a server's knee.
+            started = self.concurrency.now()
             began = time.perf_counter()
             post = post_element if self.endpoint == "send" else post_batch
             attempt = post(self.client, self.url, body, self.settings, batch.headers)
