@@ -97,6 +97,29 @@ def test_read_back_tells_each_visitor_from_look_alikes_with_few_reads(clickhouse
     assert len(reads) <= 3 * 4 + 1  # a list, a session and its activity per visitor found; a list for u3
 
 
+def test_rows_older_than_the_api_shows_are_never_called_missing() -> None:
+    """Umami Cloud shows an account without a subscription six months: older rows not found stay in doubt."""
+    with FakeUmami() as server:
+        site = server.add_website()
+        with httpx.Client(headers={"User-Agent": UA}) as client:
+            assert (
+                client.post(f"{server.url}/api/batch", json=[_element(site, "ann", T0 + 10, "/a")]).json()["errors"]
+                == 0
+            )
+            records = [
+                {
+                    "file": "f.csv",
+                    "row": 1,
+                    "values": _element(site, "ann", T0 - 90_000, "/old"),
+                },  # before: cannot tell
+                {"file": "f.csv", "row": 2, "values": _element(site, "ann", T0 + 10, "/a")},  # stored
+                {"file": "f.csv", "row": 3, "values": _element(site, "ann", T0 + 20, "/b")},  # after: not stored
+            ]
+            verdicts = read_back(_api(client, server), site, records, visible_since=T0 - 3600)
+    assert verdicts.found == {("f.csv", 2)} and verdicts.absent == {("f.csv", 3)} and verdicts.unknown == 1
+    assert any("shows nothing before" in p for p in verdicts.problems)
+
+
 def test_read_back_ends_at_its_deadline_and_leaves_the_rest_in_doubt() -> None:
     with FakeUmami() as server:
         site = server.add_website()

@@ -74,3 +74,19 @@ def test_cli_check_website_keeps_password_out_of_output_and_state(tmp_path) -> N
     written = [p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file()]
     for text in [result.stdout, result.stderr, wrong.stdout, wrong.stderr, *written]:
         assert secret not in text
+
+
+def test_the_read_api_of_umami_cloud_is_its_own_host() -> None:
+    from backfill.umami.api import read_api_url, visible_since
+
+    assert read_api_url("https://cloud.umami.is", env={}) == "https://api.umami.is/v1"
+    assert read_api_url("https://umami.example.com/", env={}) == "https://umami.example.com/api"
+    assert read_api_url("https://cloud.umami.is", "https://eu.example/v1/", env={}) == "https://eu.example/v1"
+    assert read_api_url("https://x.example", env={"UMAMI_API_CLIENT_ENDPOINT": "https://api.umami.is/v1"}) == (
+        "https://api.umami.is/v1"
+    )
+    with pytest.raises(ConfigError, match="API key only"):
+        check_website(httpx.Client(), "https://api.umami.is/v1", "w", LOGIN)
+    # 2026-08-15: the start of the month six months back, 2026-02-01, is the oldest Cloud shows.
+    assert visible_since("https://api.umami.is/v1", now=1_786_752_000) == 1_769_904_000
+    assert visible_since("https://umami.example.com/api", now=1_786_752_000) is None
