@@ -1409,8 +1409,9 @@ class FakeUmami:
         nested_error_meta: write the 500 body's driver error as nested
             ``meta.driverAdapterError.cause`` objects instead of the flat dotted key
             the recorded cases show, to check a client copes with both.
-        clickhouse: read sessions as Umami on ClickHouse does (an hourly table: the
-            session list counts an event from the start of its hour).
+        store: "postgres" (default) or "clickhouse": how the read API answers (on
+            ClickHouse the session list reads an hourly table: an event counts from the
+            start of its hour, and a session is listed once per hourly row's hostnames).
         cloud: behave as Umami Cloud is documented and reported to: ``/api/batch`` answers
             405 (Vercel's page), the read API is served under ``/v1`` (``CLOUD_API_PREFIX``)
             for ``api_key`` only, ``cloud_calls`` calls per ``cloud_window`` seconds (429
@@ -1432,7 +1433,7 @@ class FakeUmami:
         ignore_ips: list[str] | tuple[str, ...] = (),
         geoip: dict[str, Location] | None = None,
         nested_error_meta: bool = False,
-        clickhouse: bool = False,
+        store: str = "postgres",
         cloud: bool = False,
         cloud_calls: int = 50,
         cloud_window: float = 15.0,
@@ -1450,7 +1451,7 @@ class FakeUmami:
         self.ignore_ips = frozenset(ignore_ips)
         self.geoip = dict(DEFAULT_GEOIP if geoip is None else geoip)
         self.nested_error_meta = nested_error_meta
-        self.clickhouse = clickhouse
+        self.store = store
         self.cloud = cloud
         self.cloud_calls = cloud_calls
         self.cloud_window = cloud_window
@@ -2474,7 +2475,7 @@ class FakeUmami:
         top-N sort for a limit, is not stable): each request breaks such ties at random,
         so consecutive pages may repeat or skip a session, as they do on a real server.
 
-        With ``clickhouse`` the list reads Umami's hourly table, whose rows carry the start
+        On ClickHouse (``store``) the list reads Umami's hourly table, whose rows carry the start
         of their hour: an event counts from the start of its hour.
         """
         search = q.get("search", "")
@@ -2484,9 +2485,10 @@ class FakeUmami:
         size = int(q["pageSize"]) if q.get("pageSize", "").isdigit() and int(q["pageSize"]) > 0 else 20
         found: dict[tuple[Any, ...], dict[str, Any]] = {}
         with self._lock:
-            hourly = self._hourly_hostnames(wid) if self.clickhouse else {}
+            on_clickhouse = self.store == "clickhouse"
+            hourly = self._hourly_hostnames(wid) if on_clickhouse else {}
             for e in self._t.events_by_site.get(wid, ()):
-                at = e["created_at_ms"] - e["created_at_ms"] % 3_600_000 if self.clickhouse else e["created_at_ms"]
+                at = e["created_at_ms"] - e["created_at_ms"] % 3_600_000 if on_clickhouse else e["created_at_ms"]
                 if not start <= at <= end:
                     continue
                 s = self._t.sessions.get(e["session_id"])
@@ -2499,7 +2501,7 @@ class FakeUmami:
                 if wanted is not None and not wanted(s["distinct_id"]):
                     continue
                 key: tuple[Any, ...] = (s["session_id"], e["hostname"])
-                if self.clickhouse:  # the hourly row's hostname array and the event's own location
+                if on_clickhouse:  # the hourly row's hostname array and the event's own location
                     key = (s["session_id"], hourly[_hour_row(e)], self._t.event_location.get(e["event_id"]))
                 row = found.get(key)
                 if row is None:

@@ -979,7 +979,7 @@ def test_umami_cloud_killed_mid_import_resumes_through_send_with_every_row_once(
     rows = _sessions_rows(35, seed=21)
     source = _write(tmp_path / "events.csv", rows)
     paths = Paths.under(tmp_path)
-    with FakeUmami(cloud=True, clickhouse=True, api_key="k-cloud", cloud_calls=25, cloud_window=1.0) as server:
+    with FakeUmami(cloud=True, store="clickhouse", api_key="k-cloud", cloud_calls=25, cloud_window=1.0) as server:
         site = server.add_website()
         server.faults.latency_ms = 30  # requests on the wire at the kill are stored all the same
         args = import_args(

@@ -63,13 +63,13 @@ def test_read_back_tells_stored_from_missing_and_leaves_what_it_cannot_tell(tmp_
     assert verdicts.unknown == 4  # bob's three identical rows (two stored), and one without an id
 
 
-@pytest.mark.parametrize("clickhouse", [False, True])
-def test_read_back_tells_each_visitor_from_look_alikes_with_few_reads(clickhouse: bool) -> None:
+@pytest.mark.parametrize("store", ["postgres", "clickhouse"])
+def test_read_back_tells_each_visitor_from_look_alikes_with_few_reads(store: str) -> None:
     """Visitor ids that contain each other (``u1``, ``u12``, ``u120``, as generated ids do),
     rows in doubt in the middle of an hour (Umami on ClickHouse lists sessions by the hour),
     a session on two hostnames (one list row per hostname): each row is told exactly, with
     three reads per visitor, not one per look-alike."""
-    with FakeUmami(clickhouse=clickhouse) as server:
+    with FakeUmami(store=store) as server:
         site = server.add_website()
         visitors = ["u1", "u12", "u120", "u1201", "u2"]
         stored = [

@@ -244,19 +244,19 @@ class LaneQueues:
         """
         window, first = self._queues[lane][0]
         segment, geo, opens = str(first["_seg"][0]), str(first["_geo"][0]), first["_open"][0]
-        # Every request carries its location: Umami on ClickHouse stores it with each event
-        # (there is no session row there), even when a cache token names the visit.
         headers = request_headers(geo)
         if opens is not None and opens in self._tokens:
             # Opened in an earlier window already: this row continues the visit, alone.
             self._tokens.move_to_end(opens)
-            return self._lone(lane, window, limit, headers | {"x-umami-cache": self._tokens[opens].encode()})
+            return self._lone(lane, window, limit, {**headers, "x-umami-cache": self._tokens[opens].encode()})
         if segment.startswith(VISIT_SEGMENT):
             token = self._tokens.get(segment)
             if token is None:  # the visit's first event goes alone: its answer names the visit
                 return self._lone(lane, window, limit, headers, opens_visit=segment)
             self._tokens.move_to_end(segment)
-            headers = headers | {"x-umami-cache": token.encode()}
+            # The location headers go along: Umami on PostgreSQL takes the session's location
+            # from its first event, but Umami on ClickHouse stores each event's own request's.
+            headers = {**headers, "x-umami-cache": token.encode()}
         parts: list[pl.DataFrame] = []
         rows_left = self._batch_size
         budget = limit.target() - 1  # "[" + "]" is 2 bytes, and n elements need n-1 commas
