@@ -774,6 +774,9 @@ def choose_sink(config: RunConfig, mapping: Mapping) -> Any:
         on_error=config.on_error,
         resend_in_doubt=config.resend_in_doubt,
         lanes=DEFAULT_LANES,
+        endpoint=config.endpoint,
+        api_url=config.api_url,
+        read_back_timeout=config.read_back_timeout,
     )
     return HttpSink(settings, check_website=config.check_website)
 

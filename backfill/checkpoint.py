@@ -21,7 +21,8 @@ Layout of the JSON file (credentials are never stored)::
       "in_doubt_ranges": [[lane, first_seq, last_seq, n_rows], ...],
       "send_ledger": {...},            # Ledger.to_dict(), cumulative over resumed runs
       "rejects_offset": 0,             # bytes of the rejects file this checkpoint covers
-      "in_doubt_offset": 0             # bytes of the in-doubt file this checkpoint covers
+      "in_doubt_offset": 0,            # bytes of the in-doubt file this checkpoint covers
+      "endpoint": "batch" | "send"     # the HTTP sink's collection endpoint, once chosen (optional)
     }
 
 A range ``[lane, first, last, n]`` means "the n rows of that lane whose
@@ -174,6 +175,8 @@ class Checkpoint:
     send_ledger: Ledger = field(default_factory=Ledger)
     rejects_offset: int = 0
     in_doubt_offset: int = 0
+    #: The collection endpoint the HTTP sink chose (``batch``/``send``); None until one answered.
+    endpoint: str | None = None
 
     def __post_init__(self) -> None:
         if self.lanes < 1:
@@ -214,7 +217,7 @@ class Checkpoint:
             "send_ledger": self.send_ledger.to_dict(),
             "rejects_offset": self.rejects_offset,
             "in_doubt_offset": self.in_doubt_offset,
-        }
+        } | ({"endpoint": self.endpoint} if self.endpoint else {})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Checkpoint:
@@ -236,6 +239,7 @@ class Checkpoint:
             send_ledger=Ledger.from_dict(data.get("send_ledger") or {}),
             rejects_offset=int(data.get("rejects_offset", 0)),
             in_doubt_offset=int(data.get("in_doubt_offset", 0)),
+            endpoint=str(data["endpoint"]) if data.get("endpoint") else None,
         )
         checkpoint.validate()
         return checkpoint

@@ -4,7 +4,8 @@ Exit status: 0 every row accepted (or would be) or skipped by a filter you
 asked for; 1 some rows were rejected or are in doubt (see the rejects and
 in-doubt files); 2 configuration, mapping or input error (nothing was sent),
 or Umami refused the run at its first request for a value every row shares
-(website, User-Agent, host): correct the command, no "to resume" line; 3 the
+(website, User-Agent, host, an endpoint it lacks): correct the command, no "to
+resume" line; 3 the
 run stopped early (an error persisted, a proxy refused, or it was interrupted):
 run the same command again to resume.
 """
@@ -45,17 +46,18 @@ EXIT_OK, EXIT_REJECTED, EXIT_CONFIG, EXIT_STOPPED = 0, 1, 2, 3
 
 EPILOG = """exit status: 0 clean; 1 some rows rejected or in doubt; 2 configuration,
 mapping or input error (nothing sent), or Umami refused the run itself (wrong
-website, User-Agent or host: correct the command); 3 stopped early (run the
+website, User-Agent, host or endpoint: correct the command); 3 stopped early (run the
 same command again to resume).
 environment: UMAMI_HOST, UMAMI_WEBSITE_ID (for --host/--website); UMAMI_API_KEY or
-UMAMI_USERNAME + UMAMI_PASSWORD (for --check-website; never printed or stored)."""
+UMAMI_USERNAME + UMAMI_PASSWORD (for --check-website and reading back rows in doubt;
+never printed or stored); UMAMI_API_CLIENT_ENDPOINT (for --api-url)."""
 
 
 VERIFY_EPILOG = """exit status: 0 Umami matches the sources within the tolerance; 1 some figure
 differs beyond it (the verdict names the day and figure); 2 configuration, input,
 credentials or connection error.
 environment: UMAMI_HOST, UMAMI_WEBSITE_ID; UMAMI_API_KEY or UMAMI_USERNAME +
-UMAMI_PASSWORD (never printed or stored)."""
+UMAMI_PASSWORD (never printed or stored); UMAMI_API_CLIENT_ENDPOINT (for --api-url)."""
 
 
 HTML_HELP = (
@@ -223,6 +225,19 @@ def _add_send_options(parser: argparse.ArgumentParser) -> None:
         help="website UUID (env UMAMI_WEBSITE_ID)",
     )
     group.add_argument(
+        "--endpoint",
+        choices=["auto", "batch", "send"],
+        default="auto",
+        help="Umami's collection endpoint: batch (/api/batch, many rows per request), send (/api/send, one "
+        "row per request: Umami Cloud, Umami before 2.17); auto: batch, or send when the server has no batch",
+    )
+    group.add_argument(
+        "--api-url",
+        help="Umami's read API, for --check-website and reading back rows in doubt, when it is not "
+        "HOST/api (env UMAMI_API_CLIENT_ENDPOINT); for Umami Cloud hosts (*.umami.is) the default is "
+        "https://api.umami.is/v1, with UMAMI_API_KEY",
+    )
+    group.add_argument(
         "--state",
         type=Path,
         help="checkpoint directory (default: .backfill-state next to --rejects)",
@@ -280,6 +295,13 @@ def _add_send_options(parser: argparse.ArgumentParser) -> None:
         "--resend-in-doubt",
         action="store_true",
         help="send rows left in doubt by a crash again: risks duplicates (not resending risks gaps)",
+    )
+    group.add_argument(
+        "--read-back-timeout",
+        type=float,
+        default=300.0,
+        help="seconds the read-back of rows in doubt may take (needs read credentials); rows not read "
+        "by then stay in doubt and the next run reads them",
     )
     group.add_argument(
         "--batch-size",
@@ -466,6 +488,11 @@ def _add_verify_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--website", default=os.environ.get("UMAMI_WEBSITE_ID"), help="website UUID (env UMAMI_WEBSITE_ID)"
     )
+    group.add_argument(
+        "--api-url",
+        help="Umami's read API when it is not HOST/api (env UMAMI_API_CLIENT_ENDPOINT); "
+        "default for Umami Cloud hosts (*.umami.is): https://api.umami.is/v1, with UMAMI_API_KEY",
+    )
     group.add_argument("--timezone", default="UTC", help="IANA zone the days are counted in (e.g. Europe/Berlin)")
     group.add_argument(
         "--tolerance",
@@ -563,6 +590,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         state_dir=getattr(args, "state", None),
         restart=getattr(args, "restart", False),
         resend_in_doubt=getattr(args, "resend_in_doubt", False),
+        endpoint=getattr(args, "endpoint", "auto"),
+        read_back_timeout=getattr(args, "read_back_timeout", 300.0),
+        api_url=getattr(args, "api_url", None),
         user_agent=getattr(args, "user_agent", DEFAULT_USER_AGENT),
         batch_size=getattr(args, "batch_size", DEFAULT_BATCH_SIZE),
         max_body_bytes=getattr(args, "max_body_bytes", DEFAULT_MAX_BODY_BYTES),
@@ -755,6 +785,7 @@ def _run_verify(args: argparse.Namespace) -> int:
         host=config.host or "",
         website=args.website,
         timezone=args.timezone,
+        api_url=args.api_url,
         tolerance=Tolerance.parse(args.tolerance) if args.tolerance is not None else None,
         top=args.top,
         insecure=args.insecure,

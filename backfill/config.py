@@ -43,6 +43,9 @@ class RunConfig:
     state_dir: Path | None = None
     restart: bool = False
     resend_in_doubt: bool = False
+    endpoint: str = "auto"  # --endpoint: auto | batch | send (HTTP sink)
+    api_url: str | None = None  # --api-url: Umami's read API when not {host}/api (Umami Cloud)
+    read_back_timeout: float = 300.0  # --read-back-timeout: seconds for reading rows in doubt back
     user_agent: str = DEFAULT_USER_AGENT
     batch_size: int = DEFAULT_BATCH_SIZE
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES

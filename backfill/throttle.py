@@ -15,13 +15,25 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 
-__all__ = ["DEFAULT_MAX_CONCURRENCY", "AdaptiveConcurrency", "Clock", "RateLimiter"]
+__all__ = [
+    "DEFAULT_MAX_CONCURRENCY",
+    "DEFAULT_MAX_CONCURRENCY_ONE_PER_REQUEST",
+    "WINDOW_ONE_PER_REQUEST",
+    "AdaptiveConcurrency",
+    "Clock",
+    "RateLimiter",
+    "retry_after_seconds",
+]
 
 Clock = Callable[[], float]
 
 DEFAULT_INITIAL_CONCURRENCY = 2
 DEFAULT_MAX_CONCURRENCY = 16
+#: One event per request (``/api/send``): more requests in flight to carry the same events,
+#: and far from Umami's knee over a long network path (Umami Cloud).
+DEFAULT_MAX_CONCURRENCY_ONE_PER_REQUEST = 32
 #: Throughput must grow by more than this factor for another request in flight to pay off.
 THROUGHPUT_GAIN = 1.05
 #: While doubling (slow start), a doubling must raise throughput by this factor to go on doubling.
@@ -34,6 +46,9 @@ LATENCY_TOLERANCE = 1.5
 MARGINAL_SHARE = 0.5
 #: Completed batches per measurement window (at least twice the current limit).
 WINDOW_BATCHES = 6
+#: The same for one event per request: a few milliseconds each, so more of them make a
+#: window long enough for the throughput it measures to rise above the noise.
+WINDOW_ONE_PER_REQUEST = 48
 #: After settling, probe one step higher again after this many windows (the load may change).
 REPROBE_AFTER_WINDOWS = 20
 #: How long blocking waits sleep before re-checking the halt event.
@@ -109,6 +124,28 @@ class AdaptiveConcurrency:
         self._probing_down = False  # holding one below the settled level, to see what it costs
         self._next_probe_down = False
         self._held: list[tuple[float, float]] = []  # (events/s, latency) of the windows held at this level
+
+    def set_maximum(self, maximum: int, window: int | None = None) -> None:
+        """A new ceiling, and optionally window (the run changed endpoint): what was measured
+        against the old ones says little, so the search starts again from the current limit
+        (slow start). A fixed limit stays as it is."""
+        with self._cond:
+            if self.fixed is not None:
+                return
+            if window is not None:
+                self._window = window
+            self.maximum = max(self.minimum, maximum)
+            self._limit = min(self._limit, self.maximum)
+            self._reset_measurement()
+            self._slow_start = True
+            self._probing_down = False
+            self._last_step = 0
+            self._held.clear()
+            self._cond.notify_all()
+
+    def now(self) -> float:
+        """The clock :meth:`acquire` and :meth:`release` measure with."""
+        return self._clock()
 
     @property
     def limit(self) -> int:
@@ -365,3 +402,18 @@ class RateLimiter:
             time.sleep(delay)
             return True
         return not halt.wait(delay)
+
+
+def retry_after_seconds(value: str | None, cap: float) -> float | None:
+    """A ``Retry-After`` header as seconds (a delta or an HTTP date), at most ``cap``;
+    None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, IndexError):
+            return None
+    return min(max(seconds, 0.0), cap)

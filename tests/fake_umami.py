@@ -60,6 +60,7 @@ import hmac
 import ipaddress
 import json
 import math
+import random
 import re
 import secrets
 import signal
@@ -132,6 +133,10 @@ def _bad_request(tree: dict[str, Any]) -> dict[str, Any]:
 
 _WEBSITE_NOT_FOUND = {"error": {"message": "Website not found.", "code": "bad-request", "status": 400}}
 _FORBIDDEN = {"error": {"message": "Forbidden", "code": "forbidden", "status": 403}}
+#: Where Umami Cloud's read API lives (``https://api.umami.is/v1``), in cloud mode.
+CLOUD_API_PREFIX = "/v1"
+#: Umami Cloud's answer to ``POST /api/batch`` (umami-software/umami issue 3488: 405, a Vercel page).
+_CLOUD_405_PAGE = b"<!DOCTYPE html><html><head><title>405: Method Not Allowed</title></head><body></body></html>"
 _UNAUTHORIZED = {"error": {"message": "Unauthorized", "code": "unauthorized", "status": 401}}
 _NOT_FOUND = {"error": {"message": "Not found", "code": "not-found", "status": 404}}
 
@@ -1480,8 +1485,14 @@ class FakeUmami:
         nested_error_meta: write the 500 body's driver error as nested
             ``meta.driverAdapterError.cause`` objects instead of the flat dotted key
             the recorded cases show, to check a client copes with both.
+        store: "postgres" (default) or "clickhouse": how the read API answers (on
+            ClickHouse the session list reads an hourly table: an event counts from the
+            start of its hour, and a session is listed once per hourly row's hostnames).
+        cloud: behave as Umami Cloud is documented and reported to: ``/api/batch`` answers
+            405 (Vercel's page), the read API is served under ``/v1`` (``CLOUD_API_PREFIX``)
+            for ``api_key`` only, ``cloud_calls`` calls per ``cloud_window`` seconds (429
+            with ``Retry-After`` beyond; the docs say 50 per 15 s).
         latency_ms, max_body_bytes, max_batch_elements: initial :class:`Faults` knobs.
-        store: "postgres" (default) or "clickhouse": how the read API counts (see ``self.store``).
     """
 
     def __init__(
@@ -1498,10 +1509,13 @@ class FakeUmami:
         ignore_ips: list[str] | tuple[str, ...] = (),
         geoip: dict[str, Location] | None = None,
         nested_error_meta: bool = False,
+        store: str = "postgres",
+        cloud: bool = False,
+        cloud_calls: int = 50,
+        cloud_window: float = 15.0,
         latency_ms: float = 0.0,
         max_body_bytes: int | None = None,
         max_batch_elements: int | None = None,
-        store: str = "postgres",
     ) -> None:
         self.host = "127.0.0.1"
         #: "clickhouse": the read API answers as Umami on ClickHouse does (reports read the hourly
@@ -1517,6 +1531,10 @@ class FakeUmami:
         self.ignore_ips = frozenset(ignore_ips)
         self.geoip = dict(DEFAULT_GEOIP if geoip is None else geoip)
         self.nested_error_meta = nested_error_meta
+        self.cloud = cloud
+        self.cloud_calls = cloud_calls
+        self.cloud_window = cloud_window
+        self._cloud_calls: list[float] = []
         self.faults = Faults()
         self.faults.latency_ms = latency_ms
         self.faults.max_body_bytes = max_body_bytes
@@ -1832,7 +1850,13 @@ class FakeUmami:
                 h.hold = rule
             if rule.action == "reset":
                 reset_k = rule.k
-        if path == "/api/heartbeat" and method in ("GET", "HEAD"):
+        if self.cloud and path == "/api/batch":
+            entry["status"] = 405
+            h.reply(405, _CLOUD_405_PAGE, "text/html; charset=utf-8", {"X-Matched-Path": "/404", "Server": "Vercel"})
+        elif self.cloud and path.startswith(CLOUD_API_PREFIX + "/websites"):
+            if self._cloud_admits(h, headers, entry):  # Umami's routes, without "/api"
+                self._route_websites(h, method, "/api" + path[len(CLOUD_API_PREFIX) :], query, headers, body, entry)
+        elif path == "/api/heartbeat" and method in ("GET", "HEAD"):
             self._send_json(h, entry, 200, {"ok": True})
         elif path == "/api/send" and method == "POST":
             self._route_send(h, body, headers, entry, reset_k)
@@ -1848,6 +1872,25 @@ class FakeUmami:
         else:
             entry["status"] = 404
             h.reply(404, b"Not Found", "text/plain")
+
+    def _cloud_admits(self, h: _Handler, headers: dict[str, str], entry: dict[str, Any]) -> bool:
+        """Umami Cloud's API (``https://api.umami.is/v1``) answers an ``x-umami-api-key`` only,
+        each key ``cloud_calls`` times per ``cloud_window`` seconds; else 401 or 429 here."""
+        key = headers.get("x-umami-api-key")
+        if not (self.api_key and key == self.api_key):
+            self._send_json(h, entry, 401, _UNAUTHORIZED)
+            return False
+        now = time.monotonic()
+        with self._lock:
+            recent = self._cloud_calls = [t for t in self._cloud_calls if t > now - self.cloud_window]
+            limited = len(recent) >= self.cloud_calls
+            if not limited:
+                recent.append(now)
+        if limited:
+            wait = max(1, math.ceil(recent[0] + self.cloud_window - now))
+            entry["status"] = 429
+            h.reply(429, b'{"error":"Too many requests"}', extra={"Retry-After": str(wait)})
+        return not limited
 
     def _hang(self, h: _Handler, rule: FaultRule) -> None:
         h.server.stop_event.wait(rule.seconds)
@@ -2534,27 +2577,91 @@ class FakeUmami:
             entry["status"] = 404
             h.reply(404, b"Not Found", "text/plain")
             return
-        search = q.get("search", "").lower()
+        self._send_json(h, entry, 200, self._session_list(wid, start, end, q))
+
+    def _session_list(self, wid: str, start: int, end: int, q: dict[str, str]) -> dict[str, Any]:
+        """``getWebsiteSessions`` of Umami 3.1 (PostgreSQL): one row per session AND hostname
+        of its events in the range, filtered by ``search`` (``ilike '%search%'`` on distinct
+        id, city, browser, os, device: ``%`` and ``_`` are wildcards) and the ``distinctId``
+        filter (``eq.a,b`` is any of a, b; ``neq.``, ``c.``), ordered by the last event
+        time, newest first, paged by ``limit/offset`` with ``count`` over all rows.
+
+        Rows with the same last time come in no fixed order (PostgreSQL's sort, and its
+        top-N sort for a limit, is not stable): each request breaks such ties at random,
+        so consecutive pages may repeat or skip a session, as they do on a real server.
+
+        On ClickHouse (``store``) the list reads Umami's hourly table, whose rows carry the start
+        of their hour: an event counts from the start of its hour.
+        """
+        search = q.get("search", "")
+        like = _ilike(f"%{search}%") if search else None
+        wanted = _filter_values(q.get("distinctId"))
         page = max(1, int(q["page"])) if q.get("page", "").isdigit() else 1
-        size = int(q["pageSize"]) if q.get("pageSize", "").isdigit() else 20
-        found: dict[str, dict[str, Any]] = {}
+        size = int(q["pageSize"]) if q.get("pageSize", "").isdigit() and int(q["pageSize"]) > 0 else 20
+        found: dict[tuple[Any, ...], dict[str, Any]] = {}
         with self._lock:
+            on_clickhouse = self.store == "clickhouse"
+            hourly = self._hourly_hostnames(wid) if on_clickhouse else {}
             for e in self._t.events_by_site.get(wid, ()):
-                if not start <= e["created_at_ms"] <= end:
+                at = e["created_at_ms"] - e["created_at_ms"] % 3_600_000 if on_clickhouse else e["created_at_ms"]
+                if not start <= at <= end:
                     continue
                 s = self._t.sessions.get(e["session_id"])
                 if s is None:
                     continue
-                fields = [s["distinct_id"], s["city"], s["browser"], s["os"], s["device"]]
-                if search and not any(search in str(f).lower() for f in fields if f):
+                if like is not None and not any(
+                    like.fullmatch(str(s[f])) for f in ("distinct_id", "city", "browser", "os", "device") if s[f]
+                ):
                     continue
-                row = found.setdefault(
-                    s["session_id"], {"id": s["session_id"], "websiteId": wid, "country": s["country"], "lastMs": 0}
-                )
+                if wanted is not None and not wanted(s["distinct_id"]):
+                    continue
+                key: tuple[Any, ...] = (s["session_id"], e["hostname"])
+                if on_clickhouse:  # the hourly row's hostname array and the event's own location
+                    client = self._t.clients.get(e["event_id"], {})
+                    key = (
+                        s["session_id"],
+                        hourly[_hour_row(e)],
+                        *(client.get(k) for k in ("country", "region", "city")),
+                    )
+                row = found.get(key)
+                if row is None:
+                    row = found[key] = {
+                        "id": s["session_id"],
+                        "websiteId": wid,
+                        "hostname": e["hostname"],
+                        **{k: s[k] for k in ("browser", "os", "device", "screen", "language", "country", "region")},
+                        "city": s["city"],
+                        "firstMs": e["created_at_ms"],
+                        "lastMs": e["created_at_ms"],
+                        "visitIds": set(),
+                        "views": 0,
+                        "events": 0,
+                    }
+                row["firstMs"] = min(row["firstMs"], e["created_at_ms"])
                 row["lastMs"] = max(row["lastMs"], e["created_at_ms"])
-        ordered = sorted(found.values(), key=lambda r: -r["lastMs"])
-        data = [{k: v for k, v in r.items() if k != "lastMs"} for r in ordered[(page - 1) * size : page * size]]
-        self._send_json(h, entry, 200, {"data": data, "count": len(ordered), "page": page, "pageSize": size})
+                row["visitIds"].add(e["visit_id"])
+                row["views" if e["event_type"] == 1 else "events"] += e["event_type"] in (1, 2)
+        ordered = sorted(found.values(), key=lambda r: (-r["lastMs"], random.random()))
+        data = []
+        for r in ordered[(page - 1) * size : page * size]:
+            out = {k: v for k, v in r.items() if k not in ("firstMs", "lastMs", "visitIds")}
+            out.update(
+                firstAt=_iso_ms(r["firstMs"]),
+                lastAt=_iso_ms(r["lastMs"]),
+                visits=len(r["visitIds"]),
+                createdAt=_iso_ms(r["lastMs"]),
+            )
+            data.append(out)
+        return {"data": data, "count": len(ordered), "page": page, "pageSize": size}
+
+    def _hourly_hostnames(self, wid: str) -> dict[tuple[str, str, int, int], tuple[str, ...]]:
+        """Umami on ClickHouse: ``website_event_stats_hourly`` keeps, per session, visit, event
+        type and hour, the array of its events' hostnames (merged parts concatenate them), and
+        the session list groups by that array: one session, as many rows as distinct arrays."""
+        arrays: dict[tuple[str, str, int, int], list[str]] = {}
+        for e in self._t.events_by_site.get(wid, ()):
+            arrays.setdefault(_hour_row(e), []).append(e["hostname"] or "")
+        return {k: tuple(v) for k, v in arrays.items()}
 
     def _metrics(self, wid: str, start: int, end: int, q: dict[str, str]) -> Any:
         mtype = q.get("type", "")
@@ -2723,6 +2830,32 @@ def _loads(raw: bytes) -> Any:
         return json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return _UNDEFINED
+
+
+def _hour_row(e: dict[str, Any]) -> tuple[str, str, int, int]:
+    return (e["session_id"], e["visit_id"], e["event_type"], e["created_at_ms"] // 3_600_000)
+
+
+def _ilike(pattern: str) -> re.Pattern[str]:
+    """PostgreSQL's ``ilike``: ``%`` any text, ``_`` any one character, case-insensitive."""
+    parts = ("." if c == "_" else ".*" if c == "%" else re.escape(c) for c in pattern)
+    return re.compile("".join(parts), re.IGNORECASE | re.DOTALL)
+
+
+def _filter_values(raw: str | None) -> Callable[[str | None], bool] | None:
+    """Umami's filter parameter (``parseFilterValue``): ``op.value``, ``eq`` when no operator is
+    given; equality operators split the value at commas (any of them)."""
+    if raw is None:
+        return None
+    m = re.fullmatch(r"(eq|neq|c|dnc|re|nre)\.(.*)", raw, re.DOTALL)
+    op, value = (m.group(1), m.group(2)) if m else ("eq", raw)
+    if op in ("eq", "neq"):
+        values = set(value.split(","))
+        return (lambda v: v in values) if op == "eq" else (lambda v: v is not None and v not in values)
+    like = _ilike(f"%{value}%")
+    if op == "c":
+        return lambda v: v is not None and bool(like.fullmatch(v))
+    return lambda v: v is not None and not like.fullmatch(v)
 
 
 def _iso_ms(ms: int) -> str:

@@ -160,8 +160,8 @@ def stored_rows(server: FakeUmami, site: str) -> Counter[int]:
     return Counter(row_of_path(e["url_path"]) for e in server.events(site))
 
 
-def batch_requests(server: FakeUmami) -> list[dict[str, Any]]:
-    return [r for r in list(server.request_log) if r["path"] == "/api/batch"]
+def batch_requests(server: FakeUmami, path: str = "/api/batch") -> list[dict[str, Any]]:
+    return [r for r in list(server.request_log) if r["path"] == path]
 
 
 # --------------------------------------------------------------------------- running the CLI
@@ -289,11 +289,18 @@ def kill9(proc: subprocess.Popen[bytes]) -> None:
     assert proc.returncode == -signal.SIGKILL
 
 
-def kill_after_batches(procs: Processes, args: list[Any], server: FakeUmami, batches: int, tag: str = "run1") -> None:
-    """Start an import, SIGKILL it once the fake Umami has seen ``batches`` batch requests."""
+def kill_after_batches(
+    procs: Processes,
+    args: list[Any],
+    server: FakeUmami,
+    batches: int,
+    tag: str = "run1",
+    path: str = "/api/batch",
+) -> None:
+    """Start an import, SIGKILL it once the fake Umami has seen ``batches`` requests to ``path``."""
     try:
         proc = procs.start(args, tag)
-        wait_until(lambda: len(batch_requests(server)) >= batches, proc, 60, f"{batches} batches")
+        wait_until(lambda: len(batch_requests(server, path)) >= batches, proc, 60, f"{batches} requests to {path}")
         kill9(proc)
     finally:
         procs.cleanup()
@@ -928,3 +935,87 @@ def test_sigterm_during_sending_stops_cleanly_and_resumes(server, procs, tmp_pat
     assert led["accepted"] == len(gen.sendable)
     assert_client_rejects(paths.rejects_records(), gen)
     assert len(paths.rejects_records()) == len(gen.rejected)
+
+
+# --------------------------------------------------------------------------- 9. servers without /api/batch
+
+
+def _comparable(server: FakeUmami, site: str) -> tuple[Counter[tuple[Any, ...]], Counter[tuple[Any, ...]]]:
+    """What a website holds, ids left out: its events with their session's attributes, and
+    its visits as the sets of events they group."""
+    sessions = {s["session_id"]: s for s in server.sessions(site)}
+    keys = ("distinct_id", "browser", "os", "device", "country", "region", "city")
+    events: Counter[tuple[Any, ...]] = Counter()
+    visits: dict[str, set[str]] = {}
+    for e in server.events(site):
+        session = sessions[e["session_id"]]
+        events[(e["url_path"], e["created_at"], e["event_type"], e["hostname"], *(session[k] for k in keys))] += 1
+        visits.setdefault(e["visit_id"], set()).add(e["url_path"])
+    return events, Counter(tuple(sorted(v)) for v in visits.values())
+
+
+def test_send_and_batch_store_the_same_rows_locations_and_visits(tmp_path: Path) -> None:
+    from tests.test_geo_visits import _mapping, _sessions_rows, _write
+
+    source, mapping = _write(tmp_path / "events.csv", _sessions_rows(40, seed=9)), _mapping(tmp_path)
+    with FakeUmami() as server:
+        by_batch, by_send = server.add_website(), server.add_website()
+        for site, endpoint in ((by_batch, "batch"), (by_send, "send")):
+            paths = Paths.under(tmp_path / endpoint)
+            result = run_cli(*import_args(source, mapping, server, site, paths, "--endpoint", endpoint))
+            assert result.code == 0, result.stdout + result.stderr
+        sends = [e for e in server.request_log if e["path"] == "/api/send"]
+        assert sends and all(e["elements"] == 1 for e in sends)
+        cached = [e["headers"] for e in sends if "x-umami-cache" in e["headers"]]
+        assert cached and all("cf-connecting-ip" in h for h in cached)  # location on every request
+        assert _comparable(server, by_send) == _comparable(server, by_batch)
+        assert server.sessions(by_send) and all(s["country"] for s in server.sessions(by_send) if s["city"])
+
+
+def test_umami_cloud_killed_mid_import_resumes_through_send_with_every_row_once(procs, tmp_path: Path) -> None:
+    """Umami Cloud (no /api/batch, its read API at /v1 for an API key, rate-limited, on
+    ClickHouse): auto goes over to /api/send; kill -9 with requests on the wire; the resumed
+    run reads the rows in doubt back through the Cloud API and ends with nothing in doubt."""
+    from tests.test_geo_visits import _mapping, _sessions_rows, _write
+
+    rows = _sessions_rows(35, seed=21)
+    source = _write(tmp_path / "events.csv", rows)
+    paths = Paths.under(tmp_path)
+    with FakeUmami(cloud=True, store="clickhouse", api_key="k-cloud", cloud_calls=25, cloud_window=1.0) as server:
+        site = server.add_website()
+        server.faults.latency_ms = 30  # requests on the wire at the kill are stored all the same
+        args = import_args(
+            source, _mapping(tmp_path), server, site, paths, "--api-url", f"{server.url}/v1", "--timeout", "3"
+        )
+        kill_after_batches(procs, args, server, 40, path="/api/send")
+        assert [e for e in json.loads(paths.checkpoint.read_text())["lane_inflight"] if e]  # left on the wire
+        server.faults.latency_ms = 0
+        final = run_cli(*args, timeout=90, env={"UMAMI_API_KEY": "k-cloud"})
+        stored = Counter(e["url_path"] for e in server.events(site))
+        batch_tries = batch_requests(server)
+    assert final.code == 0, final.stdout + final.stderr
+    assert stored == Counter(r["url"] for r in rows)  # every row once
+    assert len(batch_tries) == 1  # the killed run tried /api/batch once; the resumed one did not
+    report = paths.report_json()
+    assert_ledger_adds_up(report["ledger"])
+    assert report["ledger"]["in_doubt"] == 0 and paths.in_doubt_records() == []
+    [note] = [n for n in report["notes"] if n.startswith("rows in doubt read back from Umami")]
+    assert "0 cannot be told" in note, note
+    assert any("sent through /api/send" in n for n in report["notes"])
+
+
+def test_a_forced_batch_endpoint_the_server_lacks_prints_no_resume_line(tmp_path: Path) -> None:
+    with FakeUmami(cloud=True) as server:
+        site = server.add_website()
+        result = import_into_paths(server, site, tmp_path, "--endpoint", "batch")
+        assert server.event_count(site) == 0
+    assert result.code == 2, result.stdout + result.stderr
+    assert "HTTP 405" in result.stdout and "--endpoint send" in result.stdout
+    assert "to resume" not in result.stdout + result.stderr
+
+
+def import_into_paths(server: FakeUmami, site: str, tmp: Path, *extra: str) -> Any:
+    from tests.test_geo_visits import _mapping, _sessions_rows, _write
+
+    source = _write(tmp / "events.csv", _sessions_rows(5, seed=1))
+    return run_cli(*import_args(source, _mapping(tmp), server, site, Paths.under(tmp), *extra))

@@ -31,8 +31,8 @@ def server() -> Iterator[FakeUmami]:
         yield s
 
 
-def batch_requests(server: FakeUmami) -> list[dict[str, Any]]:
-    return [r for r in list(server.request_log) if r["path"] == "/api/batch"]
+def batch_requests(server: FakeUmami, path: str = "/api/batch") -> list[dict[str, Any]]:
+    return [r for r in list(server.request_log) if r["path"] == path]
 
 
 def ledger(tmp_path: Path) -> dict[str, Any]:
@@ -158,12 +158,13 @@ def test_a_user_agent_umami_drops_as_a_bot_refuses_the_run(tmp_path: Path) -> No
 
 
 def test_wrong_host_path_prints_what_to_change_not_a_resume(server: FakeUmami, tmp_path: Path) -> None:
-    """A --host whose /api/batch answers 404 needs a changed command: one request, exit 2."""
+    """A --host with no collection API at all (404 on /api/batch, then on /api/send, which a
+    server without the batch endpoint would have) needs a changed command: exit 2."""
     site = server.add_website()
-    server.faults.status(404, times=None, paths=("/api/batch",))
+    server.faults.status(404, times=None, paths=("/api/batch", "/api/send"))
     result = import_into(server.url, site, SOURCE, MAPPING, tmp_path, "--concurrency", "4")
     assert result.code == 2, result.stdout + result.stderr
-    assert len(batch_requests(server)) == 1
+    assert len(batch_requests(server)) == 1 and len(batch_requests(server, "/api/send")) == 1
     assert "404" in result.stdout and "--host" in result.stdout, result.stdout
     assert "to resume" not in result.stdout
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import collections
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from backfill.sinks.http.readback import read_back
-from backfill.umami.api import auth_headers
+from backfill.umami.api import ReadApi, auth_headers
 from tests.conftest import run_cli
 from tests.fake_umami import DEFAULT_PASSWORD, DEFAULT_USERNAME, FakeUmami
 from tests.test_geo_visits import _mapping, _sessions_rows, _write
@@ -19,6 +21,10 @@ from tests.test_geo_visits import _mapping, _sessions_rows, _write
 LOGIN = {"UMAMI_USERNAME": DEFAULT_USERNAME, "UMAMI_PASSWORD": DEFAULT_PASSWORD}
 UA = "Mozilla/5.0 umami-backfill/0.1"
 T0 = 1_709_280_000
+
+
+def _api(client: httpx.Client, server: FakeUmami) -> ReadApi:
+    return ReadApi(client, server.url + "/api", auth_headers(client, server.url + "/api", LOGIN))
 
 
 def _element(site: str, visitor: str, ts: int, url: str, name: str | None = None) -> dict[str, Any]:
@@ -51,11 +57,85 @@ def test_read_back_tells_stored_from_missing_and_leaves_what_it_cannot_tell(tmp_
                 {"file": "f.csv", "row": 7, "values": _element(site, "bob", T0 + 5, "/a")},
                 {"file": "f.csv", "row": 8, "values": {"type": "event", "payload": {"website": site, "url": "/"}}},
             ]
-            headers = auth_headers(client, server.url, LOGIN)
-            verdicts = read_back(client, server.url, site, headers, records)
+            verdicts = read_back(_api(client, server), site, records)
     assert verdicts.found == {("f.csv", 1), ("f.csv", 2)}
     assert verdicts.absent == {("f.csv", 3), ("f.csv", 4)}
     assert verdicts.unknown == 4  # bob's three identical rows (two stored), and one without an id
+
+
+@pytest.mark.parametrize("store", ["postgres", "clickhouse"])
+def test_read_back_tells_each_visitor_from_look_alikes_with_few_reads(store: str) -> None:
+    """Visitor ids that contain each other (``u1``, ``u12``, ``u120``, as generated ids do),
+    rows in doubt in the middle of an hour (Umami on ClickHouse lists sessions by the hour),
+    a session on two hostnames (one list row per hostname): each row is told exactly, with
+    three reads per visitor, not one per look-alike."""
+    with FakeUmami(store=store) as server:
+        site = server.add_website()
+        visitors = ["u1", "u12", "u120", "u1201", "u2"]
+        stored = [
+            _element(site, v, T0 + 600 + 60 * i + 3600 * h, f"/{v}/{h}") for i, v in enumerate(visitors) for h in (0, 1)
+        ]
+        stored.append(
+            {"type": "event", "payload": {**_element(site, "u12", T0 + 900, "/x")["payload"], "hostname": "b.example"}}
+        )
+        with httpx.Client(headers={"User-Agent": UA}) as client:
+            assert client.post(f"{server.url}/api/batch", json=stored).json()["errors"] == 0
+            records = [
+                {"file": "f.csv", "row": 1, "values": _element(site, "u12", T0 + 660, "/u12/0")},  # stored
+                {"file": "f.csv", "row": 2, "values": _element(site, "u12", T0 + 3600 + 660, "/u12/1")},  # stored
+                {"file": "f.csv", "row": 3, "values": _element(site, "u12", T0 + 700, "/y")},  # never stored
+                {"file": "f.csv", "row": 4, "values": _element(site, "u1", T0 + 1000, "/z")},  # never stored
+                {"file": "f.csv", "row": 5, "values": _element(site, "u120", T0 + 720, "/u120/0")},  # stored
+                {"file": "f.csv", "row": 6, "values": _element(site, "u3", T0 + 700, "/w")},  # no session
+            ]
+            server.request_log.clear()
+            verdicts = read_back(_api(client, server), site, records)
+            reads = [e for e in server.request_log if e["path"].startswith("/api/websites")]
+    assert verdicts.found == {("f.csv", 1), ("f.csv", 2), ("f.csv", 5)}
+    assert verdicts.absent == {("f.csv", 3), ("f.csv", 4), ("f.csv", 6)}
+    assert verdicts.unknown == 0 and not verdicts.problems
+    assert len(reads) <= 3 * 4 + 1  # a list, a session and its activity per visitor found; a list for u3
+
+
+def test_rows_older_than_the_api_shows_are_never_called_missing() -> None:
+    """Umami Cloud shows an account without a subscription six months: older rows not found stay in doubt."""
+    with FakeUmami() as server:
+        site = server.add_website()
+        with httpx.Client(headers={"User-Agent": UA}) as client:
+            assert (
+                client.post(f"{server.url}/api/batch", json=[_element(site, "ann", T0 + 10, "/a")]).json()["errors"]
+                == 0
+            )
+            records = [
+                {
+                    "file": "f.csv",
+                    "row": 1,
+                    "values": _element(site, "ann", T0 - 90_000, "/old"),
+                },  # before: cannot tell
+                {"file": "f.csv", "row": 2, "values": _element(site, "ann", T0 + 10, "/a")},  # stored
+                {"file": "f.csv", "row": 3, "values": _element(site, "ann", T0 + 20, "/b")},  # after: not stored
+            ]
+            verdicts = read_back(_api(client, server), site, records, visible_since=T0 - 3600)
+    assert verdicts.found == {("f.csv", 2)} and verdicts.absent == {("f.csv", 3)} and verdicts.unknown == 1
+    assert any("shows nothing before" in p for p in verdicts.problems)
+
+
+def test_read_back_ends_at_its_deadline_and_leaves_the_rest_in_doubt() -> None:
+    with FakeUmami() as server:
+        site = server.add_website()
+        with httpx.Client(headers={"User-Agent": UA}) as client:
+            elements = [_element(site, f"v{i}", T0 + i, "/a") for i in range(40)]
+            assert client.post(f"{server.url}/api/batch", json=elements).json()["errors"] == 0
+            records = [{"file": "f.csv", "row": i, "values": e} for i, e in enumerate(elements)]
+            api = _api(client, server)
+            server.faults.latency_ms = 100  # a server under load: about 0.3 s per visitor
+            api.deadline = time.monotonic() + 1.0
+            began = time.monotonic()
+            verdicts = read_back(api, site, records)
+            took = time.monotonic() - began
+    assert took < 3  # bounded by the deadline, not by the 40 visitors' 12 s of reads
+    assert verdicts.not_read > 0 and verdicts.unknown == verdicts.not_read
+    assert len(verdicts.found) + verdicts.unknown == 40 and not verdicts.absent
 
 
 def test_read_back_calls_nothing_missing_when_it_finds_no_session_at_all(tmp_path: Path) -> None:
@@ -64,7 +144,7 @@ def test_read_back_calls_nothing_missing_when_it_finds_no_session_at_all(tmp_pat
         site = server.add_website()
         with httpx.Client(headers={"User-Agent": UA}) as client:
             records = [{"file": "f.csv", "row": i, "values": _element(site, f"v{i}", T0 + i, "/a")} for i in range(3)]
-            verdicts = read_back(client, server.url, site, auth_headers(client, server.url, LOGIN), records)
+            verdicts = read_back(_api(client, server), site, records)
     assert not verdicts.found and not verdicts.absent and verdicts.unknown == 3
     assert verdicts.problems
 

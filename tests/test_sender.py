@@ -38,6 +38,7 @@ from backfill.sinks.http import (
     send_stream,
 )
 from backfill.sinks.http.doubt import DoubtRange, filter_records
+from backfill.umami.api import RunRefusedError
 from backfill.visits import CrossingVisits
 
 WEBSITE = "5d8a2b1e-3c4f-4a6b-9e7d-1f2a3b4c5d6e"
@@ -107,9 +108,12 @@ class MockUmami:
     for the normal behaviour.
     """
 
-    def __init__(self, script: Script | None = None, body_limit: int | None = None) -> None:
+    def __init__(
+        self, script: Script | None = None, body_limit: int | None = None, no_batch: int | None = None
+    ) -> None:
         self.script = script
         self.body_limit = body_limit
+        self.no_batch = no_batch  # the status /api/batch answers on a server without it (405 on Umami Cloud)
         self.lock = threading.Lock()
         self.stored: list[dict[str, Any]] = []
         self.requests: list[httpx.Request] = []
@@ -119,7 +123,13 @@ class MockUmami:
     def __call__(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == "/api/heartbeat":
             return httpx.Response(200, json={"ok": True})
-        elements = json.loads(request.content)
+        single = request.url.path == "/api/send"
+        if self.no_batch is not None and not single:
+            with self.lock:
+                self.requests.append(request)
+                self.statuses.append(self.no_batch)
+            return httpx.Response(self.no_batch, text="<html>Method Not Allowed</html>")
+        elements = [json.loads(request.content)] if single else json.loads(request.content)
         with self.lock:
             call = len(self.requests)
             self.requests.append(request)
@@ -138,7 +148,8 @@ class MockUmami:
             self.statuses.append(413)
             return httpx.Response(413, text="<html>413 Request Entity Too Large</html>")
         self.statuses.append(200)
-        return self.process(elements)
+        answer = self.process(elements)
+        return as_send_answer(answer) if single else answer
 
     def process(self, elements: list[dict[str, Any]]) -> httpx.Response:
         details = []
@@ -162,6 +173,15 @@ class MockUmami:
 
     def stored_seqs(self) -> Counter[int]:
         return Counter(seq_of(e) for e in self.stored)
+
+
+def as_send_answer(batch_answer: httpx.Response) -> httpx.Response:
+    """What /api/send answers for the one element of a batch answer (Umami's batch is a loop over it)."""
+    body = batch_answer.json()
+    if body["details"]:
+        error = body["details"][0]["response"]
+        return httpx.Response(error["error"]["status"], json=error)
+    return httpx.Response(200, json={"cache": body["cache"], "sessionId": "s", "visitId": "v"})
 
 
 def zod_error(field: str, limit: int) -> dict[str, Any]:
@@ -434,7 +454,7 @@ def test_an_answer_that_does_not_add_up_puts_the_batch_in_doubt(tmp_path: Path) 
         ),
         (401, {"error": {"message": "Unauthorized"}}, "answered 401"),
         (403, {"error": {"message": "Forbidden"}}, "IGNORE_IP"),
-        (404, None, "answered 404"),
+        (404, None, "answered HTTP 404"),
     ],
 )
 def test_refusals_of_the_whole_request_stop_without_advancing(
@@ -465,6 +485,91 @@ def test_website_not_found_inside_the_details(tmp_path: Path) -> None:
     )
     assert "UMAMI_WEBSITE_ID" in str(error)
     assert cp.lane_acked == [-1] * LANES and outcome.ledger.read == 0
+
+
+# --------------------------------------------------------------------------- /api/send
+
+
+def test_auto_goes_on_through_send_when_the_server_has_no_batch_endpoint(tmp_path: Path) -> None:
+    run, server = Run(tmp_path), MockUmami(no_batch=405)
+    said: list[str] = []
+    frames = make_frames(300, visitors=30)
+    outcome = send_stream(
+        iter(frames),
+        FILES,
+        SendSettings(host="http://umami.test/", website=WEBSITE, user_agent=UA, lanes=LANES, concurrency=4),
+        cp := run.checkpoint(),
+        run.cp_path,
+        RecordFile(run.rejects_path),
+        RecordFile(run.in_doubt_path),
+        Ledger(),
+        None,
+        threading.Event(),
+        transport=httpx.MockTransport(server),
+        announce=said.append,
+    )
+    assert outcome.completed and outcome.ledger.accepted == 300
+    assert server.stored_seqs() == Counter(range(300))  # every row once
+    paths = [r.url.path for r in server.requests]
+    assert paths.count("/api/batch") == 1 and paths[0] == "/api/batch"  # only the first request tried it
+    assert all(len(json.loads(r.content)["payload"]) for r in server.requests[1:])  # one element each
+    assert len(said) == 1 and "HTTP 405" in said[0] and "/api/send" in said[0]
+    assert sum("/api/send" in n for n in outcome.notes) == 1
+    assert cp.endpoint == "send" and Checkpoint.load(run.cp_path).endpoint == "send"  # type: ignore[union-attr]
+    by_visitor: dict[str, list[int]] = defaultdict(list)
+    for el in server.stored:
+        by_visitor[el["payload"]["id"]].append(seq_of(el))
+    assert all(seqs == sorted(seqs) for seqs in by_visitor.values())  # each visitor in time order
+
+
+def test_a_resumed_import_keeps_the_endpoint_it_chose(tmp_path: Path) -> None:
+    run, server = Run(tmp_path), MockUmami(no_batch=405)
+    stop = threading.Event()
+    frames = make_frames(200)
+
+    def stop_soon(snapshot: SendProgress) -> None:
+        if snapshot.rows_done >= 20:
+            stop.set()
+
+    first, _ = run.send(frames, server, stop=stop, progress=stop_soon)
+    assert first.interrupted
+    server.requests.clear()
+    second, _ = run.send(frames, server)
+    assert second.completed and server.stored_seqs() == Counter(range(200))
+    assert {r.url.path for r in server.requests} == {"/api/send"}  # not /api/batch again
+
+
+def test_a_forced_batch_endpoint_the_server_lacks_is_refused_for_a_corrected_command(tmp_path: Path) -> None:
+    error, outcome, cp = Run(tmp_path).send_expecting(
+        RunRefusedError, make_frames(50), MockUmami(no_batch=405), endpoint="batch"
+    )
+    assert "HTTP 405" in str(error) and "--endpoint send" in str(error)
+    assert cp.lane_acked == [-1] * LANES and outcome.ledger.read == 0
+
+
+def test_send_answers_are_mapped_row_by_row(tmp_path: Path) -> None:
+    extra = {3: {"name": "n" * 51}, 5: {"os": "o" * 21}}
+
+    def script(call: int, elements: list[dict[str, Any]], _: httpx.Request) -> Any:
+        seq = seq_of(elements[0])
+        if seq == 7:
+            return httpx.Response(200, json={"beep": "boop"})
+        if seq == 9:
+            return httpx.Response(500, text="<html>502 Bad Gateway</html>")
+        if seq == 11 and server.statuses.count(429) < 2:
+            return httpx.Response(429, headers={"Retry-After": "0.1"})
+        return None
+
+    run, server = Run(tmp_path), MockUmami(script)
+    outcome, _ = run.send(make_frames(40, extra=extra), server, endpoint="send", concurrency=1)
+    reasons = {(r["file"], r["row"]): r["reason"] for r in run.records("rejects")}
+    assert "<=50 characters" in reasons[where(3)]
+    assert "value too long for type character varying(20)" in reasons[where(5)]
+    assert "bot filter" in reasons[where(7)]
+    assert [(r["file"], r["row"]) for r in run.records("in-doubt")] == [where(9)]
+    assert server.statuses.count(429) == 2 and Counter(server.arrivals)[11] == 3
+    assert outcome.ledger.accepted == 36 and outcome.ledger.rejected_total == 3 and outcome.ledger.in_doubt == 1
+    assert_balanced(outcome, 40)
 
 
 # --------------------------------------------------------------------------- sizes
@@ -612,7 +717,7 @@ def test_a_batch_of_unknown_fate_is_recorded_in_doubt_and_never_resent(tmp_path:
 def test_a_server_that_stops_answering_stops_the_run(tmp_path: Path) -> None:
     run, server = Run(tmp_path), MockUmami(lambda *_: httpx.Response(504))
     error, outcome, cp = run.send_expecting(TransientSendError, make_frames(400), server, batch_size=20, concurrency=1)
-    assert "3 batches in a row" in str(error) and "resume" in str(error)
+    assert "3 requests in a row" in str(error) and "resume" in str(error)
     assert len(server.requests) == 3  # not one more batch put at risk
     assert outcome.ledger.in_doubt == len(run.records("in-doubt")) == 60
     assert cp.in_doubt_rows == 60 and cp.phase == "sending"

@@ -19,15 +19,24 @@ class FakeClock:
         return self.now
 
 
-def simulate(concurrency: AdaptiveConcurrency, clock: FakeClock, knee: int, completions: int) -> list[int]:
+def simulate(
+    concurrency: AdaptiveConcurrency,
+    clock: FakeClock,
+    knee: int,
+    completions: int,
+    raise_to: tuple[int, int] | None = None,
+) -> list[int]:
     """A server that does 100 events/s per request up to ``knee`` in flight, then saturates.
 
     Each request carries 100 events; with c requests in flight the server shares
-    its capacity, so latency is max(1, c / knee) seconds.
+    its capacity, so latency is max(1, c / knee) seconds. ``raise_to`` = (after this
+    many completions, the new maximum).
     """
     finishing: list[tuple[float, float]] = []
     limits = []
-    for _ in range(completions):
+    for i in range(completions):
+        if raise_to is not None and i == raise_to[0]:
+            concurrency.set_maximum(raise_to[1])
         while (started := concurrency.try_acquire()) is not None:
             latency = max(1.0, concurrency.in_flight / knee)
             heapq.heappush(finishing, (started + latency, started))
@@ -58,6 +67,18 @@ def test_settles_at_the_servers_knee(knee: int) -> None:
     # at the knee and only briefly probes one step above.
     assert max(limits) <= 2 * knee
     assert sum(1 for v in steady if v == knee) > 0.8 * len(steady)
+
+
+def test_one_event_per_request_finds_a_knee_above_the_batch_ceiling() -> None:
+    """Over a long network path (Umami Cloud through /api/send) the knee lies beyond the 16
+    in flight a batch needs: a run that goes over to /api/send raises its ceiling and settles there."""
+    for switch_after in (1, 400):  # at the first answer (the run's case), or after settling at 16
+        clock = FakeClock()
+        conc = AdaptiveConcurrency(clock=clock, maximum=16)
+        limits = simulate(conc, clock, knee=20, completions=4000, raise_to=(switch_after, 32))
+        assert max(limits[:switch_after]) <= 16
+        steady = limits[2000:]
+        assert sum(1 for v in steady if v == 20) > 0.8 * len(steady), switch_after
 
 
 def test_stops_growing_when_latency_explodes() -> None:

@@ -113,6 +113,28 @@ def test_sample_import_verifies_then_a_lost_day_is_named(tmp_path: Path) -> None
     assert {d["where"] for d in differences if not d["where"].startswith("top")} == {day}
 
 
+def test_umami_cloud_import_through_send_verifies_with_an_api_key(tmp_path: Path) -> None:
+    """Umami Cloud: no /api/batch (405), the read API on another base (/v1), an API key only,
+    and few calls per window (429 + Retry-After beyond): the import falls back to /api/send
+    and verify reads through the rate limit."""
+    from tests.test_geo_visits import _mapping, _sessions_rows, _write
+
+    source, mapping = _write(tmp_path / "events.csv", _sessions_rows(25, seed=2)), _mapping(tmp_path)
+    with FakeUmami(cloud=True, api_key="k-cloud", cloud_calls=12, cloud_window=1.0) as server:
+        site = server.add_website()
+        imported = import_into(server.url, site, source, mapping, tmp_path)
+        assert imported.code == 0, imported.stdout + imported.stderr
+        assert imported.stdout.count("/api/send, one row per request") == 1
+        result = run_cli(
+            "verify", source, "-m", mapping, "--host", server.url, "--website", site,
+            "--api-url", f"{server.url}/v1", env={"UMAMI_API_KEY": "k-cloud"}, cwd=ROOT,
+        )  # fmt: skip
+        limited = [e for e in server.request_log if e["status"] == 429]
+    assert result.code == 0, result.stdout + result.stderr
+    assert verdict(result).startswith("verdict: MATCH")
+    assert limited  # the limit was reached and waited out
+
+
 def test_ga4_import_verifies_with_exact_visits_and_not_hourly(tmp_path: Path) -> None:
     with FakeUmami() as server:
         site = server.add_website()

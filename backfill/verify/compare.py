@@ -48,6 +48,7 @@ class VerifySettings:
     insecure: bool = False
     timeout: float = 60.0
     store: str = "auto"  # where Umami keeps its data: auto (told by its answers), postgres, clickhouse
+    api_url: str | None = None  # the read API's base when it is not {host}/api (Umami Cloud)
 
 
 def check_timezone(name: str) -> zoneinfo.ZoneInfo:
@@ -100,7 +101,14 @@ def run_verify(
     started = time.monotonic()
     say = say or (lambda _m: None)
     zone = check_timezone(settings.timezone)
-    reader = UmamiReader(settings.host, settings.website, insecure=settings.insecure, timeout=settings.timeout, env=env)
+    reader = UmamiReader(
+        settings.host,
+        settings.website,
+        api_url=settings.api_url,
+        insecure=settings.insecure,
+        timeout=settings.timeout,
+        env=env,
+    )
     with reader:
         site = reader.website_info()  # fails fast on a wrong website or credentials, before reading sources
         store, how = _store(reader, settings, now)

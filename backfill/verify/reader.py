@@ -13,7 +13,7 @@ import httpx
 
 from ..config import DEFAULT_USER_AGENT
 from ..errors import ConfigError, TerminalSendError
-from ..umami.api import auth_headers
+from ..umami.api import ReadApi, auth_headers, read_api_url
 
 #: Values asked for per /metrics list (Umami's own default is 500).
 METRICS_LIMIT = 1000
@@ -37,6 +37,7 @@ class UmamiReader:
         host: str,
         website: str,
         *,
+        api_url: str | None = None,
         insecure: bool = False,
         timeout: float = 60.0,
         env: Mapping[str, str] | None = None,
@@ -46,6 +47,7 @@ class UmamiReader:
         self.website = website
         self.requests = 0
         self._lock = threading.Lock()
+        api = read_api_url(self.host, api_url, env)
         self.client = httpx.Client(
             headers={"User-Agent": DEFAULT_USER_AGENT},
             verify=not insecure,
@@ -54,7 +56,7 @@ class UmamiReader:
             transport=transport,
         )
         try:
-            self.headers = auth_headers(self.client, self.host, env)
+            self.api = ReadApi(self.client, api, auth_headers(self.client, api, env))
         except TerminalSendError as exc:
             self.client.close()
             raise ReadError(str(exc)) from None
@@ -72,11 +74,11 @@ class UmamiReader:
         self.close()
 
     def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
-        url = f"{self.host}/api/websites/{self.website}{path}"
+        url = f"{self.api.base}/websites/{self.website}{path}"
         with self._lock:
             self.requests += 1
         try:
-            response = self.client.get(url, params=params, headers=self.headers)
+            response = self.api.get(f"/websites/{self.website}{path}", params)
         except httpx.HTTPError as exc:
             raise ReadError(f"cannot read {url}: {type(exc).__name__}: {exc}") from None
         if response.status_code in (401, 403):

@@ -1,4 +1,4 @@
-"""The HTTP sink: Umami's ``/api/batch``, through the throttled, checkpointed sender.
+"""The HTTP sink: Umami's ``/api/batch`` (or ``/api/send``), through the throttled, checkpointed sender.
 
 The package, by concern:
 
@@ -14,18 +14,21 @@ The package, by concern:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from ...ledger import Ledger
 from ...ordering import emit
+from ...umami.api import ReadTimeUp
 from .. import Delivery
 from ..outcome import SendOutcome, SendProgress
 from .answers import BatchVerdict, ElementError, describe_element_error, read_batch_answer, run_wide_refusal
 from .doubt import IN_DOUBT_KILLED
 from .grouping import regroup, regrouped
-from .readback import in_doubt_records, read_back
+from .readback import Verdicts, in_doubt_records, read_back
 from .run import send_stream
 from .settings import SendSettings, make_client, preflight
 
@@ -57,6 +60,7 @@ class HttpSink:
 
     settings: SendSettings
     check_website: bool = False
+    say: Callable[[str], None] | None = None  # set by preflight: a line for the user, at once
 
     kind = "http"
 
@@ -66,19 +70,22 @@ class HttpSink:
     def preflight(self, say: Callable[[str], None]) -> None:
         from ...umami.api import check_website
 
+        self.say = say
         preflight(self.settings)
         if self.check_website:
             with make_client(self.settings) as client:
-                answer = check_website(client, self.settings.base_url, self.settings.website)
+                answer = check_website(client, self.settings.read_api, self.settings.website)
                 say(f"website {self.settings.website}: {answer}")
 
     def deliver(self, delivery: Delivery) -> SendOutcome:
+        # The earlier run's requests left on the wire were sent before its last save.
+        earlier_save = _epoch(delivery.checkpoint.updated_at)
         outcome = self._send(delivery, delivery.run_ledger)
         if outcome.completed and outcome.cumulative.in_doubt and not self.settings.resend_in_doubt:
             from ...umami.api import have_credentials
 
             if have_credentials():
-                return self._settle_in_doubt(delivery, outcome)
+                return self._settle_in_doubt(delivery, outcome, earlier_save)
         return outcome
 
     def _send(
@@ -98,26 +105,24 @@ class HttpSink:
             delivery.stop,
             crossing=prepared.visits,
             settle=settle,
+            announce=self.say,
         )
 
-    def _settle_in_doubt(self, delivery: Delivery, first: SendOutcome) -> SendOutcome:
+    def _settle_in_doubt(self, delivery: Delivery, first: SendOutcome, earlier_save: float) -> SendOutcome:
         """Read the rows in doubt back from Umami, then pass over the stream once more: rows
         found stored are accepted, rows not found are sent again (in their lanes' order)."""
-        from ...errors import BackfillError
-        from ...umami.api import auth_headers
-
-        # A request cut off in this run may still be running on Umami (it stores a batch's
-        # elements one after another): give it time to finish before looking.
-        if first.ledger.in_doubt and delivery.stop.wait(min(self.settings.timeout, READBACK_QUIET_S)):
+        # A request cut off in this run, or in the killed one before it, may still be running on
+        # Umami (it stores a batch's elements one after another): give it time to finish before
+        # looking. The killed run's requests have had the time since its last save already.
+        quiet = min(self.settings.timeout, READBACK_QUIET_S)
+        if first.ledger.in_doubt == first.in_doubt_recorded_on_resume:
+            quiet -= time.time() - earlier_save
+        if first.ledger.in_doubt and quiet > 0 and delivery.stop.wait(quiet):
             return first
         delivery.in_doubt.close()
-        records = in_doubt_records(delivery.in_doubt.path)
-        try:
-            with make_client(self.settings) as client:
-                headers = auth_headers(client, self.settings.base_url)
-                verdicts = read_back(client, self.settings.base_url, self.settings.website, headers, records)
-        except BackfillError as exc:
-            first.notes.append(f"the rows in doubt could not be read back from Umami: {exc}")
+        verdicts = self._read_back(in_doubt_records(delivery.in_doubt.path))
+        if isinstance(verdicts, str):
+            first.notes.append(f"the rows in doubt could not be read back from Umami: {verdicts}")
             return first
         note = (
             f"rows in doubt read back from Umami: {len(verdicts.found):,} were stored (accepted),"
@@ -125,6 +130,11 @@ class HttpSink:
         )
         if verdicts.problems:
             note += f" ({'; '.join(verdicts.problems)})"
+        if verdicts.not_read:
+            note += (
+                f"; the read-back stopped after {self.settings.read_back_timeout:g} s (--read-back-timeout) before"
+                f" {verdicts.not_read:,} rows were looked at: run the same command again to read them back"
+            )
         if not verdicts.decided:
             first.notes.append(note)
             return first
@@ -135,6 +145,28 @@ class HttpSink:
         second = self._send(delivery, second_ledger, settle)
         return _merged(first, second, delivery.run_ledger, second_ledger, note)
 
+    def _read_back(self, records: list[dict[str, Any]]) -> Verdicts | str:
+        """The verdicts on the rows in doubt, within ``read_back_timeout``; or why none could be had."""
+        from ...errors import BackfillError
+        from ...umami.api import ReadApi, auth_headers, visible_since
+
+        api_url = self.settings.read_api
+        deadline = time.monotonic() + self.settings.read_back_timeout
+        try:
+            with make_client(self.settings) as client:
+                api = ReadApi(client, api_url, auth_headers(client, api_url), deadline=deadline)
+                return read_back(api, self.settings.website, records, visible_since=visible_since(api_url))
+        except (BackfillError, ReadTimeUp) as exc:
+            return str(exc) or "no answer before the read-back's deadline (--read-back-timeout)"
+
+
+def _epoch(stamp: str) -> float:
+    """Unix seconds of a checkpoint's ``updated_at`` (``2024-03-01T08:00:00Z``); now when unreadable."""
+    try:
+        return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return time.time()
+
 
 def _merged(first: SendOutcome, second: SendOutcome, ledger: Ledger, settled: Ledger, note: str) -> SendOutcome:
     """One outcome for the run and its settling pass: rows settled leave this run's in-doubt count."""
@@ -144,7 +176,8 @@ def _merged(first: SendOutcome, second: SendOutcome, ledger: Ledger, settled: Le
     ledger.in_doubt = max(0, in_doubt - (settled.read - settled.in_doubt))
     stale = "rows are in doubt (listed in"  # said by the first pass, before settling
     again = "source visits crossed a clock hour"  # said by the first pass for the whole import
-    notes = [n for n in first.notes if stale not in n] + [note] + [n for n in second.notes if again not in n]
+    later = [n for n in second.notes if again not in n and n not in first.notes]
+    notes = [n for n in first.notes if stale not in n] + [note] + later
     return replace(
         second,
         ledger=ledger,

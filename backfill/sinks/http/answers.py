@@ -122,6 +122,32 @@ def read_batch_answer(answer: Any, sent: int) -> BatchVerdict:
     return BatchVerdict(rejected, bot_dropped, website_missing)
 
 
+def send_answer_as_batch(status: int, body: Any) -> dict[str, Any]:
+    """An ``/api/send`` answer, in the shape ``/api/batch`` gives it for a one-element batch.
+
+    Umami's batch endpoint is a loop over its send endpoint that collects the
+    answers this way (an error answer becomes ``details[0].response``; a bot's
+    ``{"beep": "boop"}`` counts as processed and leaves no ``cache``), so one
+    reading serves both endpoints.
+
+    Raises:
+        ValueError: a 2xx answer that is neither a stored element (``cache``) nor a bot drop.
+    """
+    if 200 <= status < 300:
+        if isinstance(body, dict) and isinstance(body.get("cache"), str):
+            return {"size": 1, "processed": 1, "errors": 0, "details": [], "cache": body["cache"]}
+        if body == {"beep": "boop"}:
+            return {"size": 1, "processed": 1, "errors": 0, "details": []}
+        raise ValueError(f"the answer is not Umami's send answer: {short(body)}")
+    return {"size": 1, "processed": 0, "errors": 1, "details": [{"index": 0, "response": body}], "cache": None}
+
+
+def is_umami_error(body: Any, status: int) -> bool:
+    """Whether ``body`` is Umami's own JSON error answer for ``status`` (not a proxy's page)."""
+    error = body.get("error") if isinstance(body, dict) else None
+    return isinstance(error, dict) and error.get("status") == status
+
+
 def website_missing(settings: SendSettings) -> str:
     return f"website {settings.website} does not exist on {settings.host}: check --website / UMAMI_WEBSITE_ID"
 

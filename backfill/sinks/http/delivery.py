@@ -7,10 +7,12 @@ import time
 from typing import Any
 
 from ...errors import TerminalSendError, TransientSendError
+from ...throttle import WINDOW_ONE_PER_REQUEST
 from ...umami.api import RunRefusedError
 from .answers import read_batch_answer, run_wide_refusal, website_missing
-from .attempt import Attempt, http_refusal, post_batch, refuses_the_run
+from .attempt import Attempt, http_refusal, post_batch, post_element, refuses_the_run
 from .queues import Batch
+from .settings import NO_BATCH_ENDPOINT
 from .state import RunState
 
 #: Cap of the computed exponential backoff (seconds).
@@ -70,16 +72,31 @@ class Delivering(RunState):
                 self.concurrency.cancel()
                 self._settle_whole(batch, "rejected", batch.too_large_reason)
                 return
+            if self.endpoint == "send" and batch.size > 1:  # formed before the run went over to /api/send
+                batch = self._first_alone(batch)
             if not self.rate.wait(batch.size, self.halt) or self.halt.is_set() or not self._mark_in_flight(batch):
                 self.concurrency.cancel()
                 self._put_back(batch)
                 return
-            body = batch.body()
+            body = batch.element() if self.endpoint == "send" else batch.body()
+            # The request's latency is the server's: the wait for our own checkpoint write grows
+            # with the requests in flight (they share one writer) and is no sign of a server's knee.
+            started = self.concurrency.now()
             began = time.perf_counter()
-            attempt = post_batch(self.client, self.settings.batch_url, body, self.settings, batch.headers)
+            post = post_element if self.endpoint == "send" else post_batch
+            attempt = post(self.client, self.url, body, self.settings, batch.headers)
             with self.lock:
                 self.request_seconds += time.perf_counter() - began
-            if refuses_the_run(attempt, batch.size):
+            if self._has_no_batch_endpoint(attempt):
+                self.concurrency.cancel()
+                batch = self._switch_to_send(batch, attempt)
+                started_again = self.concurrency.acquire(self.halt)
+                if started_again is None:
+                    self._put_back(batch)
+                    return
+                started = started_again
+                continue
+            if refuses_the_run(attempt, batch.size, self.endpoint):
                 self.halt.set()  # before the slot is freed: no other batch may start now
             latency = self.concurrency.release(
                 started,
@@ -90,6 +107,8 @@ class Delivering(RunState):
             self.last_latency = latency
             with self.lock:
                 self.requests += 1
+                if attempt.kind in ("answered", "in_doubt"):
+                    self.cp.endpoint = self.endpoint  # saved with the batch's fate
             if attempt.kind == "answered":
                 self._settle_answer(batch, attempt.answer)
                 return
@@ -124,6 +143,41 @@ class Delivering(RunState):
                 return
             started = started_again
 
+    def _has_no_batch_endpoint(self, attempt: Attempt) -> bool:
+        """``auto``: the server answered the import's first request as one without ``/api/batch``."""
+        return (
+            self.may_switch
+            and self.endpoint == "batch"
+            and attempt.kind == "refused"
+            and attempt.status in NO_BATCH_ENDPOINT
+        )
+
+    def _switch_to_send(self, batch: Batch, attempt: Attempt) -> Batch:
+        """Go on through ``/api/send`` for the whole run (nothing of the import was stored):
+        the batch's first row becomes the first request, the others go back to their lane."""
+        self._clear_in_flight(batch)
+        with self.lock:
+            self.endpoint = "send"
+            self.may_switch = False
+            self.cp.endpoint = "send"
+        self.queues.set_batch_size(1)
+        self.concurrency.set_maximum(self.settings.most_in_flight("send"), WINDOW_ONE_PER_REQUEST)
+        first = self._first_alone(batch)
+        message = (
+            f"{self.settings.batch_url} answered HTTP {attempt.status}: this server has no batch endpoint"
+            " (Umami Cloud, or Umami older than 2.17); the import goes on through /api/send, one row per"
+            " request (slower; same guarantees)"
+        )
+        self.notes.append(message)
+        self.announce(message)
+        return first
+
+    def _first_alone(self, batch: Batch) -> Batch:
+        """The batch's first row as a batch of its own; the others go back to the head of the lane."""
+        first, rest = batch.split_first()
+        self.queues.put_back(batch.lane, rest.rows)
+        return first
+
     def _stop_if_umami_is_gone(self, attempt: Attempt) -> None:
         """One batch in doubt is bad luck; several in a row mean Umami is not answering.
 
@@ -136,15 +190,15 @@ class Delivering(RunState):
         if attempt.not_umami:
             self._abort(
                 TerminalSendError(
-                    f"{self.settings.batch_url} answered something that is not Umami's batch"
-                    f" API ({attempt.detail}): check --host; the batch is recorded as in doubt"
+                    f"{self.url} answered something that is not Umami's collection"
+                    f" API ({attempt.detail}): check --host; its rows are recorded as in doubt"
                 )
             )
         elif in_a_row >= MAX_IN_DOUBT_IN_A_ROW:
             self._abort(
                 TransientSendError(
-                    f"{in_a_row} batches in a row got no usable answer from"
-                    f" {self.settings.batch_url} (last: {attempt.detail}); the run stopped so"
+                    f"{in_a_row} requests in a row got no usable answer from"
+                    f" {self.url} (last: {attempt.detail}); the run stopped so"
                     " that no more rows go in doubt: check the server, then resume"
                 )
             )
@@ -163,7 +217,7 @@ class Delivering(RunState):
         self._put_back(batch)
         self._abort(
             TransientSendError(
-                f"{self.settings.batch_url}: {attempt.detail} on {failures} attempts; the run"
+                f"{self.url}: {attempt.detail} on {failures} attempts; the run"
                 " stopped and resumes from here (or pass --on-error reject to list such"
                 " batches as rejects and go on)"
             )
@@ -180,8 +234,8 @@ class Delivering(RunState):
             self._settle_whole(batch, "in_doubt", f"in doubt: {exc}")
             self._abort(
                 TerminalSendError(
-                    f"{self.settings.batch_url} gave an answer that does not match Umami's batch"
-                    f" API ({exc}); the batch is recorded as in doubt"
+                    f"{self.url} gave an answer that does not match Umami's collection"
+                    f" API ({exc}); its rows are recorded as in doubt"
                 )
             )
             return
@@ -208,7 +262,9 @@ class Delivering(RunState):
         if batch.opens_visit is not None and 0 not in refused:  # the token is the first element's
             self._open_visit(batch.opens_visit, answer)
         self._commit(batch, refused=refused)
-        if verdict.bot_dropped:
+        # Through /api/send a bot drop is one row's fate (rejected above); a whole batch dropped
+        # says the run's or the rows' User-Agent is one Umami's isbot list has and ours has not.
+        if verdict.bot_dropped and self.endpoint == "batch":
             self._abort(
                 TerminalSendError(
                     f"Umami dropped a whole batch as bots (HTTP 200, nothing stored): the"

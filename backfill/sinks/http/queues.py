@@ -53,6 +53,16 @@ class Batch:
         """``[`` + elements joined by ``,`` + ``]``: the prepared JSON is never re-encoded."""
         return ("[" + self.rows["_json"].str.join(",").item() + "]").encode("utf-8")
 
+    def element(self) -> bytes:
+        """The one row's element: an ``/api/send`` body."""
+        return self.rows["_json"][0].encode("utf-8")
+
+    def split_first(self) -> tuple[Batch, Batch]:
+        """The first row alone (it keeps the batch's headers and the visit it opens), and the rest."""
+        first = Batch(self.lane, self.rows.head(1), headers=self.headers, window=self.window)
+        first.opens_visit = self.opens_visit
+        return first, Batch(self.lane, self.rows.slice(1), headers=self.headers, window=self.window)
+
     def split(self) -> tuple[Batch, Batch]:
         half, lane, headers, window = self.size // 2, self.lane, self.headers, self.window
         return (
@@ -118,6 +128,12 @@ class LaneQueues:
         self.bound = bound
         self._exhausted = False
         self._tokens: OrderedDict[str, str] = OrderedDict()  # open source visits' cache tokens
+
+    def set_batch_size(self, size: int) -> None:
+        """Rows per request from now on (1 once the run sends through ``/api/send``)."""
+        with self._cond:
+            self._batch_size = size
+            self._cond.notify_all()
 
     def set_token(self, visit: str, token: str) -> None:
         """Remember the cache token of a source visit's first event (bounded, oldest forgotten)."""

@@ -1,6 +1,7 @@
-"""The HTTP send run: prepared rows to Umami's ``/api/batch``, nothing lost, nothing counted twice.
+"""The HTTP send run: prepared rows to Umami's ``/api/batch`` (or ``/api/send``, one row per
+request, where a server has no batch endpoint), nothing lost, nothing counted twice.
 
-Umami's batch endpoint is not idempotent, and a request cut off midway may
+Umami's collection endpoints are not idempotent, and a batch cut off midway may
 have stored any prefix of its elements. So:
 
 * rows are split into *lanes* (a stable hash of the visitor); each lane has at
@@ -28,7 +29,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ import polars as pl
 from ...checkpoint import Checkpoint, utc_now
 from ...ledger import Ledger
 from ...rejects import RecordFile
-from ...throttle import AdaptiveConcurrency
+from ...throttle import WINDOW_BATCHES, WINDOW_ONE_PER_REQUEST, AdaptiveConcurrency
 from ...visits import CrossingVisits
 from ..outcome import ProgressCallback, SendOutcome, SendProgress
 from .books import Bookkeeping
@@ -68,6 +69,7 @@ def send_stream(
     concurrency: AdaptiveConcurrency | None = None,
     crossing: CrossingVisits | None = None,
     settle: dict[tuple[int, int], bool] | None = None,
+    announce: Callable[[str], None] | None = None,
 ) -> SendOutcome:
     """Send the prepared rows; resume from ``checkpoint``; return (or raise) when done.
 
@@ -88,6 +90,11 @@ def send_stream(
     ``crossing`` names the source visits that cross a clock hour, which are
     kept whole with Umami's cache token (see :func:`regroup`).
 
+    ``settings.endpoint`` picks ``/api/batch`` or ``/api/send`` (one row per
+    request, the same lanes, checkpoint and guarantees); with ``auto`` a server
+    that answers the first request as one without a batch endpoint is sent to
+    through ``/api/send`` for the whole import, and ``announce`` says so once.
+
     Raises:
         TerminalSendError: Umami refused the run as a whole (website, credentials, bot filter).
         TransientSendError: retries ran out with ``on_error="stop"``.
@@ -105,6 +112,7 @@ def send_stream(
         stop,
         crossing or CrossingVisits.empty(),
         settle,
+        announce,
     )
     return run.execute(iter(frames), transport, concurrency)
 
@@ -121,7 +129,9 @@ class SendRun(StreamReading, Delivering, Bookkeeping):
         concurrency: AdaptiveConcurrency | None,
     ) -> SendOutcome:
         self.concurrency = concurrency or AdaptiveConcurrency(
-            fixed=self.settings.concurrency, maximum=self.settings.workers
+            fixed=self.settings.concurrency,
+            maximum=self.settings.most_in_flight(self.endpoint),
+            window=WINDOW_ONE_PER_REQUEST if self.endpoint == "send" else WINDOW_BATCHES,
         )
         self._open_files()
         self.client = make_client(self.settings, transport)

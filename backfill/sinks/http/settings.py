@@ -7,10 +7,16 @@ from dataclasses import dataclass
 import httpx
 
 from ...errors import ConfigError, TerminalSendError
-from ...throttle import DEFAULT_MAX_CONCURRENCY
-from ...umami.api import website_id_problem
+from ...throttle import DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_CONCURRENCY_ONE_PER_REQUEST
+from ...umami.api import read_api_url, website_id_problem
 
 MAX_BATCH_SIZE = 500
+#: ``--endpoint``: ``auto`` sends to ``/api/batch`` and falls back to ``/api/send`` when the
+#: server has no batch endpoint; ``batch`` and ``send`` force one.
+ENDPOINTS = ("auto", "batch", "send")
+#: What a server without ``/api/batch`` answers to the first request: 404 (Umami before 2.17,
+#: or a proxy that routes only ``/api/send``), 405 (Umami Cloud), 501 (some proxies).
+NO_BATCH_ENDPOINT = frozenset({404, 405, 501})
 #: Node's default keep-alive timeout is 5 s: reusing a connection idle for longer races the
 #: server closing it, which would turn a harmless retry into a batch in doubt.
 KEEPALIVE_EXPIRY = 2.0
@@ -34,6 +40,9 @@ class SendSettings:
     resend_in_doubt: bool = False
     lanes: int = 64
     backoff_base: float = 1.0
+    endpoint: str = "auto"
+    api_url: str | None = None  # the read API's base (Umami Cloud); default {host}/api
+    read_back_timeout: float = 300.0  # seconds the read-back of rows in doubt may take at most
 
     def __post_init__(self) -> None:
         if not self.host.startswith(("http://", "https://")):
@@ -52,6 +61,10 @@ class SendSettings:
             raise ConfigError("--on-error must be 'stop' or 'reject'")
         if self.lanes < 1:
             raise ConfigError("lanes must be at least 1")
+        if self.read_back_timeout <= 0:
+            raise ConfigError("--read-back-timeout must be positive")
+        if self.endpoint not in ENDPOINTS:
+            raise ConfigError(f"--endpoint must be one of {', '.join(ENDPOINTS)}")
 
     @property
     def base_url(self) -> str:
@@ -62,9 +75,28 @@ class SendSettings:
         return f"{self.base_url}/api/batch"
 
     @property
+    def read_api(self) -> str:
+        """The base URL of Umami's read API (see :func:`~backfill.umami.api.read_api_url`)."""
+        return read_api_url(self.base_url, self.api_url)
+
+    @property
+    def send_url(self) -> str:
+        return f"{self.base_url}/api/send"
+
+    def url_for(self, endpoint: str) -> str:
+        """The collection URL of ``endpoint`` (``batch`` or ``send``)."""
+        return self.send_url if endpoint == "send" else self.batch_url
+
+    @property
     def workers(self) -> int:
         """Threads in the pool: the most requests that may ever be in flight."""
-        return self.concurrency if self.concurrency is not None else DEFAULT_MAX_CONCURRENCY
+        return self.most_in_flight(self.endpoint)  # auto may go over to /api/send
+
+    def most_in_flight(self, endpoint: str) -> int:
+        """The adaptive limit's ceiling on ``endpoint`` (``batch`` or ``send``)."""
+        if self.concurrency is not None:
+            return self.concurrency
+        return DEFAULT_MAX_CONCURRENCY if endpoint == "batch" else DEFAULT_MAX_CONCURRENCY_ONE_PER_REQUEST
 
 
 def make_client(settings: SendSettings, transport: httpx.BaseTransport | None = None) -> httpx.Client:

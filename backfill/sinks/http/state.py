@@ -6,6 +6,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -45,6 +46,7 @@ class RunState:
         stop: threading.Event,
         crossing: CrossingVisits,
         settle: dict[tuple[int, int], bool] | None = None,
+        announce: Callable[[str], None] | None = None,
     ) -> None:
         if checkpoint.lanes != settings.lanes:
             raise ConfigError(
@@ -55,6 +57,19 @@ class RunState:
         self.file_names = [os.path.basename(f) for f in files]
         self.settings = settings
         self.cp = checkpoint
+        #: ``batch`` or ``send``: forced by ``--endpoint``, else the one the import chose before,
+        #: else ``batch``, which ``auto`` may leave for ``send`` once (see :mod:`.delivery`).
+        self.endpoint = settings.endpoint if settings.endpoint != "auto" else checkpoint.endpoint or "batch"
+        self.may_switch = (
+            settings.endpoint == "auto"
+            and checkpoint.endpoint is None
+            and all(acked < 0 for acked in checkpoint.lane_acked)  # nothing of the import was answered
+        )
+        self.announce = announce or (lambda _message: None)
+        self.notes: list[str] = []
+        if self.endpoint == "send":
+            why = "--endpoint send" if settings.endpoint == "send" else "the server had no /api/batch when it started"
+            self.notes.append(f"sent through /api/send, one row per request ({why})")
         self.cp_path = checkpoint_path
         self.rejects = rejects
         self.in_doubt = in_doubt
@@ -76,7 +91,6 @@ class RunState:
         self.settle = settle or {}
         self.visits_opened = 0  # lone first events of visits that cross a clock hour
         self.started = time.monotonic()
-        self.notes: list[str] = []
         # Positions as they were when the run started decide what the stream's rows are.
         self.start_acked = pl.Series(checkpoint.lane_acked, dtype=pl.Int64)
         self.tracked = [DoubtRange(*r) for r in checkpoint.in_doubt_ranges]
@@ -110,7 +124,12 @@ class RunState:
         self.in_doubt_in_a_row = 0
         self.body_limit = BodyLimit(settings.max_body_bytes)
         bound = max(20 * settings.batch_size * settings.workers, 2 * settings.lanes * settings.batch_size)
-        self.queues = LaneQueues(settings.lanes, settings.batch_size, bound)
+        self.queues = LaneQueues(settings.lanes, 1 if self.endpoint == "send" else settings.batch_size, bound)
         self.rate = RateLimiter(settings.rate)
         self.concurrency: AdaptiveConcurrency
         self.client: httpx.Client
+
+    @property
+    def url(self) -> str:
+        """Where requests go now (``/api/batch`` or ``/api/send``)."""
+        return self.settings.url_for(self.endpoint)
