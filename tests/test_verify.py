@@ -94,7 +94,7 @@ def test_sample_import_verifies_then_a_lost_day_is_named(tmp_path: Path) -> None
         )
         assert good["verdict"] == "match" and good["differences"] == []
         assert {t: v["compared"] for t, v in good["top"].items()} == dict.fromkeys(
-            ("paths", "referrers", "countries", "browsers", "os"), True
+            ("paths", "referrers", "countries", "browsers", "os", "devices"), True
         )
 
         day = "2024-03-12"
@@ -238,6 +238,27 @@ def test_importer_user_agent_makes_every_session_linux(tmp_path: Path) -> None:
     assert "'Linux'" in result.stdout
     os_rows = report(tmp_path)["top"]["os"]["rows"]
     assert any(r["value"] == "Linux" and r["differs"] for r in os_rows)
+
+
+def test_devices_follow_the_screen_when_no_user_agent_names_one(tmp_path: Path) -> None:
+    bare = tmp_path / "no_device.yaml"
+    text = (MAPPINGS / "sample_events.yaml").read_text()
+    for line in ("  userAgent: user_agent", "  device: device"):
+        text = "\n".join(row for row in text.splitlines() if not row.startswith(line)) + "\n"
+    bare.write_text(text)
+    with FakeUmami() as server:
+        site = server.add_website()
+        imported = import_into(server.url, site, EVENTS, bare, tmp_path, "--state", tmp_path / "state")
+        assert imported.code == 1, imported.stderr  # the sample's bad rows
+        same = verify(server, site, EVENTS, bare, tmp_path)
+        devices = report(tmp_path)["top"]["devices"]
+        mapped = verify(server, site, EVENTS, "sample_events", tmp_path / "mapped")
+        mapped_devices = report(tmp_path / "mapped")["top"]["devices"]
+    assert same.code == 0, same.stdout
+    assert devices["compared"] and {r["value"] for r in devices["rows"]} >= {"laptop", "desktop"}
+    assert all(not r["differs"] and r["expected"] == r["found"] for r in devices["rows"])
+    assert mapped.code == 1  # the sample's own device column says "Mobile", Umami holds what the screen gave
+    assert any(r["value"] == "mobile" and r["differs"] and r["found"] == 0 for r in mapped_devices["rows"])
 
 
 def test_location_headers_ignored_by_the_server(tmp_path: Path) -> None:

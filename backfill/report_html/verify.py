@@ -25,9 +25,7 @@ TOP_TITLES = {
     "countries": "Top countries",
     "browsers": "Top browsers",
     "os": "Top operating systems",
-}
-NOT_COMPARED = {
-    "devices": "Devices: not compared (Umami derives a device from the screen size and OS of each session).",
+    "devices": "Top devices",
 }
 
 
@@ -177,7 +175,6 @@ def _tops(report: dict[str, Any]) -> str:
             rows = [{"value": r["value"], UMAMI: r[UMAMI]} for r in rows]
             out.append(top_block(f"top-{name}", title, str(top.get("counted")), rows, [UMAMI], note))
     out.append(_events_block(report.get("days") or []))
-    out.extend(f'<p class="muted">{esc(text)}</p>' for text in NOT_COMPARED.values())
     return "".join(out)
 
 

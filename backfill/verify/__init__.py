@@ -45,7 +45,7 @@ Found side (Umami's read API, authenticated with ``umami.api.auth_headers``)
     Revenue is NOT compared: Umami 3 reads it through ``POST /api/reports/revenue``,
     whose request and answer have changed between releases (and the fake server
     does not serve it); the expected revenue is printed and reported. Bounces,
-    visit time, devices, regions, cities, titles and event data are not compared.
+    visit time, regions, cities, titles and event data are not compared.
 
 Nothing here prints; ``render`` makes the text and ``to_dict`` the JSON.
 """

@@ -18,6 +18,7 @@ TOP_LISTS: dict[str, tuple[str, str]] = {
     "countries": ("country", "sessions per country"),
     "browsers": ("browser", "sessions per browser"),
     "os": ("os", "sessions per OS"),
+    "devices": ("device", "sessions per device"),
 }
 NONE_LABEL = "(none)"
 
