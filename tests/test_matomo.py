@@ -339,9 +339,12 @@ def test_live_goal_of_a_deleted_goal_keeps_its_revenue(tmp_path: Path) -> None:
     page = tmp_path / "visits.json"
     page.write_text(json.dumps([visit]))
     source = SourceFile(str(page), "matomo_live", None, page.stat().st_size, 0)
-    frame = pl.concat(list(PLUGINS["matomo_live"].iter_frames(source, ReadOptions(format="matomo_live"))))
+    options = ReadOptions(format="matomo_live")
+    frame = pl.concat(list(PLUGINS["matomo_live"].iter_frames(source, options)))
     goals = frame.filter(pl.col("kind") == "goal")
     assert goals["event_name"].unique().to_list() == ["goal_unknown"]
+    notes = options.notes.all()
+    assert any(f"{goals.height} goal conversion(s) without goalId or goalName" in n for n in notes), notes
     assert goals["revenue"].drop_nulls().len() > 0 and frame["_source_error"].null_count() == frame.height
 
 

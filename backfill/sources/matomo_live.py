@@ -273,9 +273,24 @@ def iter_frames(source: SourceFile, options: ReadOptions) -> Iterator[pl.DataFra
     for note in run_notes(source, options, chosen):
         options.note(note)
     rows = flatten(visits, seen=earlier_visits(source, options))
+    nameless = _nameless_goals(rows, chosen)
+    if nameless:
+        options.note(
+            f"{source.path}: {nameless:,} goal conversion(s) without goalId or goalName (a goal deleted in Matomo: "
+            "the Live API no longer names it) sent as event goal_unknown, revenue kept; the database tables "
+            "(goal, log_conversion) keep deleted goals' names"
+        )
     rows = finish(skip_other_sites(rows, pl.col("site_id"), chosen), (COL_SOURCE_ERROR, COL_SOURCE_RAW, COL_SKIP))
     for start in range(0, rows.height, options.chunk_rows):
         yield rows.slice(start, options.chunk_rows)
+
+
+def _nameless_goals(rows: pl.DataFrame, chosen: str | None) -> int:
+    """Goal conversions the Live API gives neither an id nor a name (the goal was deleted), of the chosen site."""
+    goals = rows.filter((pl.col("kind") == "goal") & pl.col("goal_id").is_null() & pl.col("goal_name").is_null())
+    if chosen is not None:
+        goals = goals.filter(pl.col("site_id").is_null() | (pl.col("site_id") == chosen))
+    return goals.height
 
 
 def flat_schema(source: SourceFile, options: ReadOptions) -> dict[str, pl.DataType]:
