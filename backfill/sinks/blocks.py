@@ -22,6 +22,7 @@ from typing import Any
 import polars as pl
 
 from ..errors import ConfigError
+from ..payload import elements_from_columns
 from ..schema import COL_FILE, COL_JSON, COL_ROW
 from ..umami import ids
 from ..umami.stored import Derivation, Refusal, positions
@@ -59,7 +60,8 @@ class DatabaseSettings:
 class BlockRun:
     """One delivery into a database: the derivation, the counters and the checkpoint."""
 
-    def __init__(self, delivery: Delivery, block_rows: int) -> None:
+    def __init__(self, delivery: Delivery, block_rows: int, how: Derivation) -> None:
+        self.how = how
         files = delivery.prepared.files
         self.files = files
         self.file_names = [os.path.basename(f) for f in files]
@@ -197,6 +199,8 @@ class BlockRun:
     def _reject(self, block: pl.DataFrame, refused: list[Refusal]) -> None:
         where = {(int(f), int(r)): (field_name, reason) for f, r, field_name, reason in refused}
         picked = block.join(positions(refused), on=[COL_FILE, COL_ROW], how="semi", maintain_order="left")
+        if COL_JSON not in picked.columns:  # spilled as columns: the element as the API would have had it
+            picked = picked.with_columns(elements_from_columns(picked, self.how.website).alias(COL_JSON))
         records = []
         by_reason: dict[str, list[str]] = {}
         for file_index, row, element in picked.select(COL_FILE, COL_ROW, COL_JSON).iter_rows():

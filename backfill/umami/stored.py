@@ -38,11 +38,13 @@ import polars as pl
 from ..errors import ConfigError
 from ..geo import LOCATED_CLIENT_IP, SEPARATOR, UNLOCATED_CLIENT_IP
 from ..schema import (
+    COL_DATA,
     COL_FILE,
     COL_GEO,
     COL_JSON,
     COL_ROW,
     COL_TS,
+    COL_VISITOR,
     COL_VKEY,
     PAYLOAD_STRING_FIELDS,
     QUERY_PARAMS_LIMITED,
@@ -215,7 +217,22 @@ def derive(block: pl.DataFrame, how: Derivation) -> Stored:
 
 
 def _decoded(block: pl.DataFrame) -> pl.DataFrame:
-    """The payload's flat fields as columns; ``data`` kept as JSON text (walked later)."""
+    """The payload's flat fields as columns; ``data`` kept as JSON text (walked later).
+
+    A database import spills them as columns already (``PREPARED_COLUMNS_SCHEMA``);
+    a block of JSON elements (the recorded cases, a state prepared by an older
+    version) is decoded."""
+    if COL_JSON not in block.columns:
+        return block.select(
+            COL_FILE,
+            COL_ROW,
+            COL_TS,
+            COL_GEO,
+            COL_VKEY,
+            "type",
+            *(pl.col(COL_VISITOR if name == "id" else name).alias(name) for name in PAYLOAD_STRING_FIELDS),
+            pl.col(COL_DATA).alias("data"),
+        )
     element = block[COL_JSON].str.json_decode(ELEMENT_DTYPE)
     fields = element.struct.field("payload").struct.unnest()
     return pl.concat(

@@ -142,10 +142,10 @@ class _Run(BlockRun):
     """One delivery: the client, the derivation and the counters."""
 
     def __init__(self, sink: ClickHouseSink, delivery: Delivery) -> None:
-        super().__init__(delivery, sink.settings.insert_rows)
+        how = derivation_for(sink.settings, delivery, sink._lookup)
+        super().__init__(delivery, sink.settings.insert_rows, how)
         self.sink = sink
         self.website = sink.settings.website
-        self.how = derivation_for(sink.settings, delivery, sink._lookup)
         schema = sink.schema or database.SchemaInfo(sink.settings.endpoint.database, "", {})
         self.insert_settings = schema.insert_settings()
         self.ch: ClickHouse | None = None
