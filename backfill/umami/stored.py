@@ -50,7 +50,7 @@ from ..schema import (
     QUERY_PARAMS_LIMITED,
     SESSION_TABLE_COLUMNS,
 )
-from ..transform import map_unique
+from ..transform import map_distinct, map_unique
 from ..visits import CrossingVisits
 from . import eventdata, ids
 from .js import js_substring, parse_url, safe_decode_uri, safe_decode_uri_component, search_param
@@ -340,32 +340,29 @@ def _is_local(ip: str) -> bool:
 
 
 def _session_ids(frame: pl.DataFrame, how: Derivation) -> pl.Series:
-    """``id ? uuid(website, id) : uuid(website, ip, userAgent, monthly salt)``."""
-    secret, website = how.secret, how.website
-    with_id = map_unique(frame["id"], lambda v: ids.umami_uuid(secret, website, v) if v else None, pl.String())
-    if with_id.null_count() == 0:
-        return with_id.alias("session_id")
+    """``id ? uuid(website, id) : uuid(website, ip, userAgent, monthly salt)``, hashed once per session."""
+    website = how.website
+    named = frame.select(pl.when(_truthy("id")).then(pl.concat_str(pl.lit(website), pl.col("id")))).to_series()
+    if named.null_count() == 0:
+        return _umami_uuids(named, how.secret).alias("session_id")
     client_ip = pl.when(pl.col(COL_GEO).fill_null("") != "").then(pl.lit(LOCATED_CLIENT_IP))
+    salt = map_unique(frame[COL_TS], ids.month_salt, pl.String())
     anonymous = frame.select(
-        pl.concat_str(
-            [
+        pl.when(pl.lit(named).is_null()).then(
+            pl.concat_str(
+                pl.lit(website),
                 pl.when(_truthy("ip")).then(pl.col("ip")).otherwise(client_ip.otherwise(pl.lit(UNLOCATED_CLIENT_IP))),
                 pl.col("s_ua"),
-                pl.col(COL_TS).cast(pl.String),
-            ],
-            separator="\x00",
+                pl.lit(salt),
+            )
         )
     ).to_series()
-
-    def anonymous_id(key: str) -> str:
-        ip, ua, ts = key.split("\x00")
-        return ids.umami_uuid(secret, website, ip, ua, ids.month_salt(int(ts)))
-
-    return with_id.fill_null(map_unique(anonymous, anonymous_id, pl.String())).alias("session_id")
+    return _umami_uuids(named.fill_null(anonymous), how.secret).alias("session_id")
 
 
 def _visit_ids(frame: pl.DataFrame, how: Derivation) -> pl.Series:
-    """Umami's visit: ``uuid(session, hash(startOfHour(createdAt).toUTCString()))``.
+    """Umami's visit: ``uuid(session, hash(startOfHour(createdAt).toUTCString()))``, hashed
+    once per (session, hour).
 
     With ``--visits exact`` the HTTP sink keeps a source visit that crosses hh:00 in the
     visit of its first event (Umami's cache token); here that is the same id, taken from
@@ -373,20 +370,20 @@ def _visit_ids(frame: pl.DataFrame, how: Derivation) -> pl.Series:
     visits: whole across hours, and two source visits in one clock hour share one, as
     Umami's own rule makes them.
     """
-    secret = how.secret
     hour = pl.col(COL_TS) // 3600
     if how.exact_visits and how.crossing is not None and how.crossing.count:
         first = how.crossing.first_hours(frame[COL_VKEY])
         hour = pl.coalesce(pl.lit(first), hour)
-    hourly_key = frame.select(
-        pl.concat_str([pl.col("session_id"), (hour * 3600).cast(pl.String)], separator=" ")
-    ).to_series()
+    starts = frame.select((hour * 3600).alias("start")).to_series()
+    salt = map_unique(starts, ids.hour_salt, pl.String())
+    return _umami_uuids(frame.select(pl.concat_str(pl.col("session_id"), pl.lit(salt))).to_series(), how.secret).alias(
+        "visit_id"
+    )
 
-    def hourly(key: str) -> str:
-        session, start = key.split(" ")
-        return ids.umami_uuid(secret, session, ids.hour_salt(int(start)))
 
-    return map_unique(hourly_key, hourly, pl.String()).alias("visit_id")
+def _umami_uuids(joined: pl.Series, secret: str) -> pl.Series:
+    """``uuid(...parts)`` of each row's joined parts, computed once per distinct value."""
+    return map_distinct(joined, lambda keys: ids.umami_uuids(secret, keys))
 
 
 def _session_rows(frame: pl.DataFrame, how: Derivation) -> pl.DataFrame:
@@ -509,45 +506,101 @@ def _event_rows(events: pl.DataFrame, how: Derivation) -> pl.DataFrame:
 def _event_data_rows(
     events: pl.DataFrame, how: Derivation
 ) -> tuple[pl.DataFrame, pl.DataFrame, list[tuple[int, int, str, str]]]:
-    """``event_data`` rows (flattened) and ``revenue`` rows (``revenue > 0 && currency``)."""
-    with_data = events.filter(pl.col("data").is_not_null())
-    data_rows: list[tuple[Any, ...]] = []
-    revenue_rows: list[tuple[Any, ...]] = []
-    refused: list[tuple[int, int, str, str]] = []
-    for file_index, row, ts, event_id, session_id, event_name, data_text in with_data.select(
+    """``event_data`` rows (flattened) and ``revenue`` rows (``revenue > 0 && currency``).
+
+    Each distinct data object is parsed and flattened once (:func:`_parsed_data`); the
+    rows of every event that sent it are then laid out column-wise."""
+    with_data = events.filter(pl.col("data").is_not_null()).select(
         COL_FILE, COL_ROW, COL_TS, "event_id", "session_id", "event_name", "data"
-    ).iter_rows():
-        data = json.loads(data_text)
-        created = datetime.fromtimestamp(ts, UTC)
+    )
+    parsed = with_data.join(_parsed_data(with_data["data"]), on="data", how="left", maintain_order="left")
+    refused = parsed.filter(pl.col("_refusal").is_not_null()).select(COL_FILE, COL_ROW, pl.lit("data"), "_refusal")
+    kept = parsed.filter(pl.col("_refusal").is_null())
+    created = _timestamp(pl.col(COL_TS)).cast(pl.Datetime("us", "UTC")).alias("created_at")
+    flat = (
+        kept.filter(pl.col("values").list.len() > 0)
+        .with_columns(pl.int_ranges(pl.col("values").list.len()).alias("_index"))
+        .explode("values", "_index")
+        .unnest("values")
+    )
+    data_keys = pl.concat_str(pl.col("event_id"), pl.lit("data"), pl.col("_index").cast(pl.String), separator="\x1f")
+    event_data = flat.select(
+        ids.marked_ids(flat[COL_TS] * 1000, flat.select(data_keys).to_series()).alias("event_data_id"),
+        pl.lit(how.website).alias("website_id"),
+        pl.col("event_id").alias("website_event_id"),
+        "data_key",
+        *DATA_COLUMNS,
+        created,
+    )
+    paid = kept.filter(_truthy("event_name") & pl.col("_revenue").is_not_null())
+    revenue_keys = paid.select(pl.concat_str(pl.col("event_id"), pl.lit("revenue"), separator="\x1f")).to_series()
+    revenue = paid.select(
+        ids.marked_ids(paid[COL_TS] * 1000, revenue_keys).alias("revenue_id"),
+        pl.lit(how.website).alias("website_id"),
+        "session_id",
+        "event_id",
+        "event_name",
+        pl.col("_currency").alias("currency"),
+        pl.col("_revenue").alias("revenue"),
+        created,
+    )
+    return (
+        event_data.cast(_data_schema(EVENT_DATA_COLUMNS)),  # type: ignore[arg-type]
+        revenue.cast(_revenue_schema()),  # type: ignore[arg-type]
+        list(refused.iter_rows()),
+    )
+
+
+_VALUE_DTYPE = pl.Struct(
+    {
+        "data_key": pl.String(),
+        "string_value": pl.String(),
+        "number_value": pl.String(),
+        "date_value": pl.Datetime("us", "UTC"),
+        "data_type": pl.Int32(),
+    }
+)
+
+
+def _parsed_data(texts: pl.Series) -> pl.DataFrame:
+    """Per distinct data object: its flattened values, why Umami fails on it (or null),
+    and the revenue and currency Umami's PostgreSQL route would store from it."""
+    rows: list[dict[str, Any]] = []
+    for text in texts.unique().to_list():
+        data = json.loads(text)
         try:
             values = eventdata.flatten(data)
         except eventdata.UnstorableValue as exc:
-            refused.append((file_index, row, "data", str(exc)))
+            rows.append({"data": text, "_refusal": str(exc), "values": []})
             continue
-        for index, value in enumerate(values):
-            data_id = ids.marked_id(ts * 1000, ids.row_digest(event_id, "data", str(index)))
-            data_rows.append((data_id, event_id, value, created))
         revenue, currency = data.get("revenue"), data.get("currency")
-        if event_name and eventdata.js_positive(revenue) and currency:
-            amount = eventdata.revenue_text(revenue)
-            if amount is not None:
-                revenue_id = ids.marked_id(ts * 1000, ids.row_digest(event_id, "revenue"))
-                revenue_rows.append(
-                    (revenue_id, how.website, session_id, event_id, event_name, str(currency), amount, created)
-                )
-    event_data = pl.DataFrame(
-        {
-            "event_data_id": [r[0] for r in data_rows],
-            "website_id": [how.website] * len(data_rows),
-            "website_event_id": [r[1] for r in data_rows],
-            "data_key": [r[2].key for r in data_rows],
-            **_data_value_columns([r[2] for r in data_rows]),
-            "created_at": [r[3] for r in data_rows],
-        },
-        schema=_data_schema(EVENT_DATA_COLUMNS),
-    )
-    revenue = pl.DataFrame(revenue_rows, schema=_revenue_schema(), orient="row")
-    return event_data, revenue, refused
+        amount = eventdata.revenue_text(revenue) if eventdata.js_positive(revenue) and currency else None
+        rows.append(
+            {
+                "data": text,
+                "_refusal": None,
+                "values": [
+                    {
+                        "data_key": v.key,
+                        "string_value": v.string_value,
+                        "number_value": v.number_value,
+                        "date_value": v.date_value,
+                        "data_type": v.data_type,
+                    }
+                    for v in values
+                ],
+                "_revenue": amount,
+                "_currency": str(currency) if amount is not None else None,
+            }
+        )
+    schema = {
+        "data": pl.String(),
+        "_refusal": pl.String(),
+        "values": pl.List(_VALUE_DTYPE),
+        "_revenue": pl.String(),
+        "_currency": pl.String(),
+    }
+    return pl.DataFrame(rows, schema=schema)
 
 
 def _data_value_columns(values: list[eventdata.DataValue]) -> dict[str, list[Any]]:
