@@ -513,16 +513,12 @@ def _event_data_rows(
     with_data = events.filter(pl.col("data").is_not_null()).select(
         COL_FILE, COL_ROW, COL_TS, "event_id", "session_id", "event_name", "data"
     )
-    parsed = with_data.join(_parsed_data(with_data["data"]), on="data", how="left", maintain_order="left")
+    objects, values = _parsed_data(with_data["data"])
+    parsed = with_data.join(objects, on="data", how="left", maintain_order="left")
     refused = parsed.filter(pl.col("_refusal").is_not_null()).select(COL_FILE, COL_ROW, pl.lit("data"), "_refusal")
-    kept = parsed.filter(pl.col("_refusal").is_null())
+    kept = parsed.filter(pl.col("_refusal").is_null()).with_row_index("_position")
     created = _timestamp(pl.col(COL_TS)).cast(pl.Datetime("us", "UTC")).alias("created_at")
-    flat = (
-        kept.filter(pl.col("values").list.len() > 0)
-        .with_columns(pl.int_ranges(pl.col("values").list.len()).alias("_index"))
-        .explode("values", "_index")
-        .unnest("values")
-    )
+    flat = kept.join(values, on="data", how="inner").sort("_position", "_index")
     data_keys = pl.concat_str(pl.col("event_id"), pl.lit("data"), pl.col("_index").cast(pl.String), separator="\x1f")
     event_data = flat.select(
         ids.marked_ids(flat[COL_TS] * 1000, flat.select(data_keys).to_series()).alias("event_data_id"),
@@ -551,56 +547,38 @@ def _event_data_rows(
     )
 
 
-_VALUE_DTYPE = pl.Struct(
-    {
-        "data_key": pl.String(),
-        "string_value": pl.String(),
-        "number_value": pl.String(),
-        "date_value": pl.Datetime("us", "UTC"),
-        "data_type": pl.Int32(),
-    }
-)
-
-
-def _parsed_data(texts: pl.Series) -> pl.DataFrame:
-    """Per distinct data object: its flattened values, why Umami fails on it (or null),
-    and the revenue and currency Umami's PostgreSQL route would store from it."""
-    rows: list[dict[str, Any]] = []
+def _parsed_data(texts: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Each distinct data object parsed once: per object, why Umami fails on it (or null)
+    and the revenue and currency Umami's PostgreSQL route would store from it; and its
+    flattened values, one row per key (``_index`` is the key's position)."""
+    objects: dict[str, list[Any]] = {"data": [], "_refusal": [], "_revenue": [], "_currency": []}
+    values: dict[str, list[Any]] = {"data": [], "_index": [], "data_key": [], **{c: [] for c in DATA_COLUMNS}}
     for text in texts.unique().to_list():
         data = json.loads(text)
+        objects["data"].append(text)
         try:
-            values = eventdata.flatten(data)
+            flat = eventdata.flatten(data)
         except eventdata.UnstorableValue as exc:
-            rows.append({"data": text, "_refusal": str(exc), "values": []})
+            objects["_refusal"].append(str(exc))
+            objects["_revenue"].append(None)
+            objects["_currency"].append(None)
             continue
         revenue, currency = data.get("revenue"), data.get("currency")
         amount = eventdata.revenue_text(revenue) if eventdata.js_positive(revenue) and currency else None
-        rows.append(
-            {
-                "data": text,
-                "_refusal": None,
-                "values": [
-                    {
-                        "data_key": v.key,
-                        "string_value": v.string_value,
-                        "number_value": v.number_value,
-                        "date_value": v.date_value,
-                        "data_type": v.data_type,
-                    }
-                    for v in values
-                ],
-                "_revenue": amount,
-                "_currency": str(currency) if amount is not None else None,
-            }
-        )
-    schema = {
-        "data": pl.String(),
-        "_refusal": pl.String(),
-        "values": pl.List(_VALUE_DTYPE),
-        "_revenue": pl.String(),
-        "_currency": pl.String(),
-    }
-    return pl.DataFrame(rows, schema=schema)
+        objects["_refusal"].append(None)
+        objects["_revenue"].append(amount)
+        objects["_currency"].append(str(currency) if amount is not None else None)
+        for index, value in enumerate(flat):
+            values["data"].append(text)
+            values["_index"].append(index)
+            values["data_key"].append(value.key)
+            values["string_value"].append(value.string_value)
+            values["number_value"].append(value.number_value)
+            values["date_value"].append(value.date_value)
+            values["data_type"].append(value.data_type)
+    object_schema = {name: pl.String() for name in objects}
+    value_schema = _data_schema(("data", "data_key", *DATA_COLUMNS)) | {"_index": pl.Int64()}
+    return pl.DataFrame(objects, schema=object_schema), pl.DataFrame(values, schema=value_schema)
 
 
 def _data_value_columns(values: list[eventdata.DataValue]) -> dict[str, list[Any]]:
