@@ -34,6 +34,8 @@ NO_SECRET_NOTE = (
     "note: no --app-secret (APP_SECRET): session ids use umami-backfill's own salt, so later API "
     "imports or live traffic with the same distinct ids start new sessions"
 )
+#: The first piece of a run is block_rows / RAMP rows; each next one twice as many, up to block_rows.
+RAMP = 8
 #: Bytes read from each end of an input to tell files apart in row ids (see file_key).
 FILE_KEY_BYTES = 1 << 20
 
@@ -140,10 +142,15 @@ class BlockRun:
         )
 
     def _derived(self, blocks: Iterator[pl.DataFrame]) -> Iterator[tuple[pl.DataFrame, Any]]:
-        """Pieces of ``block_rows`` past the checkpoint, each with what it becomes."""
+        """Pieces of ``block_rows`` past the checkpoint, each with what it becomes.
+
+        The first pieces are smaller (an eighth, a quarter, a half of ``block_rows``):
+        the database has nothing to write until the first piece is derived, so a small
+        one sets both sides to work sooner."""
         committed = self.cp.lane_acked[0]
         pending: list[pl.DataFrame] = []
         held = 0
+        size = max(1, self.block_rows // RAMP)
         for block in blocks:
             fresh = block.filter(pl.col(SEQ) > committed) if committed >= 0 else block
             self.skipped += block.height - fresh.height
@@ -151,11 +158,12 @@ class BlockRun:
                 continue
             pending.append(fresh)
             held += fresh.height
-            while held >= self.block_rows:
+            while held >= size:
                 joined = pl.concat(pending, how="vertical", rechunk=False)
-                piece, rest = joined.slice(0, self.block_rows), joined.slice(self.block_rows)
+                piece, rest = joined.slice(0, size), joined.slice(size)
                 yield piece, self.derive(piece)
                 pending, held = ([rest] if rest.height else []), rest.height
+                size = min(self.block_rows, size * 2)
         if held:
             piece = pl.concat(pending, how="vertical")
             yield piece, self.derive(piece)
@@ -223,8 +231,12 @@ class BlockRun:
 
 def prefetch(items: Iterator[Any], stop: threading.Event) -> Generator[Any, None, None]:
     """Derive the next block in a thread while the database writes this one: the
-    derivation is Python, the writing is the database's own process, so they overlap."""
+    derivation is Python, the writing is the database's own process, so they overlap.
+
+    The thread starts on a block only once the writer has taken the previous one, so
+    at most two blocks are in memory: the one being written and the one being derived."""
     slot: queue.Queue[Any] = queue.Queue(maxsize=1)
+    taken = threading.Semaphore(0)
     cancel = threading.Event()
     done = object()
 
@@ -232,9 +244,12 @@ def prefetch(items: Iterator[Any], stop: threading.Event) -> Generator[Any, None
         while not (cancel.is_set() or stop.is_set()):
             try:
                 slot.put(item, timeout=0.2)
-                return True
+                break
             except queue.Full:
                 continue
+        while not (cancel.is_set() or stop.is_set()):
+            if taken.acquire(timeout=0.2):
+                return True
         return False
 
     def produce() -> None:
@@ -256,6 +271,7 @@ def prefetch(items: Iterator[Any], stop: threading.Event) -> Generator[Any, None
                 if stop.is_set() or not worker.is_alive():
                     return
                 continue
+            taken.release()
             if item is done:
                 return
             if isinstance(item, BaseException):

@@ -32,7 +32,7 @@ from .. import Delivery
 from ..blocks import NO_SECRET_NOTE, BlockRun, DatabaseSettings, derivation_for
 from ..outcome import SendOutcome
 from . import database
-from .client import ClickHouse, ClickHouseError, Endpoint
+from .client import ClickHouse, ClickHouseError, Endpoint, encode
 from .rows import Rows, layout
 
 #: Rows per insert: ClickHouse likes few large inserts (each makes parts to merge); a
@@ -158,7 +158,11 @@ class _Run(BlockRun):
             self.ch.close()
 
     def derive(self, block: pl.DataFrame) -> Rows:
-        return layout(stored.derive(block, self.how))
+        """What Umami stores for the block, and each table's insert body (in the deriving
+        thread, so the writer only sends while ClickHouse works)."""
+        rows = layout(stored.derive(block, self.how))
+        rows.bodies = {table: encode(frame, self.sink.arrow) for table, frame in rows.tables().items() if frame.height}
+        return rows
 
     def failure(self, exc: Exception) -> Exception | None:
         if isinstance(exc, ClickHouseError):

@@ -37,6 +37,11 @@ class Rows:
     event_data: pl.DataFrame
     session_data: pl.DataFrame
     refused: list[Refusal] = field(default_factory=list)
+    #: Each table's insert body, made beside the derivation (the writer then only sends it).
+    bodies: dict[str, bytes] = field(default_factory=dict)
+
+    def tables(self) -> dict[str, pl.DataFrame]:
+        return {"website_event": self.website_event, "event_data": self.event_data, "session_data": self.session_data}
 
     @property
     def window(self) -> tuple[datetime, datetime] | None:
