@@ -29,7 +29,7 @@ from .geo import geo_key_expr, sends_ip
 from .ledger import MAX_EXAMPLES, Ledger
 from .mapping import PLUGIN_READER_KEYS, Mapping, check_against_schema, check_schemas_agree, load_mapping
 from .ordering import RunSet
-from .payload import build_elements
+from .payload import build_elements, payload_columns
 from .rejects import RecordFile
 from .report import Stats, Summary
 from .schema import (
@@ -192,10 +192,12 @@ def prepare(
     *,
     spill: bool = True,
     observe: Callable[[pl.DataFrame], None] | None = None,
+    as_columns: bool = False,
 ) -> Prepared:
     """Read every row once: count it, reject or skip it, or spill it for sending.
 
     ``spill=False`` (a dry run without --out) only counts: no payloads, no runs.
+    ``as_columns`` spills the elements as columns, for a database sink.
     ``observe`` is called with each chunk's sendable rows (neither skipped nor
     rejected; payload columns, ``data.*``, ``_ts``, ``_visitor``, ...), in input
     order, on the calling thread: ``backfill verify`` computes its expected
@@ -210,7 +212,7 @@ def prepare(
     paths = [f.path for f in plan_.files]
     tags = [file_tag(p) for p in paths]
     estimate = _estimated_rows(plan_.files, config.limit)
-    shaping = ChunkShaping.of(config, mapping)
+    shaping = dataclasses.replace(ChunkShaping.of(config, mapping), elements=not as_columns)
     spans = VisitSpans() if shaping.exact_visits else None
     titles_cut = 0
     chunks = prefetch(_all_chunks(plan_))
@@ -327,6 +329,9 @@ class ChunkShaping:
     geo: str = "auto"
     exact_visits: bool = False
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES  # a row whose element alone is larger is rejected
+    #: Spill each element as JSON text (what the HTTP API and --out take), or as columns
+    #: (a database sink derives Umami's rows from them: no JSON written, then decoded).
+    elements: bool = True
 
     @classmethod
     def of(cls, config: RunConfig, mapping: Mapping) -> ChunkShaping:
@@ -391,10 +396,11 @@ def _check_chunk(
             COL_VISITOR,
             geo_key_expr(shaping.geo, good.columns),
             visit,
-        ).with_columns(
-            build_elements(payload_rows, website).alias(COL_JSON),
-            lanes_for(good[COL_VISITOR], DEFAULT_LANES).alias(COL_LANE),
-        )
+        ).with_columns(lanes_for(good[COL_VISITOR], DEFAULT_LANES).alias(COL_LANE))
+        if shaping.elements:
+            prepared = prepared.with_columns(build_elements(payload_rows, website).alias(COL_JSON))
+        else:
+            prepared = pl.concat([prepared, payload_rows.select(payload_columns(payload_rows))], how="horizontal")
     return CheckedChunk(chunk, checked, good, prepared, titles_cut, _flagged(chunk, checked, mapping))
 
 
@@ -651,7 +657,7 @@ def run_import(
         spill = state_dir / "prepared"
         shutil.rmtree(spill, ignore_errors=True)
         began = time.monotonic()
-        prepared = prepare(plan_, spill, rejects, progress, stop)
+        prepared = prepare(plan_, spill, rejects, progress, stop, as_columns=sink.kind in DATABASE_SINKS)
         prepare_s = time.monotonic() - began
         prepared_now = True
         checkpoint.rejects_offset = rejects.sync()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import polars as pl
 
-from .schema import COL_FILE, COL_ROW, COL_TS, PREPARED_SCHEMA
+from .schema import COL_FILE, COL_JSON, COL_ROW, COL_TS, PREPARED_COLUMNS_SCHEMA, PREPARED_SCHEMA
 
 SORT_KEY = (COL_TS, COL_FILE, COL_ROW)
 COL_SEQ = "_seq"
@@ -38,10 +38,11 @@ class RunSet:
     last_key: Key | None = None
 
     def add(self, frame: pl.DataFrame) -> None:
-        """Sort one chunk and spill it as a run."""
+        """Sort one chunk and spill it as a run (elements as JSON text, or as columns)."""
         if frame.height == 0:
             return
-        frame = frame.select(list(PREPARED_SCHEMA)).sort(list(SORT_KEY))
+        schema = PREPARED_SCHEMA if COL_JSON in frame.columns else PREPARED_COLUMNS_SCHEMA
+        frame = frame.select(list(schema)).sort(list(SORT_KEY))
         first = _key_at(frame, 0)
         if self.last_key is not None and first < self.last_key:
             self.ordered = False

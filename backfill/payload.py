@@ -15,17 +15,59 @@ from __future__ import annotations
 
 import polars as pl
 
-from .schema import COL_TS, COL_VISITOR, PAYLOAD_STRING_FIELDS
+from .schema import COL_DATA, COL_TS, COL_VISITOR, PAYLOAD_STRING_FIELDS
 
 _NULL_MEMBER = r',"(?:[^"\\]|\\.)*":null'
 _FIRST_NULL_MEMBER = r'\{"(?:[^"\\]|\\.)*":null,?'
-_EMPTY_DATA = ',"data":{}'
 #: The mapping target whose column is a whole JSON object of properties.
 DATA_OBJECT = "data.*"
 
 
 def build_elements(frame: pl.DataFrame, website: str) -> pl.Series:
     """One JSON text per row: ``{"type":...,"payload":{"website":...,...}}``."""
+    payload = pl.struct(_payload_fields(frame, website)).alias("payload")
+    element = pl.struct(pl.col("type").cast(pl.String).alias("type"), payload)
+    encoded = _without_nulls(element.struct.json_encode())
+    data = data_text(frame)
+    if data is not None:  # "data" is the payload's last member: the element ends "}}"
+        head = encoded.str.slice(0, encoded.str.len_chars() - 2)
+        with_data = pl.concat_str(head, pl.lit(',"data":'), data, pl.lit("}}"))
+        encoded = pl.when(data.is_null()).then(encoded).otherwise(with_data)
+    return frame.lazy().select(encoded.alias("_json")).collect().to_series()
+
+
+def data_text(frame: pl.DataFrame) -> pl.Expr | None:
+    """The element's ``data`` object as JSON text (null where a row has no property), as
+    :func:`build_elements` writes it; None when the mapping has no ``data.*`` target.
+
+    The database sinks spill this text beside the payload's columns instead of the
+    whole element: what they derive is then read from columns, not decoded per row.
+    """
+    data_cols = [c for c in frame.columns if c.startswith("data.") and c != DATA_OBJECT]
+    text: pl.Expr | None = None
+    if data_cols:
+        encoded = _without_nulls(pl.struct([pl.col(c).alias(c[5:]) for c in data_cols]).struct.json_encode())
+        text = pl.when(encoded != "{}").then(encoded)
+    if DATA_OBJECT in frame.columns:
+        text = _with_data_object(text, pl.col(DATA_OBJECT).cast(pl.String))
+    return text
+
+
+def payload_columns(frame: pl.DataFrame) -> list[pl.Expr]:
+    """What an element holds, as columns instead of JSON text: ``type``, the payload's
+    string fields but ``id`` (the visitor column is the id), ``data`` as JSON text."""
+    present = {e.meta.output_name(): e for e in _payload_fields(frame, "")[1:-1]}
+    absent = pl.lit(None, dtype=pl.String)
+    data = data_text(frame)
+    return [
+        pl.col("type").cast(pl.String),
+        *(present.get(name, absent).alias(name) for name in PAYLOAD_STRING_FIELDS if name != "id"),
+        (data if data is not None else pl.lit(None, dtype=pl.String)).alias(COL_DATA),
+    ]
+
+
+def _payload_fields(frame: pl.DataFrame, website: str) -> list[pl.Expr]:
+    """website, the string fields the frame has, timestamp: the payload's members in order."""
     fields: list[pl.Expr] = [pl.lit(website).alias("website")]
     for name in PAYLOAD_STRING_FIELDS:
         if name == "id":
@@ -33,32 +75,29 @@ def build_elements(frame: pl.DataFrame, website: str) -> pl.Series:
         elif name in frame.columns:
             fields.append(pl.col(name).cast(pl.String).alias(name))
     fields.append(pl.col(COL_TS).cast(pl.Int64).alias("timestamp"))
-    data_cols = [c for c in frame.columns if c.startswith("data.") and c != DATA_OBJECT]
-    if data_cols:
-        fields.append(pl.struct([pl.col(c).alias(c[5:]) for c in data_cols]).alias("data"))
-    element = pl.struct(pl.col("type").cast(pl.String).alias("type"), pl.struct(fields).alias("payload"))
-    encoded = (
-        element.struct.json_encode()
-        .str.replace_all(_NULL_MEMBER, "")
-        .str.replace_all(_FIRST_NULL_MEMBER, "{")
-        .str.replace(_EMPTY_DATA, "", literal=True)
-    )
-    if DATA_OBJECT in frame.columns:
-        encoded = _with_data_object(encoded, pl.col(DATA_OBJECT).cast(pl.String))
-    return frame.lazy().select(encoded.alias("_json")).collect().to_series()
+    return fields
 
 
-def _with_data_object(encoded: pl.Expr, members: pl.Expr) -> pl.Expr:
-    """Splice a JSON object's members into the element's ``data`` (the payload's last member).
+def _without_nulls(encoded: pl.Expr) -> pl.Expr:
+    """Umami refuses ``"name": null`` where it accepts an absent name: null members cut out."""
+    return encoded.str.replace_all(_NULL_MEMBER, "").str.replace_all(_FIRST_NULL_MEMBER, "{")
 
-    The element ends ``...}}`` (payload, element), or ``...}}}`` when it has ``data``."""
+
+def _with_data_object(encoded: pl.Expr | None, members: pl.Expr) -> pl.Expr:
+    """Splice a JSON object's members into the ``data`` object text (null: none yet)."""
     inner = members.str.strip_chars().str.strip_prefix("{").str.strip_suffix("}").str.strip_chars()
-    has_data = encoded.str.ends_with("}}}") & encoded.str.contains(',"data":{', literal=True)
-    head_without = encoded.str.slice(0, encoded.str.len_chars() - 2)
-    head_with = encoded.str.slice(0, encoded.str.len_chars() - 3)
+    alone = pl.concat_str(pl.lit("{"), inner, pl.lit("}"))
     spliced = (
-        pl.when(has_data)
-        .then(pl.concat_str(head_with, pl.lit(","), inner, pl.lit("}}}")))
-        .otherwise(pl.concat_str(head_without, pl.lit(',"data":{'), inner, pl.lit("}}}")))
+        alone
+        if encoded is None
+        else pl.when(encoded.is_null())
+        .then(alone)
+        .otherwise(pl.concat_str(encoded.str.slice(0, encoded.str.len_chars() - 1), pl.lit(","), inner, pl.lit("}")))
     )
     return pl.when(members.is_null() | (inner == "")).then(encoded).otherwise(spliced)
+
+
+def elements_from_columns(frame: pl.DataFrame, website: str) -> pl.Series:
+    """The JSON elements of rows spilled as columns (:func:`payload_columns`): the same text
+    :func:`build_elements` writes from the source's columns (for the rejects file)."""
+    return build_elements(frame.rename({COL_DATA: DATA_OBJECT}), website)

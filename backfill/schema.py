@@ -106,6 +106,7 @@ COL_TS = "_ts"  # event time, integer unix seconds (Int64)
 COL_VISITOR = "_visitor"  # the payload id (String)
 COL_LANE = "_lane"  # sender lane, stable hash of the visitor (UInt16)
 COL_JSON = "_json"  # the /api/batch element as JSON text (String)
+COL_DATA = "_data"  # the element's data object as JSON text (String), null without one
 COL_REJECT_FIELD = "_reject_field"
 COL_REJECT_REASON = "_reject_reason"
 COL_SKIP = "_skip"  # name of the filter that skipped the row
@@ -132,6 +133,15 @@ PREPARED_SCHEMA: dict[str, pl.DataType] = {
     COL_JSON: pl.String(),
     COL_GEO: pl.String(),
     COL_VKEY: pl.UInt64(),
+}
+#: The same rows for a database sink: the element as columns (``type``, the payload's
+#: string fields, ``id`` being ``_visitor``, and ``data`` as JSON text) instead of JSON
+#: text, so what Umami would store is derived from columns without decoding each element.
+PREPARED_COLUMNS_SCHEMA: dict[str, pl.DataType] = {
+    **{name: dtype for name, dtype in PREPARED_SCHEMA.items() if name != COL_JSON},
+    "type": pl.String(),
+    **{name: pl.String() for name in PAYLOAD_STRING_FIELDS if name != "id"},
+    COL_DATA: pl.String(),
 }
 
 #: The User-Agent sent when a row has none: passes Umami's bot check and makes it

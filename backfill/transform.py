@@ -516,6 +516,14 @@ def map_unique(values: pl.Series, fn: Callable[[Any], Any], dtype: pl.DataType) 
     return pl.DataFrame({"k": values}).join(table, on="k", how="left", maintain_order="left")["v"]
 
 
+def map_distinct(values: pl.Series, fn: Callable[[pl.Series], pl.Series]) -> pl.Series:
+    """``fn`` of the distinct non-null values at once (a column-wise function), spread back
+    over the rows; null stays null."""
+    uniques = values.drop_nulls().unique()
+    table = pl.DataFrame({"k": uniques, "v": fn(uniques)})
+    return pl.DataFrame({"k": values}).join(table, on="k", how="left", maintain_order="left")["v"]
+
+
 def lanes_for(visitors: pl.Series, lanes: int = DEFAULT_LANES) -> pl.Series:
     """Sender lane per row: CRC32 of the visitor id, stable across runs and versions."""
     lane = map_unique(visitors.fill_null(""), lambda v: zlib.crc32(v.encode()) % lanes, pl.UInt16())

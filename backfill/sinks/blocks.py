@@ -22,6 +22,7 @@ from typing import Any
 import polars as pl
 
 from ..errors import ConfigError
+from ..payload import elements_from_columns
 from ..schema import COL_FILE, COL_JSON, COL_ROW
 from ..umami import ids
 from ..umami.stored import Derivation, Refusal, positions
@@ -33,6 +34,8 @@ NO_SECRET_NOTE = (
     "note: no --app-secret (APP_SECRET): session ids use umami-backfill's own salt, so later API "
     "imports or live traffic with the same distinct ids start new sessions"
 )
+#: The first piece of a run is block_rows / RAMP rows; each next one twice as many, up to block_rows.
+RAMP = 8
 #: Bytes read from each end of an input to tell files apart in row ids (see file_key).
 FILE_KEY_BYTES = 1 << 20
 
@@ -59,7 +62,8 @@ class DatabaseSettings:
 class BlockRun:
     """One delivery into a database: the derivation, the counters and the checkpoint."""
 
-    def __init__(self, delivery: Delivery, block_rows: int) -> None:
+    def __init__(self, delivery: Delivery, block_rows: int, how: Derivation) -> None:
+        self.how = how
         files = delivery.prepared.files
         self.files = files
         self.file_names = [os.path.basename(f) for f in files]
@@ -138,10 +142,15 @@ class BlockRun:
         )
 
     def _derived(self, blocks: Iterator[pl.DataFrame]) -> Iterator[tuple[pl.DataFrame, Any]]:
-        """Pieces of ``block_rows`` past the checkpoint, each with what it becomes."""
+        """Pieces of ``block_rows`` past the checkpoint, each with what it becomes.
+
+        The first pieces are smaller (an eighth, a quarter, a half of ``block_rows``):
+        the database has nothing to write until the first piece is derived, so a small
+        one sets both sides to work sooner."""
         committed = self.cp.lane_acked[0]
         pending: list[pl.DataFrame] = []
         held = 0
+        size = max(1, self.block_rows // RAMP)
         for block in blocks:
             fresh = block.filter(pl.col(SEQ) > committed) if committed >= 0 else block
             self.skipped += block.height - fresh.height
@@ -149,11 +158,12 @@ class BlockRun:
                 continue
             pending.append(fresh)
             held += fresh.height
-            while held >= self.block_rows:
+            while held >= size:
                 joined = pl.concat(pending, how="vertical", rechunk=False)
-                piece, rest = joined.slice(0, self.block_rows), joined.slice(self.block_rows)
+                piece, rest = joined.slice(0, size), joined.slice(size)
                 yield piece, self.derive(piece)
                 pending, held = ([rest] if rest.height else []), rest.height
+                size = min(self.block_rows, size * 2)
         if held:
             piece = pl.concat(pending, how="vertical")
             yield piece, self.derive(piece)
@@ -197,6 +207,8 @@ class BlockRun:
     def _reject(self, block: pl.DataFrame, refused: list[Refusal]) -> None:
         where = {(int(f), int(r)): (field_name, reason) for f, r, field_name, reason in refused}
         picked = block.join(positions(refused), on=[COL_FILE, COL_ROW], how="semi", maintain_order="left")
+        if COL_JSON not in picked.columns:  # spilled as columns: the element as the API would have had it
+            picked = picked.with_columns(elements_from_columns(picked, self.how.website).alias(COL_JSON))
         records = []
         by_reason: dict[str, list[str]] = {}
         for file_index, row, element in picked.select(COL_FILE, COL_ROW, COL_JSON).iter_rows():
@@ -219,8 +231,12 @@ class BlockRun:
 
 def prefetch(items: Iterator[Any], stop: threading.Event) -> Generator[Any, None, None]:
     """Derive the next block in a thread while the database writes this one: the
-    derivation is Python, the writing is the database's own process, so they overlap."""
+    derivation is Python, the writing is the database's own process, so they overlap.
+
+    The thread starts on a block only once the writer has taken the previous one, so
+    at most two blocks are in memory: the one being written and the one being derived."""
     slot: queue.Queue[Any] = queue.Queue(maxsize=1)
+    taken = threading.Semaphore(0)
     cancel = threading.Event()
     done = object()
 
@@ -228,9 +244,12 @@ def prefetch(items: Iterator[Any], stop: threading.Event) -> Generator[Any, None
         while not (cancel.is_set() or stop.is_set()):
             try:
                 slot.put(item, timeout=0.2)
-                return True
+                break
             except queue.Full:
                 continue
+        while not (cancel.is_set() or stop.is_set()):
+            if taken.acquire(timeout=0.2):
+                return True
         return False
 
     def produce() -> None:
@@ -252,6 +271,7 @@ def prefetch(items: Iterator[Any], stop: threading.Event) -> Generator[Any, None
                 if stop.is_set() or not worker.is_alive():
                     return
                 continue
+            taken.release()
             if item is done:
                 return
             if isinstance(item, BaseException):

@@ -32,6 +32,7 @@ from decimal import ROUND_DOWN, Decimal, InvalidOperation
 import polars as pl
 
 from ..schema import COL_FILE, COL_ROW, QUERY_PARAMS_LIMITED
+from ..transform import map_unique
 from .stored import Refusal, Stored
 
 #: Column -> type as ClickHouse's ``system.columns`` reports it, for the tables a
@@ -156,10 +157,23 @@ def number_value(text: str | None) -> Decimal | None:
     toward zero at 4 places. Raises ValueError past 18 integer digits (the insert fails)."""
     if text is None:
         return None
-    value = Decimal(text).quantize(_FOUR, rounding=ROUND_DOWN)
-    if value.adjusted() >= NUMBER_DIGITS:
+    value = Decimal(text)
+    if value.adjusted() >= NUMBER_DIGITS:  # checked first: quantizing a huge number overflows Decimal
         raise ValueError(f"{text} has more than {NUMBER_DIGITS} digits before the point")
-    return value
+    return value.quantize(_FOUR, rounding=ROUND_DOWN)
+
+
+def stored_numbers(texts: pl.Series) -> pl.Series:
+    """:func:`number_value` of each number text as ``Decimal(22, 4)``, computed once per
+    distinct text; null where the text is null or the number does not fit."""
+
+    def fitting(text: str) -> Decimal | None:
+        try:
+            return number_value(text)
+        except ValueError:
+            return None
+
+    return map_unique(texts, fitting, pl.Decimal(22, 4))
 
 
 def revenue_amount(number: Decimal | None, string: str | None) -> Decimal | None:
@@ -207,15 +221,12 @@ def refusals(values: Stored) -> list[Refusal]:
         how="left",
     )
     for frame in (data, values.session_data):
-        for file_index, row, key, number in (
-            frame.filter(pl.col("number_value").is_not_null())
-            .select(COL_FILE, COL_ROW, "data_key", "number_value")
-            .iter_rows()
-        ):
-            try:
-                number_value(number)
-            except ValueError as exc:
-                found.setdefault((file_index, row), (f"data.{key}", f"Umami on ClickHouse cannot store it: {exc}"))
+        numbers = frame.filter(pl.col("number_value").is_not_null())
+        unstorable = numbers.filter(stored_numbers(numbers["number_value"]).is_null())
+        rows = unstorable.select(COL_FILE, COL_ROW, "data_key", "number_value").iter_rows()
+        for file_index, row, key, number in rows:
+            reason = f"{number} has more than {NUMBER_DIGITS} digits before the point"
+            found.setdefault((file_index, row), (f"data.{key}", f"Umami on ClickHouse cannot store it: {reason}"))
     with_currency = data.filter(pl.col("data_key").str.to_lowercase().str.contains("currency", literal=True))
     revenue_rows = data.filter(
         pl.col("data_key").str.to_lowercase().str.contains("revenue", literal=True)

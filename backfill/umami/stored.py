@@ -38,17 +38,19 @@ import polars as pl
 from ..errors import ConfigError
 from ..geo import LOCATED_CLIENT_IP, SEPARATOR, UNLOCATED_CLIENT_IP
 from ..schema import (
+    COL_DATA,
     COL_FILE,
     COL_GEO,
     COL_JSON,
     COL_ROW,
     COL_TS,
+    COL_VISITOR,
     COL_VKEY,
     PAYLOAD_STRING_FIELDS,
     QUERY_PARAMS_LIMITED,
     SESSION_TABLE_COLUMNS,
 )
-from ..transform import map_unique
+from ..transform import map_distinct, map_unique
 from ..visits import CrossingVisits
 from . import eventdata, ids
 from .js import js_substring, parse_url, safe_decode_uri, safe_decode_uri_component, search_param
@@ -215,7 +217,22 @@ def derive(block: pl.DataFrame, how: Derivation) -> Stored:
 
 
 def _decoded(block: pl.DataFrame) -> pl.DataFrame:
-    """The payload's flat fields as columns; ``data`` kept as JSON text (walked later)."""
+    """The payload's flat fields as columns; ``data`` kept as JSON text (walked later).
+
+    A database import spills them as columns already (``PREPARED_COLUMNS_SCHEMA``);
+    a block of JSON elements (the recorded cases, a state prepared by an older
+    version) is decoded."""
+    if COL_JSON not in block.columns:
+        return block.select(
+            COL_FILE,
+            COL_ROW,
+            COL_TS,
+            COL_GEO,
+            COL_VKEY,
+            "type",
+            *(pl.col(COL_VISITOR if name == "id" else name).alias(name) for name in PAYLOAD_STRING_FIELDS),
+            pl.col(COL_DATA).alias("data"),
+        )
     element = block[COL_JSON].str.json_decode(ELEMENT_DTYPE)
     fields = element.struct.field("payload").struct.unnest()
     return pl.concat(
@@ -323,32 +340,29 @@ def _is_local(ip: str) -> bool:
 
 
 def _session_ids(frame: pl.DataFrame, how: Derivation) -> pl.Series:
-    """``id ? uuid(website, id) : uuid(website, ip, userAgent, monthly salt)``."""
-    secret, website = how.secret, how.website
-    with_id = map_unique(frame["id"], lambda v: ids.umami_uuid(secret, website, v) if v else None, pl.String())
-    if with_id.null_count() == 0:
-        return with_id.alias("session_id")
+    """``id ? uuid(website, id) : uuid(website, ip, userAgent, monthly salt)``, hashed once per session."""
+    website = how.website
+    named = frame.select(pl.when(_truthy("id")).then(pl.concat_str(pl.lit(website), pl.col("id")))).to_series()
+    if named.null_count() == 0:
+        return _umami_uuids(named, how.secret).alias("session_id")
     client_ip = pl.when(pl.col(COL_GEO).fill_null("") != "").then(pl.lit(LOCATED_CLIENT_IP))
+    salt = map_unique(frame[COL_TS], ids.month_salt, pl.String())
     anonymous = frame.select(
-        pl.concat_str(
-            [
+        pl.when(pl.lit(named).is_null()).then(
+            pl.concat_str(
+                pl.lit(website),
                 pl.when(_truthy("ip")).then(pl.col("ip")).otherwise(client_ip.otherwise(pl.lit(UNLOCATED_CLIENT_IP))),
                 pl.col("s_ua"),
-                pl.col(COL_TS).cast(pl.String),
-            ],
-            separator="\x00",
+                pl.lit(salt),
+            )
         )
     ).to_series()
-
-    def anonymous_id(key: str) -> str:
-        ip, ua, ts = key.split("\x00")
-        return ids.umami_uuid(secret, website, ip, ua, ids.month_salt(int(ts)))
-
-    return with_id.fill_null(map_unique(anonymous, anonymous_id, pl.String())).alias("session_id")
+    return _umami_uuids(named.fill_null(anonymous), how.secret).alias("session_id")
 
 
 def _visit_ids(frame: pl.DataFrame, how: Derivation) -> pl.Series:
-    """Umami's visit: ``uuid(session, hash(startOfHour(createdAt).toUTCString()))``.
+    """Umami's visit: ``uuid(session, hash(startOfHour(createdAt).toUTCString()))``, hashed
+    once per (session, hour).
 
     With ``--visits exact`` the HTTP sink keeps a source visit that crosses hh:00 in the
     visit of its first event (Umami's cache token); here that is the same id, taken from
@@ -356,20 +370,20 @@ def _visit_ids(frame: pl.DataFrame, how: Derivation) -> pl.Series:
     visits: whole across hours, and two source visits in one clock hour share one, as
     Umami's own rule makes them.
     """
-    secret = how.secret
     hour = pl.col(COL_TS) // 3600
     if how.exact_visits and how.crossing is not None and how.crossing.count:
         first = how.crossing.first_hours(frame[COL_VKEY])
         hour = pl.coalesce(pl.lit(first), hour)
-    hourly_key = frame.select(
-        pl.concat_str([pl.col("session_id"), (hour * 3600).cast(pl.String)], separator=" ")
-    ).to_series()
+    starts = frame.select((hour * 3600).alias("start")).to_series()
+    salt = map_unique(starts, ids.hour_salt, pl.String())
+    return _umami_uuids(frame.select(pl.concat_str(pl.col("session_id"), pl.lit(salt))).to_series(), how.secret).alias(
+        "visit_id"
+    )
 
-    def hourly(key: str) -> str:
-        session, start = key.split(" ")
-        return ids.umami_uuid(secret, session, ids.hour_salt(int(start)))
 
-    return map_unique(hourly_key, hourly, pl.String()).alias("visit_id")
+def _umami_uuids(joined: pl.Series, secret: str) -> pl.Series:
+    """``uuid(...parts)`` of each row's joined parts, computed once per distinct value."""
+    return map_distinct(joined, lambda keys: ids.umami_uuids(secret, keys))
 
 
 def _session_rows(frame: pl.DataFrame, how: Derivation) -> pl.DataFrame:
@@ -492,45 +506,79 @@ def _event_rows(events: pl.DataFrame, how: Derivation) -> pl.DataFrame:
 def _event_data_rows(
     events: pl.DataFrame, how: Derivation
 ) -> tuple[pl.DataFrame, pl.DataFrame, list[tuple[int, int, str, str]]]:
-    """``event_data`` rows (flattened) and ``revenue`` rows (``revenue > 0 && currency``)."""
-    with_data = events.filter(pl.col("data").is_not_null())
-    data_rows: list[tuple[Any, ...]] = []
-    revenue_rows: list[tuple[Any, ...]] = []
-    refused: list[tuple[int, int, str, str]] = []
-    for file_index, row, ts, event_id, session_id, event_name, data_text in with_data.select(
+    """``event_data`` rows (flattened) and ``revenue`` rows (``revenue > 0 && currency``).
+
+    Each distinct data object is parsed and flattened once (:func:`_parsed_data`); the
+    rows of every event that sent it are then laid out column-wise."""
+    with_data = events.filter(pl.col("data").is_not_null()).select(
         COL_FILE, COL_ROW, COL_TS, "event_id", "session_id", "event_name", "data"
-    ).iter_rows():
-        data = json.loads(data_text)
-        created = datetime.fromtimestamp(ts, UTC)
-        try:
-            values = eventdata.flatten(data)
-        except eventdata.UnstorableValue as exc:
-            refused.append((file_index, row, "data", str(exc)))
-            continue
-        for index, value in enumerate(values):
-            data_id = ids.marked_id(ts * 1000, ids.row_digest(event_id, "data", str(index)))
-            data_rows.append((data_id, event_id, value, created))
-        revenue, currency = data.get("revenue"), data.get("currency")
-        if event_name and eventdata.js_positive(revenue) and currency:
-            amount = eventdata.revenue_text(revenue)
-            if amount is not None:
-                revenue_id = ids.marked_id(ts * 1000, ids.row_digest(event_id, "revenue"))
-                revenue_rows.append(
-                    (revenue_id, how.website, session_id, event_id, event_name, str(currency), amount, created)
-                )
-    event_data = pl.DataFrame(
-        {
-            "event_data_id": [r[0] for r in data_rows],
-            "website_id": [how.website] * len(data_rows),
-            "website_event_id": [r[1] for r in data_rows],
-            "data_key": [r[2].key for r in data_rows],
-            **_data_value_columns([r[2] for r in data_rows]),
-            "created_at": [r[3] for r in data_rows],
-        },
-        schema=_data_schema(EVENT_DATA_COLUMNS),
     )
-    revenue = pl.DataFrame(revenue_rows, schema=_revenue_schema(), orient="row")
-    return event_data, revenue, refused
+    objects, values = _parsed_data(with_data["data"])
+    parsed = with_data.join(objects, on="data", how="left", maintain_order="left")
+    refused = parsed.filter(pl.col("_refusal").is_not_null()).select(COL_FILE, COL_ROW, pl.lit("data"), "_refusal")
+    kept = parsed.filter(pl.col("_refusal").is_null()).with_row_index("_position")
+    created = _timestamp(pl.col(COL_TS)).cast(pl.Datetime("us", "UTC")).alias("created_at")
+    flat = kept.join(values, on="data", how="inner").sort("_position", "_index")
+    data_keys = pl.concat_str(pl.col("event_id"), pl.lit("data"), pl.col("_index").cast(pl.String), separator="\x1f")
+    event_data = flat.select(
+        ids.marked_ids(flat[COL_TS] * 1000, flat.select(data_keys).to_series()).alias("event_data_id"),
+        pl.lit(how.website).alias("website_id"),
+        pl.col("event_id").alias("website_event_id"),
+        "data_key",
+        *DATA_COLUMNS,
+        created,
+    )
+    paid = kept.filter(_truthy("event_name") & pl.col("_revenue").is_not_null())
+    revenue_keys = paid.select(pl.concat_str(pl.col("event_id"), pl.lit("revenue"), separator="\x1f")).to_series()
+    revenue = paid.select(
+        ids.marked_ids(paid[COL_TS] * 1000, revenue_keys).alias("revenue_id"),
+        pl.lit(how.website).alias("website_id"),
+        "session_id",
+        "event_id",
+        "event_name",
+        pl.col("_currency").alias("currency"),
+        pl.col("_revenue").alias("revenue"),
+        created,
+    )
+    return (
+        event_data.cast(_data_schema(EVENT_DATA_COLUMNS)),  # type: ignore[arg-type]
+        revenue.cast(_revenue_schema()),  # type: ignore[arg-type]
+        list(refused.iter_rows()),
+    )
+
+
+def _parsed_data(texts: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Each distinct data object parsed once: per object, why Umami fails on it (or null)
+    and the revenue and currency Umami's PostgreSQL route would store from it; and its
+    flattened values, one row per key (``_index`` is the key's position)."""
+    objects: dict[str, list[Any]] = {"data": [], "_refusal": [], "_revenue": [], "_currency": []}
+    values: dict[str, list[Any]] = {"data": [], "_index": [], "data_key": [], **{c: [] for c in DATA_COLUMNS}}
+    for text in texts.unique().to_list():
+        data = json.loads(text)
+        objects["data"].append(text)
+        try:
+            flat = eventdata.flatten(data)
+        except eventdata.UnstorableValue as exc:
+            objects["_refusal"].append(str(exc))
+            objects["_revenue"].append(None)
+            objects["_currency"].append(None)
+            continue
+        revenue, currency = data.get("revenue"), data.get("currency")
+        amount = eventdata.revenue_text(revenue) if eventdata.js_positive(revenue) and currency else None
+        objects["_refusal"].append(None)
+        objects["_revenue"].append(amount)
+        objects["_currency"].append(str(currency) if amount is not None else None)
+        for index, value in enumerate(flat):
+            values["data"].append(text)
+            values["_index"].append(index)
+            values["data_key"].append(value.key)
+            values["string_value"].append(value.string_value)
+            values["number_value"].append(value.number_value)
+            values["date_value"].append(value.date_value)
+            values["data_type"].append(value.data_type)
+    object_schema = {name: pl.String() for name in objects}
+    value_schema = _data_schema(("data", "data_key", *DATA_COLUMNS)) | {"_index": pl.Int64()}
+    return pl.DataFrame(objects, schema=object_schema), pl.DataFrame(values, schema=value_schema)
 
 
 def _data_value_columns(values: list[eventdata.DataValue]) -> dict[str, list[Any]]:

@@ -32,7 +32,7 @@ from .. import Delivery
 from ..blocks import NO_SECRET_NOTE, BlockRun, DatabaseSettings, derivation_for
 from ..outcome import SendOutcome
 from . import database
-from .client import ClickHouse, ClickHouseError, Endpoint
+from .client import ClickHouse, ClickHouseError, Endpoint, encode
 from .rows import Rows, layout
 
 #: Rows per insert: ClickHouse likes few large inserts (each makes parts to merge); a
@@ -142,10 +142,10 @@ class _Run(BlockRun):
     """One delivery: the client, the derivation and the counters."""
 
     def __init__(self, sink: ClickHouseSink, delivery: Delivery) -> None:
-        super().__init__(delivery, sink.settings.insert_rows)
+        how = derivation_for(sink.settings, delivery, sink._lookup)
+        super().__init__(delivery, sink.settings.insert_rows, how)
         self.sink = sink
         self.website = sink.settings.website
-        self.how = derivation_for(sink.settings, delivery, sink._lookup)
         schema = sink.schema or database.SchemaInfo(sink.settings.endpoint.database, "", {})
         self.insert_settings = schema.insert_settings()
         self.ch: ClickHouse | None = None
@@ -158,7 +158,11 @@ class _Run(BlockRun):
             self.ch.close()
 
     def derive(self, block: pl.DataFrame) -> Rows:
-        return layout(stored.derive(block, self.how))
+        """What Umami stores for the block, and each table's insert body (in the deriving
+        thread, so the writer only sends while ClickHouse works)."""
+        rows = layout(stored.derive(block, self.how))
+        rows.bodies = {table: encode(frame, self.sink.arrow) for table, frame in rows.tables().items() if frame.height}
+        return rows
 
     def failure(self, exc: Exception) -> Exception | None:
         if isinstance(exc, ClickHouseError):

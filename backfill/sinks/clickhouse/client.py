@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -100,13 +101,15 @@ class ClickHouse:
         query: dict[str, Any] = {"database": self.endpoint.database, **settings}
         for name, value in (params or {}).items():
             query[f"param_{name}"] = value
+        headers: dict[str, str] = {}
+        content: bytes | Iterator[memoryview]
         if body is None:
             content = sql.encode()
         else:
             query["query"] = sql
-            content = body
+            content, headers = _pieces(body), {"Content-Length": str(len(body))}
         try:
-            response = self.client.post("/", params=query, content=content)
+            response = self.client.post("/", params=query, content=content, headers=headers)
         except httpx.HTTPError as exc:
             raise ClickHouseError(0, f"cannot reach ClickHouse at {self.endpoint.redacted}: {exc}") from None
         if response.status_code != 200 or "X-ClickHouse-Exception-Code" in response.headers:
@@ -126,18 +129,19 @@ class ClickHouse:
         raw = self._post(f"{sql}\nFORMAT ArrowStream", None, params, settings)
         return pl.read_ipc_stream(io.BytesIO(raw)) if raw else pl.DataFrame()
 
-    def insert(self, table: str, frame: pl.DataFrame, **settings: Any) -> None:
+    def encode(self, frame: pl.DataFrame) -> bytes:
+        return encode(frame, self.arrow)
+
+    def insert(self, table: str, frame: pl.DataFrame, body: bytes | None = None, **settings: Any) -> None:
         """Insert a frame whose columns are named as the table's, as one block (its views
-        see all rows at once): one Arrow stream of one record batch, or CSV text where
-        the server takes no binary body (:meth:`takes_arrow`)."""
+        see all rows at once); ``body`` is :meth:`encode` of it when already made."""
         if frame.height == 0:
             return
         columns = ", ".join(f"`{c}`" for c in frame.columns)
-        if self.arrow:
-            body, fmt = arrow_stream(frame), "ArrowStream"
-        else:
-            body, fmt = csv_text(frame), "CSV"
+        fmt = "ArrowStream" if self.arrow else "CSV"
+        if not self.arrow:
             settings = {"input_format_csv_empty_as_default": 0, "format_csv_allow_single_quotes": 0, **settings}
+        body = body if body is not None else self.encode(frame)
         self._post(f"INSERT INTO `{table}` ({columns}) FORMAT {fmt}", body, None, settings)
 
     def takes_arrow(self) -> bool:
@@ -157,6 +161,23 @@ class ClickHouse:
             raise ConfigError(f"cannot reach ClickHouse at {self.endpoint.redacted} ({exc})") from None
         if response.status_code != 200:
             raise ConfigError(f"{self.endpoint.redacted}/ping answered HTTP {response.status_code}: not ClickHouse?")
+
+
+def encode(frame: pl.DataFrame, arrow: bool) -> bytes:
+    """An insert's body: one Arrow stream of one record batch, or CSV text for a server
+    that takes no binary body (:meth:`ClickHouse.takes_arrow`)."""
+    return arrow_stream(frame) if arrow else csv_text(frame)
+
+
+#: An insert body goes to the socket in pieces of this size: handed whole, the HTTP
+#: stack re-copies the unsent rest after every partial send (quadratic in its size).
+PIECE_BYTES = 1 << 20
+
+
+def _pieces(body: bytes) -> Iterator[memoryview]:
+    view = memoryview(body)
+    for start in range(0, len(body), PIECE_BYTES):
+        yield view[start : start + PIECE_BYTES]
 
 
 def arrow_stream(frame: pl.DataFrame) -> bytes:

@@ -174,32 +174,38 @@ def write_block(ch: ClickHouse, rows: Rows, website: str, settings: dict[str, An
     if window is not None:
         stored_before = _events_in(ch, website, window) & set(events["event_id"].to_list())
         fresh = events.filter(~pl.col("event_id").is_in(list(stored_before))) if stored_before else events
-        _insert(ch, "website_event", fresh, settings, "event_id")
+        _insert(ch, "website_event", fresh, settings, "event_id", rows)
         added["website_event"] = fresh.height
     data = rows.event_data
     if data.height and stored_before and window is not None:
         with_data = _events_with_data(ch, website, window)
         data = data.filter(~pl.col("event_id").is_in(list(with_data)))
-    _insert(ch, "event_data", data, settings, "event_id")
+    _insert(ch, "event_data", data, settings, "event_id", rows)
     added["event_data"] = data.height
     session_data = rows.session_data
     if session_data.height:
         session_data = _new_session_data(ch, website, session_data)
-        _insert(ch, "session_data", session_data, settings, "session_id")
+        _insert(ch, "session_data", session_data, settings, "session_id", rows)
         added["session_data"] = session_data.height
     return added
 
 
-def _insert(ch: ClickHouse, table: str, frame: pl.DataFrame, settings: dict[str, Any], key: str) -> None:
+def _insert(
+    ch: ClickHouse, table: str, frame: pl.DataFrame, settings: dict[str, Any], key: str, rows: Rows | None = None
+) -> None:
+    """Insert ``frame`` into ``table``: the block's body made beside the derivation when
+    nothing of the table's rows was stored before, else the rows left, encoded now."""
     if frame.height == 0:
         return
+    whole = rows is not None and frame.height == rows.tables()[table].height
+    body = rows.bodies.get(table) if rows is not None and whole else None
     if settings.get("insert_deduplicate"):  # replicated: a retried insert of the same rows is dropped
         digest = hashlib.blake2b(digest_size=16)
         for value in frame[key].sort().to_list():
             digest.update(value.encode())
         digest.update(str(frame.height).encode())
         settings = {**settings, "insert_deduplication_token": f"backfill-{table}-{digest.hexdigest()}"}
-    ch.insert(table, frame, **settings)
+    ch.insert(table, frame, body, **settings)
 
 
 def _window_params(website: str, window: tuple[datetime, datetime]) -> dict[str, str]:

@@ -37,6 +37,11 @@ class Rows:
     event_data: pl.DataFrame
     session_data: pl.DataFrame
     refused: list[Refusal] = field(default_factory=list)
+    #: Each table's insert body, made beside the derivation (the writer then only sends it).
+    bodies: dict[str, bytes] = field(default_factory=dict)
+
+    def tables(self) -> dict[str, pl.DataFrame]:
+        return {"website_event": self.website_event, "event_data": self.event_data, "session_data": self.session_data}
 
     @property
     def window(self) -> tuple[datetime, datetime] | None:
@@ -87,13 +92,10 @@ def layout(values: Stored) -> Rows:
 def _data_values(frame: pl.DataFrame) -> list[pl.Expr | pl.Series]:
     """data_key, string_value, number_value (Decimal(22, 4), cut), date_value (whole
     seconds, clamped to DateTime's range), data_type, as Umami's JSON insert stores them."""
-    numbers = pl.Series(
-        "number_value", [clickhouse.number_value(v) for v in frame["number_value"].to_list()], dtype=pl.Decimal(22, 4)
-    )
     return [
         pl.col("data_key"),
         pl.col("string_value"),
-        pl.lit(numbers),
+        pl.lit(clickhouse.stored_numbers(frame["number_value"]).alias("number_value")),
         pl.col("date_value")
         .dt.truncate("1s")
         .clip(pl.lit(_DATETIME_MIN).cast(_SECONDS), pl.lit(_DATETIME_MAX).cast(_SECONDS))

@@ -95,9 +95,9 @@ class _Run(BlockRun):
     """One delivery: the connection, the derivation and the counters."""
 
     def __init__(self, sink: PostgresSink, delivery: Delivery) -> None:
-        super().__init__(delivery, sink.settings.transaction_rows)
+        how = derivation_for(sink.settings, delivery, sink._lookup)
+        super().__init__(delivery, sink.settings.transaction_rows, how)
         self.settings = sink.settings
-        self.how = derivation_for(sink.settings, delivery, sink._lookup)
         self.conn: Any = None
 
     def open(self) -> None:
