@@ -51,6 +51,7 @@ from .schema import (
 from .sources import ReadOptions, SourceFile, estimate_rows, expand_sources, iter_chunks, read_schema
 from .transform import DEFAULT_LANES, TimeWindow, apply_mapping, file_tag, lanes_for, shard_of
 from .umami.api import RunRefusedError
+from .umami.limits import LIMITS, POSTGRES, StoreLimits, limits_for
 from .validate import validate
 from .visits import CrossingVisits, VisitSpans, visit_key_expr
 
@@ -332,10 +333,13 @@ class ChunkShaping:
     #: Spill each element as JSON text (what the HTTP API and --out take), or as columns
     #: (a database sink derives Umami's rows from them: no JSON written, then decoded).
     elements: bool = True
+    #: What the destination's store refuses (PostgreSQL's column sizes, or ClickHouse's fewer limits).
+    limits: StoreLimits = LIMITS[POSTGRES]
 
     @classmethod
     def of(cls, config: RunConfig, mapping: Mapping) -> ChunkShaping:
-        return cls(config.shard, config.geo, visits_mode(config, mapping) == "exact", config.max_body_bytes)
+        exact = visits_mode(config, mapping) == "exact"
+        return cls(config.shard, config.geo, exact, config.max_body_bytes, limits=limits_for(config.store))
 
     def not_in_shard(self, checked: pl.DataFrame) -> pl.DataFrame:
         """Rows of other shards are skipped before anything else counts (filters, rejects)."""
@@ -380,7 +384,9 @@ def _check_chunk(
 ) -> CheckedChunk:
     shaping = shaping or ChunkShaping()
     mapped = _mapped(chunk, mapping, window, tags)
-    checked = shaping.not_in_shard(validate(mapped, mapping, max_body_bytes=shaping.max_body_bytes))
+    checked = shaping.not_in_shard(
+        validate(mapped, mapping, max_body_bytes=shaping.max_body_bytes, limits=shaping.limits)
+    )
     good = checked.filter(pl.col(COL_SKIP).is_null() & pl.col(COL_REJECT_REASON).is_null())
     titles_cut = int(good.get_column(COL_TITLE_CUT).sum()) if COL_TITLE_CUT in good.columns else 0
     if shaping.exact_visits:  # hashed once: spilled with the rows and folded into the visit spans

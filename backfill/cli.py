@@ -41,6 +41,7 @@ from .report import Summary, write_reports
 from .runinfo import command_line, run_info
 from .sources import known_formats
 from .sources.access_log.formats import names_listing as log_format_names
+from .umami.limits import CLICKHOUSE, POSTGRES, STORES
 
 EXIT_OK, EXIT_REJECTED, EXIT_CONFIG, EXIT_STOPPED = 0, 1, 2, 3
 
@@ -159,6 +160,14 @@ def _add_matomo_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_run_options(parser: argparse.ArgumentParser, *, rejects_default: str) -> None:
     _add_selection_options(parser)
+    parser.add_argument(
+        "--store",
+        choices=list(STORES),
+        default=None,
+        help="where the Umami keeps its events, for what it refuses: PostgreSQL's columns refuse a browser, OS "
+        "or device over 20 characters, a utm value over 255, a city over 50, event data text over 500; "
+        "ClickHouse's (Umami Cloud's) keep them. Default: clickhouse with --clickhouse-url, else postgres",
+    )
     _add_output_options(parser, rejects_default)
 
 
@@ -618,7 +627,18 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         clickhouse_url=clickhouse_url if not dry else None,
         insert_rows=getattr(args, "insert_rows", 100_000),
         skip_website_check=getattr(args, "skip_website_check", False),
+        store=_store(args, clickhouse_url),
     )
+
+
+def _store(args: argparse.Namespace, clickhouse_url: str | None) -> str:
+    """Whose limits the rows are checked against: --store, else the destination's."""
+    chosen = getattr(args, "store", None)
+    if chosen not in STORES:  # not given (verify's auto is resolved when it reads the server)
+        return CLICKHOUSE if clickhouse_url else POSTGRES
+    if clickhouse_url and chosen != CLICKHOUSE:
+        raise ConfigError(f"--store {chosen} contradicts --clickhouse-url: leave --store out, or write elsewhere")
+    return chosen
 
 
 class Console:

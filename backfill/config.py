@@ -74,6 +74,7 @@ class RunConfig:
     clickhouse_url: str | None = None  # --clickhouse-url: write Umami's ClickHouse tables (Umami's CLICKHOUSE_URL)
     insert_rows: int = 100_000  # --insert-rows: rows per ClickHouse insert
     skip_website_check: bool = False  # --skip-website-check: ClickHouse without Umami's PostgreSQL to check in
+    store: str = "postgres"  # --store: whose limits rows are checked against (backfill/umami/limits.py)
     extra: dict[str, str] = field(default_factory=dict)
 
     @property

@@ -27,11 +27,7 @@ from .schema import (
     COL_TS,
     COL_VISITOR,
     CURRENCY_LIMIT,
-    DATA_NUMBER_MAX_ABS,
-    DATA_STRING_LIMIT,
     EVENT_TYPES,
-    FIELD_LIMITS,
-    LOCATION_LIMITS,
     PAYLOAD_STRING_FIELDS,
     QUERY_PARAM_LIMIT,
     QUERY_PARAMS_LIMITED,
@@ -39,6 +35,7 @@ from .schema import (
 )
 from .transform import COL_TS_ERROR, RAW_PREFIX
 from .umami.bots import bot_mask
+from .umami.limits import LIMITS, POSTGRES, StoreLimits
 
 #: Earliest event time accepted: older values are almost surely a unit or parsing error.
 EARLIEST_TIMESTAMP = 631_152_000  # 1990-01-01T00:00:00Z
@@ -64,7 +61,12 @@ RECORD_FIELD = "(record)"
 
 
 def validate(
-    frame: pl.DataFrame, mapping: Mapping, *, now: int | None = None, max_body_bytes: int | None = None
+    frame: pl.DataFrame,
+    mapping: Mapping,
+    *,
+    now: int | None = None,
+    max_body_bytes: int | None = None,
+    limits: StoreLimits = LIMITS[POSTGRES],
 ) -> pl.DataFrame:
     """Add ``_reject_field``/``_reject_reason`` (null when the row is fine); apply truncation.
 
@@ -73,13 +75,14 @@ def validate(
     before every other rule. A title is cut to Umami's length (``_title_cut`` says
     where). With ``max_body_bytes`` (the sender's request body cap), a row whose
     /api/batch element alone would not fit a request is rejected, so a dry run
-    counts exactly what an import sends.
+    counts exactly what an import sends. ``limits``: the store's (PostgreSQL's column sizes
+    refuse more than ClickHouse's, see :mod:`backfill.umami.limits`).
     """
     if COL_SOURCE_ERROR in frame.columns:
         unread = pl.col(COL_SOURCE_ERROR).is_not_null()
         frame = frame.with_columns(pl.when(unread).then(None).otherwise(pl.col(COL_SKIP)).alias(COL_SKIP))
-    frame = apply_truncation(frame, mapping)
-    rules = build_rules(frame, mapping, now=now)
+    frame = apply_truncation(frame, mapping, limits)
+    rules = build_rules(frame, mapping, now=now, limits=limits)
     if max_body_bytes is not None:
         rules.extend(body_size_rules(frame, max_body_bytes))
     # Each condition is evaluated once, side by side; the first-broken-rule chain
@@ -117,7 +120,7 @@ def _lit(reason: pl.Expr | str) -> pl.Expr:
     return pl.lit(reason) if isinstance(reason, str) else reason
 
 
-def apply_truncation(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
+def apply_truncation(frame: pl.DataFrame, mapping: Mapping, limits: StoreLimits = LIMITS[POSTGRES]) -> pl.DataFrame:
     """Cut over-long values where the mapping says ``truncate``, and titles always
     (Umami cuts them itself, so the cut changes nothing it stores)."""
     cuts = []
@@ -128,11 +131,11 @@ def apply_truncation(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
     for name in frame.columns:
         if mapping.overflow_policy(name) != "truncate" or frame.schema[name] != pl.String:
             continue
-        limit = FIELD_LIMITS.get(name)
+        limit = limits.fields.get(name)
         if name == DATA_OBJECT:
             continue  # a whole JSON object: cutting it would break it
         if name.startswith("data."):
-            limit = DATA_STRING_LIMIT
+            limit = limits.data_string
         if name in ("title", "url", "referrer"):
             continue  # Umami cuts these itself at 500
         if limit is not None:
@@ -140,7 +143,9 @@ def apply_truncation(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
     return frame.with_columns(cuts) if cuts else frame
 
 
-def build_rules(frame: pl.DataFrame, mapping: Mapping, *, now: int | None = None) -> list[Rule]:
+def build_rules(
+    frame: pl.DataFrame, mapping: Mapping, *, now: int | None = None, limits: StoreLimits = LIMITS[POSTGRES]
+) -> list[Rule]:
     now = int(time.time()) if now is None else now
     cols = set(frame.columns)
     rules = []
@@ -170,7 +175,7 @@ def build_rules(frame: pl.DataFrame, mapping: Mapping, *, now: int | None = None
         ),
     ]
     derived_host = "hostname" in cols and "hostname" not in mapping.fields
-    for name, limit in FIELD_LIMITS.items():
+    for name, limit in limits.fields.items():
         if name == "hostname" and derived_host and mapping.overflow_policy(name) == "reject":
             rules.append(
                 Rule(
@@ -211,7 +216,7 @@ def build_rules(frame: pl.DataFrame, mapping: Mapping, *, now: int | None = None
                 "fallback (`url: [<column>, {const: /}]`) or filter these rows out",
             )
         )
-    rules.extend(_location_rules(cols))
+    rules.extend(_location_rules(cols, limits.city))
     if "hostname" in cols:
         rules.append(
             Rule(
@@ -221,9 +226,9 @@ def build_rules(frame: pl.DataFrame, mapping: Mapping, *, now: int | None = None
                 "and would fail after storing the session",
             )
         )
-    if "url" in cols:
+    if "url" in cols and limits.query_param is not None:
         rules.extend(_query_param_rules(frame))
-    rules.extend(_data_rules(frame, mapping))
+    rules.extend(_data_rules(frame, mapping, limits))
     if "userAgent" in cols and not mapping.keep_bots:
         rules.append(
             Rule(
@@ -287,7 +292,7 @@ def body_size_rules(frame: pl.DataFrame, max_body_bytes: int) -> list[Rule]:
 _LONG_QUERY_VALUE = rf"[?&](?:{'|'.join(QUERY_PARAMS_LIMITED)})=[^&#]{{{QUERY_PARAM_LIMIT + 1},}}"
 
 
-def _location_rules(cols: set[str]) -> list[Rule]:
+def _location_rules(cols: set[str], city_limit: int | None) -> list[Rule]:
     checks = {
         "country": (
             pl.col("country").str.contains(r"^[A-Z]{2}$").not_(),
@@ -297,11 +302,12 @@ def _location_rules(cols: set[str]) -> list[Rule]:
             pl.col("region").str.contains(r"^[A-Z]{2}-[A-Z0-9]{1,3}$").not_(),
             "region: not an ISO 3166-2 code like DE-BE (Umami stores region codes)",
         ),
-        "city": (
-            pl.col("city").str.len_chars() > LOCATION_LIMITS["city"],
-            f"city: longer than {LOCATION_LIMITS['city']} characters (Umami's limit)",
-        ),
     }
+    if city_limit is not None:
+        checks["city"] = (
+            pl.col("city").str.len_chars() > city_limit,
+            f"city: longer than {city_limit} characters (Umami's limit)",
+        )
     return [Rule(name, broken, reason) for name, (broken, reason) in checks.items() if name in cols]
 
 
@@ -325,7 +331,7 @@ def _query_param_rules(frame: pl.DataFrame) -> list[Rule]:
     return rules
 
 
-def _data_rules(frame: pl.DataFrame, mapping: Mapping) -> list[Rule]:
+def _data_rules(frame: pl.DataFrame, mapping: Mapping, limits: StoreLimits) -> list[Rule]:
     rules = []
     for name in frame.columns:
         if not name.startswith("data."):
@@ -346,12 +352,12 @@ def _data_rules(frame: pl.DataFrame, mapping: Mapping) -> list[Rule]:
             continue
         if dtype == pl.String:
             rules.extend(_impossible_date_rules(frame, name))
-            if mapping.overflow_policy(name) == "reject":
+            if mapping.overflow_policy(name) == "reject" and limits.data_string is not None:
                 rules.append(
                     Rule(
                         name,
-                        pl.col(name).str.len_chars() > DATA_STRING_LIMIT,
-                        f"{name}: longer than {DATA_STRING_LIMIT} characters; Umami would store the "
+                        pl.col(name).str.len_chars() > limits.data_string,
+                        f"{name}: longer than {limits.data_string} characters; Umami would store the "
                         f"event without its data (set `overflow: {{{name}: truncate}}` to cut it)",
                     )
                 )
@@ -370,8 +376,9 @@ def _data_rules(frame: pl.DataFrame, mapping: Mapping) -> list[Rule]:
             rules.append(
                 Rule(
                     name,
-                    pl.col(name).cast(pl.Float64, strict=False).abs() >= DATA_NUMBER_MAX_ABS,
-                    f"{name}: too large for Umami's decimal(19,4) column",
+                    pl.col(name).cast(pl.Float64, strict=False).abs() >= limits.data_number_max_abs,
+                    f"{name}: too large for Umami's "
+                    f"{'decimal(19,4)' if limits.store == POSTGRES else 'Decimal(22, 4)'} column",
                 )
             )
     if "data.revenue" in frame.columns:

@@ -1004,7 +1004,7 @@ _CLICKHOUSE_COLUMNS = {
 }
 
 
-def _data_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+def _data_rows(data: dict[str, Any], varchar: bool = True) -> list[dict[str, Any]]:
     """Rows for event_data / session_data, or raise like the database would."""
     rows = []
     for key, value, dtype in _flatten(data):
@@ -1031,8 +1031,9 @@ def _data_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
         )
     # createMany is one statement: any bad row refuses them all
     for row in rows:
-        _check_text(row["data_key"], 500, "P2000")
-        _check_text(row["string_value"], 500, "P2000")
+        if varchar:  # PostgreSQL's varchar(500); ClickHouse's String keeps any length
+            _check_text(row["data_key"], 500, "P2000")
+            _check_text(row["string_value"], 500, "P2000")
         num = row.pop("_num")
         if num is not None:
             row["number_value"] = _numeric_19_4(_js_number_str(_js_to_number(num)))
@@ -2165,8 +2166,8 @@ class FakeUmami:
                 distinct_id,
             )
             for v, (_col, limit) in zip(values, _SESSION_LIMITS, strict=True):
-                if v is not None and (len(v) > limit or "\x00" in v):
-                    _check_text(v, limit, "P2010")
+                if v is not None and (len(v) > limit or "\x00" in v) and self.store != "clickhouse":
+                    _check_text(v, limit, "P2010")  # session columns; on ClickHouse, Strings
             if created_ms < _PG_MIN_MS:
                 raise _DBError(
                     "timestamp out of range",
@@ -2194,7 +2195,7 @@ class FakeUmami:
         data = p.get("data")
         if kind == "identify":
             if data is not None:
-                rows = _data_rows(data)
+                rows = _data_rows(data, varchar=self.store != "clickhouse")
                 for r in rows:
                     r.update(
                         website_id=source_id,
@@ -2261,7 +2262,7 @@ class FakeUmami:
             "tag": p.get("tag"),
             **params,
         }
-        if params is not _NO_PARAMS or len(event["hostname"]) > 100 or ctx.nul:
+        if (params is not _NO_PARAMS or len(event["hostname"]) > 100 or ctx.nul) and self.store != "clickhouse":
             for col, limit in _EVENT_LIMITS:
                 v = event[col]
                 if v is not None and (len(v) > limit or "\x00" in v):
@@ -2274,7 +2275,7 @@ class FakeUmami:
         self._record_clickhouse("website_event", source_id, [{**event, **client}])
 
         if data is not None:
-            rows = _data_rows(data)
+            rows = _data_rows(data, varchar=self.store != "clickhouse")
             for r in rows:
                 r.update(
                     website_id=source_id,

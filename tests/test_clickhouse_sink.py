@@ -68,7 +68,7 @@ def test_clickhouse_import_equals_what_umami_on_clickhouse_stores_through_the_ap
 ) -> None:
     (tmp_path / "api").mkdir()
     (tmp_path / "ch").mkdir()
-    with FakeUmami() as fake:
+    with FakeUmami(store="clickhouse") as fake:  # an Umami on ClickHouse: no PostgreSQL column limits
         site = fake.add_website(WEBSITE)
         api = run_cli(
             "import",
@@ -81,6 +81,8 @@ def test_clickhouse_import_equals_what_umami_on_clickhouse_stores_through_the_ap
             site,
             "--visits",
             visits,
+            "--store",  # what Umami on ClickHouse refuses, as the sink checks
+            "clickhouse",
             "--rejects",
             tmp_path / "api/rejects.ndjson",
             "--report",
@@ -333,3 +335,53 @@ def test_on_replicated_tables_a_retried_insert_is_dropped_by_the_engine(server: 
         _insert(ch, "event_data", rows, settings, "event_id")  # a retry after a lost answer
     assert ch_cases.count(database, "event_data") == 2
     assert ch_cases.count(database, "website_revenue") == 1
+
+
+# --------------------------------------------------------------------------- what each store refuses
+
+LONG_VALUES_MAPPING = """\
+version: 1
+timestamp:
+  column: ts
+  format: iso8601
+visitor:
+  columns: [visitor]
+type: event
+fields:
+  url: url
+  os: os
+  country: country
+  city: city
+  data.note: note
+"""
+
+
+def test_values_only_postgresql_refuses_are_stored_whole_on_clickhouse(server: Any, tmp_path: Path) -> None:
+    """PostgreSQL's columns cut off a 21-character OS, a 256-character utm value, a 51-character
+    city and a 501-character event data text; Umami on ClickHouse stores them whole."""
+    long_os, utm, city, note = "Windows Server 2025 R2", "u" * 256, "C" * 51, "n" * 501
+    source = tmp_path / "long.csv"
+    source.write_text(
+        "ts,visitor,url,os,country,city,note\n"
+        f"2024-05-01T10:00:00Z,v1,https://example.com/a?utm_source={utm},{long_os},DE,{city},{note}\n"
+        "2024-05-01T10:05:00Z,v2,https://example.com/b,Linux,DE,Berlin,short\n"
+    )
+    mapping = tmp_path / "long.yaml"
+    mapping.write_text(LONG_VALUES_MAPPING)
+    dry = run_cli("validate", source, "-m", mapping, "--rejects", tmp_path / "pg-rejects.ndjson")
+    assert dry.code == 1 and "rejected" in dry.stdout  # PostgreSQL's limits: the long row is refused
+    reasons = [json.loads(line)["reason"] for line in (tmp_path / "pg-rejects.ndjson").read_text().splitlines()]
+    assert len(reasons) == 1 and "20 characters" in reasons[0]
+    dry_ch = run_cli("validate", source, "-m", mapping, "--store", "clickhouse", "--rejects", tmp_path / "r.ndjson")
+    assert dry_ch.code == 0, dry_ch.stdout + dry_ch.stderr
+    database = ch_cases.new_database()
+    result = ch_import(server, database, source, mapping, tmp_path)
+    assert result.code == 0, result.stdout + result.stderr
+    stored = chdb_server.rows(
+        f"SELECT os, city, utm_source, url_path FROM {database}.website_event WHERE url_path = '/a'"
+    )
+    assert stored == [{"os": long_os, "city": city, "utm_source": utm, "url_path": "/a"}]
+    data = chdb_server.rows(f"SELECT string_value FROM {database}.event_data WHERE data_key = 'note'")
+    assert sorted(len(r["string_value"]) for r in data) == [5, 501]
+    contradiction = ch_import(server, database, source, mapping, tmp_path, "--store", "postgres")
+    assert contradiction.code == 2 and "--store postgres contradicts --clickhouse-url" in contradiction.stderr

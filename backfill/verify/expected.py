@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 import shutil
@@ -24,11 +25,9 @@ from ..ledger import Ledger
 from ..rejects import RecordFile
 from ..schema import COL_FILE, COL_ROW, COL_TS, COL_VISIT, COL_VISITOR, COL_VKEY
 from ..umami.detect import client_columns
+from ..umami.limits import CLICKHOUSE, POSTGRES
 from ..visits import visit_key_expr
 
-#: Where Umami keeps its data: its reports count differently on each (see ExpectedCollector).
-POSTGRES, CLICKHOUSE = "postgres", "clickhouse"
-STORES = (POSTGRES, CLICKHOUSE)
 #: Merge the partial sets once they hold this many rows.
 _MERGE_ROWS = 1 << 21
 _SEED = 0x5EED_B00C
@@ -390,7 +389,7 @@ def collect_expected(
     """Read the sources as ``import`` would; return the expected figures and the reader format."""
     from .. import api
 
-    plan_ = api.plan(config)
+    plan_ = api.plan(dataclasses.replace(config, store=store))  # the rows that store keeps
     exact = api.visits_mode(config, plan_.mapping) == "exact"
     collector = ExpectedCollector(
         timezone, exact_visits=exact, geo=config.geo, user_agent=config.user_agent, store=store
