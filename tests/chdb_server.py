@@ -21,9 +21,13 @@ alone (the benchmark does, so the engine's work is not counted in the importer).
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
 import re
+import shutil
+import signal
+import tempfile
 import threading
 import time
 import uuid
@@ -44,15 +48,31 @@ _engine: Any = None
 _engine_lock = threading.Lock()
 
 
+_workdir: str | None = None
+
+
 def engine() -> Any:
-    """The process's one chdb connection (in memory)."""
-    global _engine
+    """The process's one chdb connection, in a temporary folder removed when the process ends.
+
+    chdb keeps a session's tables on disk even for ``":memory:"``, in a
+    ``clickhouse-embedded-*`` folder of the temp directory that nothing removes: every
+    test run and benchmark left one behind (gigabytes for the benchmark)."""
+    global _engine, _workdir
     with _engine_lock:
         if _engine is None:
             import chdb
 
-            _engine = chdb.connect(":memory:")
+            _workdir = tempfile.mkdtemp(prefix="backfill-chdb-")
+            _engine = chdb.connect(_workdir)
+            atexit.register(_remove_engine)
         return _engine
+
+
+def _remove_engine() -> None:
+    with contextlib.suppress(Exception):
+        _engine.close()
+    if _workdir is not None:
+        shutil.rmtree(_workdir, ignore_errors=True)
 
 
 def load_schema(database: str, schema: Path = SCHEMA) -> None:
@@ -206,10 +226,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.schema:
         load_schema(args.schema)
     server = ChdbServer(args.port)
+    signal.signal(signal.SIGTERM, _interrupt)  # a terminated front still removes its engine's folder
     print(f"listening on 127.0.0.1:{server.port}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         server._httpd.serve_forever(poll_interval=0.05)
     return 0
+
+
+def _interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
