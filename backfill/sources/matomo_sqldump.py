@@ -116,7 +116,7 @@ class DumpConverter:
         self.encoding = encoding
         self.tables: dict[str, _Table] = {}
         self.others: set[str] = set()  # tables of the dump that are no Matomo table
-        self._row_patterns: dict[int, re.Pattern[str]] = {}
+        self._row_patterns: dict[tuple[int, tuple[int, ...]], re.Pattern[str]] = {}
 
     def run(self) -> list[str]:
         """Convert the whole dump; the paths written."""
@@ -182,7 +182,7 @@ class DumpConverter:
             )
         keep = self._open(table, split[1], columns, line_no)
         binary = [columns[i] in table.binary for i in keep]
-        pattern = self._row_pattern(len(columns))
+        pattern = self._row_pattern(len(columns), tuple(keep))
         pos, end = match.end(), len(statement)
         lines: list[str] = []
         while True:
@@ -194,8 +194,7 @@ class DumpConverter:
                     f"row {table.rows + len(lines) + 1} is not {len(columns)} values in parentheses "
                     f"(near {statement[pos : pos + 60]!r})",
                 )
-            values = row.groups()
-            lines.append("\t".join([tsv_value(values[i], b) for i, b in zip(keep, binary, strict=True)]))
+            lines.append("\t".join([tsv_value(v, b) for v, b in zip(row.groups(), binary, strict=True)]))
             sep = _SEP.match(statement, row.end())
             if sep is None:
                 raise self._error(
@@ -213,7 +212,8 @@ class DumpConverter:
     def _open(self, table: _Table, kind: str, columns: list[str], line_no: int) -> list[int]:
         """The positions of the columns kept; the table's file gets its header on the first INSERT."""
         required, optional = TABLE_COLUMNS[kind]
-        wanted = [c for c in (*required, *optional) if c in columns]
+        used = {*required, *optional}
+        wanted = [c for c in columns if c in used]  # in the dump's order: captured in that order
         if table.out is None:
             table.written = tuple(wanted)
             table.out = open(  # noqa: SIM115 (closed when the dump is done)
@@ -224,11 +224,13 @@ class DumpConverter:
             raise self._error(line_no, table.name, "INSERT statements with different column lists")
         return [columns.index(c) for c in wanted]
 
-    def _row_pattern(self, count: int) -> re.Pattern[str]:
-        pattern = self._row_patterns.get(count)
+    def _row_pattern(self, count: int, keep: tuple[int, ...]) -> re.Pattern[str]:
+        """One row of ``count`` values, capturing those at ``keep`` (in that order) and passing the rest."""
+        pattern = self._row_patterns.get((count, keep))
         if pattern is None:
-            values = r"\s*,\s*".join([_VALUE] * count)
-            pattern = self._row_patterns[count] = re.compile(rf"\(\s*{values}\s*\)", re.DOTALL)
+            skip = "(?:" + _VALUE[1:]
+            values = r"\s*,\s*".join(_VALUE if i in keep else skip for i in range(count))
+            pattern = self._row_patterns[(count, keep)] = re.compile(rf"\(\s*{values}\s*\)", re.DOTALL)
         return pattern
 
     def _write(self, table: _Table, lines: list[str]) -> None:
