@@ -18,14 +18,35 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from backfill.sources.matomo_sqldump import DumpConverter  # noqa: E402
+from backfill.sources.matomo_sqldump import DumpConverter
 
 COLUMNS = (
-    "idlink_va idsite idvisitor idvisit idaction_url_ref idaction_name_ref custom_float pageview_position "
-    "server_time idpageview idaction_name idaction_url search_cat search_count time_spent_ref_action "
-    "idaction_product_cat idaction_product_cat2 idaction_product_cat3 idaction_product_cat4 idaction_product_cat5 "
-    "idaction_product_name product_price idaction_product_sku idaction_event_action idaction_event_category"
-).split()
+    "idlink_va",
+    "idsite",
+    "idvisitor",
+    "idvisit",
+    "idaction_url_ref",
+    "idaction_name_ref",
+    "custom_float",
+    "pageview_position",
+    "server_time",
+    "idpageview",
+    "idaction_name",
+    "idaction_url",
+    "search_cat",
+    "search_count",
+    "time_spent_ref_action",
+    "idaction_product_cat",
+    "idaction_product_cat2",
+    "idaction_product_cat3",
+    "idaction_product_cat4",
+    "idaction_product_cat5",
+    "idaction_product_name",
+    "product_price",
+    "idaction_product_sku",
+    "idaction_event_action",
+    "idaction_event_category",
+)
 
 
 def generate(path: str, actions: int) -> None:
