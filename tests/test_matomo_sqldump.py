@@ -207,7 +207,7 @@ CREATE TABLE `piwik_log_action` (
 ) ENGINE=InnoDB AUTO_INCREMENT=5 DEFAULT CHARSET=utf8;
 LOCK TABLES `piwik_log_action` WRITE;
 INSERT INTO `piwik_log_action` VALUES (1,'shop.example/caf\xc3\xa9?q=a\\'b\\\\c',1,1,1),
-(2,'L\\'atelier \xe2\x80\x94 \\"two\\"\nlines;',2,4,NULL),(3,'other.example/',3,1,0),(4,'Other home',4,4,NULL);
+(2,'L\\'atelier \xe2\x80\x94 \\"two\\"\nlines;\nend',2,4,NULL),(3,'other.example/',3,1,0),(4,'Other home',4,4,NULL);
 UNLOCK TABLES;
 CREATE TABLE `piwik_log_visit` (
   `idvisit` bigint(10) unsigned NOT NULL AUTO_INCREMENT,
@@ -252,7 +252,7 @@ INSERT INTO `wp_posts` VALUES (1,'Hello; world');
 SHAPES_TSV = {
     "piwik_log_action.tsv": "idaction\tname\thash\ttype\turl_prefix\n"
     "1\tshop.example/café?q=a'b\\\\c\t1\t1\t1\n"
-    '2\tL\'atelier — "two"\\nlines;\t2\t4\t\\N\n'
+    '2\tL\'atelier — "two"\\nlines;\\nend\t2\t4\t\\N\n'
     "3\tother.example/\t3\t1\t0\n4\tOther home\t4\t4\t\\N\n",
     "piwik_log_visit.tsv": "idvisit\tidsite\tidvisitor\tvisit_first_action_time\treferer_url\n"
     "1\t1\t0x00275C0AFF014142\t2024-03-01 10:00:00\thttps://ref.example/?a=1&b='x'\n"
@@ -283,7 +283,7 @@ def test_escapes_binary_ids_and_statements_over_lines_read_as_the_tsv(shapes: tu
     assert_frame_equal(sorted_rows(from_sql), sorted_rows(read_all("matomo_logs", folder, matomo_site="1")))
     assert from_sql.height == 3
     urls = from_sql.filter(pl.col("site_id") == "1")
-    assert urls.get_column("title").to_list() == ['L\'atelier — "two"\nlines;'] * 2
+    assert urls.get_column("title").to_list() == ['L\'atelier — "two"\nlines;\nend'] * 2
     assert urls.get_column("visitor_id").unique().to_list() == ["00275c0aff014142"]
 
 
