@@ -59,6 +59,7 @@ table with an unreadable row, refuses the run before anything is sent.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import tempfile
@@ -66,8 +67,10 @@ from collections.abc import Iterator
 
 import polars as pl
 
+from backfill.errors import SourceError
 from backfill.schema import COL_ROW, COL_SKIP, COL_SOURCE_ERROR, COL_SOURCE_RAW
 from backfill.sources import FormatPlugin, ReadOptions, SourceFile
+from backfill.sources import matomo_sqldump as sqldump
 from backfill.sources.compression import temp_dir
 from backfill.sources.matomo_codes import (
     EVENT_NAMES,
@@ -487,8 +490,33 @@ def _table_notes(own: TableFile, options: ReadOptions) -> None:
         options.note(f"{folder}: the dump has no table {own.prefix}{table}: {said[table]} (dump it too: {dump})")
 
 
+def _dump_parts(source: SourceFile, options: ReadOptions) -> list[SourceFile]:
+    """A mysqldump file's row tables, converted to the TSV files this reader reads."""
+    parts = [dataclasses.replace(source, path=p) for p in sqldump.log_files(source.path, NEEDS)]
+    _, converter = sqldump.converted(source.path)
+    if converter.others:
+        others = ", ".join(sorted(converter.others))
+        options.note(f"{source.path}: {len(converter.others)} table(s) that are not Matomo's, ignored: {others}")
+    if not any(sqldump.table_of(p.path) == "log_link_visit_action" for p in parts):
+        raise SourceError(
+            f"{source.path}: the dump has no log_link_visit_action table (no CREATE TABLE or INSERT for "
+            "matomo_log_link_visit_action or another prefix): nothing to import"
+        )
+    return parts
+
+
 def iter_events(source: SourceFile, options: ReadOptions, partitions: int | None = None) -> Iterator[pl.DataFrame]:
-    """The events of one table file (none for the other tables), each with ``_row``."""
+    """The events of one table file (none for the other tables), each with ``_row``.
+
+    A mysqldump file gives the events of its actions, then of its conversions, numbered on
+    (the conversions' ``_row`` continues after the last action row)."""
+    if sqldump.is_dump(source.path):
+        offset = 0
+        for part in _dump_parts(source, options):
+            for frame in iter_events(part, options, partitions):
+                yield frame.with_columns(pl.col("_row") + offset) if offset else frame
+            offset += sqldump.rows_of(part.path)
+        return
     own = own_table(source.path)
     if not own.used:
         note = ignored_note(own)
@@ -521,6 +549,10 @@ def iter_events(source: SourceFile, options: ReadOptions, partitions: int | None
 
 def flat_schema(source: SourceFile, options: ReadOptions) -> dict[str, pl.DataType]:
     """The fixed flat columns, after checking that this file, the tables it needs and the sites are right."""
+    if sqldump.is_dump(source.path):
+        for part in _dump_parts(source, options):
+            flat_schema(part, options)
+        return dict(FLAT_SCHEMA)
     own = own_table(source.path)
     if not own.used:
         return dict(FLAT_SCHEMA)
@@ -537,10 +569,12 @@ def sniff(path: str) -> bool:
     if os.path.isdir(path):
         with contextlib.suppress(OSError):
             return any(
-                (tf := table_file(name)) is not None and tf.table == "log_link_visit_action"
+                sqldump.is_dump(name) or ((tf := table_file(name)) is not None and tf.table == "log_link_visit_action")
                 for name in os.listdir(path)
             )
         return False
+    if sqldump.is_dump(path):
+        return True
     found = table_file(path)
     return found is not None and found.used
 
@@ -548,10 +582,11 @@ def sniff(path: str) -> bool:
 PLUGIN = FormatPlugin(
     name="matomo_logs",
     description="Matomo raw log tables: log_link_visit_action, log_visit, log_action, log_conversion "
-    "(+ goal, log_conversion_item, site; mysql --batch TSV or CSV, one file per table, .gz/.zst)",
+    "(+ goal, log_conversion_item, site; mysql --batch TSV or CSV, one file per table, .gz/.zst; "
+    "or a mysqldump .sql file)",
     iter_frames=iter_events,
     schema=flat_schema,
-    extensions=(".txt",),
+    extensions=(".txt", ".sql"),
     sniff=sniff,
     preset="matomo-logs",
 )
