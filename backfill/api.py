@@ -51,7 +51,7 @@ from .schema import (
 from .sources import ReadOptions, SourceFile, estimate_rows, expand_sources, iter_chunks, read_schema
 from .transform import DEFAULT_LANES, TimeWindow, apply_mapping, file_tag, lanes_for, shard_of
 from .umami.api import RunRefusedError
-from .umami.limits import LIMITS, POSTGRES, StoreLimits, limits_for
+from .umami.limits import LIMITS, POSTGRES, StoreLimits
 from .validate import validate
 from .visits import CrossingVisits, VisitSpans, visit_key_expr
 
@@ -339,7 +339,7 @@ class ChunkShaping:
     @classmethod
     def of(cls, config: RunConfig, mapping: Mapping) -> ChunkShaping:
         exact = visits_mode(config, mapping) == "exact"
-        return cls(config.shard, config.geo, exact, config.max_body_bytes, limits=limits_for(config.store))
+        return cls(config.shard, config.geo, exact, config.max_body_bytes, limits=LIMITS[config.store])
 
     def not_in_shard(self, checked: pl.DataFrame) -> pl.DataFrame:
         """Rows of other shards are skipped before anything else counts (filters, rejects)."""
@@ -738,17 +738,21 @@ def choose_sink(config: RunConfig, mapping: Mapping) -> Any:
             "database needs the same file: pass --geoip-db PATH (GeoLite2-City.mmdb), or --geo headers "
             "(location from mapped country/region/city) or --geo off"
         )
+    # What both database sinks derive Umami's rows with (DatabaseSettings).
+    derivation = {
+        "website": str(config.website),
+        "user_agent": config.user_agent,
+        "app_secret": config.app_secret,
+        "geoip_db": config.geoip_db,
+        "exact_visits": visits_mode(config, mapping) == "exact",
+    }
     if config.clickhouse_url:
         from .sinks.clickhouse import ClickHouseSettings, ClickHouseSink
 
         return ClickHouseSink(
             ClickHouseSettings(
                 url=config.clickhouse_url,
-                website=str(config.website),
-                user_agent=config.user_agent,
-                app_secret=config.app_secret,
-                geoip_db=config.geoip_db,
-                exact_visits=visits_mode(config, mapping) == "exact",
+                **derivation,
                 insert_rows=config.insert_rows,
                 database_url=config.database_url,
                 skip_website_check=config.skip_website_check,
@@ -760,15 +764,7 @@ def choose_sink(config: RunConfig, mapping: Mapping) -> Any:
         from .sinks.postgres import PostgresSettings, PostgresSink
 
         return PostgresSink(
-            PostgresSettings(
-                url=config.database_url,
-                website=str(config.website),
-                user_agent=config.user_agent,
-                app_secret=config.app_secret,
-                geoip_db=config.geoip_db,
-                exact_visits=visits_mode(config, mapping) == "exact",
-                transaction_rows=config.transaction_rows,
-            )
+            PostgresSettings(url=config.database_url, **derivation, transaction_rows=config.transaction_rows)
         )
     from .sinks.http import HttpSink, SendSettings
 

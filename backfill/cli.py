@@ -511,7 +511,7 @@ def _add_verify_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--top", type=_positive_int, default=10, help="lines per top list (paths, referrers, ...)")
     group.add_argument(
         "--store",
-        choices=["auto", "postgres", "clickhouse"],
+        choices=["auto", *STORES],
         default="auto",
         help="where the Umami keeps its data; its reports count a little differently on ClickHouse "
         "(auto: told by how the server labels time buckets)",

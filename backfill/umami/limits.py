@@ -41,8 +41,3 @@ LIMITS: dict[str, StoreLimits] = {
     # Decimal(22, 4): 18 digits before the point.
     CLICKHOUSE: StoreLimits(CLICKHOUSE, dict(API_FIELD_LIMITS), None, None, None, 10**18),
 }
-
-
-def limits_for(store: str) -> StoreLimits:
-    """The limits of ``store`` (``postgres`` or ``clickhouse``)."""
-    return LIMITS[store]
