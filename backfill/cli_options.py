@@ -370,7 +370,8 @@ def _add_pull_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="backfill",
-        description="Move historical analytics into Umami through its HTTP API.",
+        description="Move historical analytics into Umami: through its HTTP API, or straight into its PostgreSQL "
+        "or ClickHouse tables as the API would have stored them.",
         epilog=EPILOG,
         formatter_class=_Formatter,
     )
@@ -380,8 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     imp = sub.add_parser(
         "import",
         help="send events to Umami (a dry run when no --host is set)",
-        description="Read SOURCE files, map and validate them, and send them to Umami's /api/batch. "
-        "With no --host (or UMAMI_HOST) this is a dry run and says so. Re-running the same command "
+        description="Read SOURCE files, map and validate them, and send them to Umami (/api/batch, or /api/send "
+        "where it has no batch; --database-url or --clickhouse-url write its tables instead). "
+        "With no destination (--host, --database-url, --clickhouse-url or their variables) this is a dry run and says so. Re-running the same command "
         "resumes an interrupted import.",
         epilog=EPILOG,
         formatter_class=_Formatter,
