@@ -383,7 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="send events to Umami (a dry run when no --host is set)",
         description="Read SOURCE files, map and validate them, and send them to Umami (/api/batch, or /api/send "
         "where it has no batch; --database-url or --clickhouse-url write its tables instead). "
-        "With no destination (--host, --database-url, --clickhouse-url or their variables) this is a dry run and says so. Re-running the same command "
+        "With no destination (--host, --database-url, --clickhouse-url or their variables) this is a dry run "
+        "and says so. Re-running the same command "
         "resumes an interrupted import.",
         epilog=EPILOG,
         formatter_class=_Formatter,
