@@ -12,8 +12,10 @@ ClickHouse's HTTP interface a client uses.
   database, 400 for a syntax error) with ``X-ClickHouse-Exception-Code`` and
   ClickHouse's ``Code: N. DB::Exception: ...`` text.
 
-One engine per process (chdb allows one), queries one at a time under a lock;
-tests share it and isolate themselves in databases of their own
+One engine per process (chdb allows one); each request in flight has a connection of
+its own to it, so concurrent inserts run in parallel as on a server (chdb runs one
+statement at a time per connection). Tests share the engine and isolate themselves
+in databases of their own
 (:func:`load_schema`). ``python tests/chdb_server.py --port N --schema`` runs it
 alone (the benchmark does, so the engine's work is not counted in the importer).
 """
@@ -24,6 +26,7 @@ import argparse
 import atexit
 import contextlib
 import json
+import queue
 import re
 import shutil
 import signal
@@ -49,6 +52,12 @@ _engine_lock = threading.Lock()
 
 
 _workdir: str | None = None
+#: Connections not in use by a request (more are opened while requests overlap).
+_idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
+_opened: list[Any] = []
+#: A fault for tests: the next insert into TABLE waits this many seconds first (an insert
+#: slow on the server, so one sent after it ends before it).
+STALL_NEXT_INSERT: dict[str, float] = {}
 
 
 def engine() -> Any:
@@ -68,9 +77,28 @@ def engine() -> Any:
         return _engine
 
 
+@contextlib.contextmanager
+def connection() -> Any:
+    """A connection to the engine for one request, used by nothing else meanwhile."""
+    engine()
+    try:
+        conn = _idle.get_nowait()
+    except queue.Empty:
+        import chdb
+
+        with _engine_lock:
+            conn = chdb.connect(_workdir)
+            _opened.append(conn)
+    try:
+        yield conn
+    finally:
+        _idle.put(conn)
+
+
 def _remove_engine() -> None:
-    with contextlib.suppress(Exception):
-        _engine.close()
+    for conn in [*_opened, _engine]:
+        with contextlib.suppress(Exception):
+            conn.close()
     if _workdir is not None:
         shutil.rmtree(_workdir, ignore_errors=True)
 
@@ -155,10 +183,11 @@ class _Handler(BaseHTTPRequestHandler):
         if sql is None:
             sql, data = body.decode(), b""
         insert = _INSERT.match(sql)
-        conn = engine()
-        with _engine_lock:
-            if args.get("database"):
-                conn.query(f"USE `{args['database']}`")
+        if insert:
+            table = re.sub(r"[`\s(].*", "", insert.group("target").lstrip("`")).split(".")[-1]
+            time.sleep(STALL_NEXT_INSERT.pop(table, 0.0))
+        with connection() as conn:
+            conn.query(f"USE `{args.get('database') or 'default'}`")  # pooled: never the last request's
             if insert and (data or insert.group("inline").strip()):
                 target = insert.group("target")
                 if settings:
