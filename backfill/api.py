@@ -194,6 +194,7 @@ def prepare(
     spill: bool = True,
     observe: Callable[[pl.DataFrame], None] | None = None,
     as_columns: bool = False,
+    on_run: Callable[[str, bool], None] | None = None,
 ) -> Prepared:
     """Read every row once: count it, reject or skip it, or spill it for sending.
 
@@ -202,12 +203,13 @@ def prepare(
     ``observe`` is called with each chunk's sendable rows (neither skipped nor
     rejected; payload columns, ``data.*``, ``_ts``, ``_visitor``, ...), in input
     order, on the calling thread: ``backfill verify`` computes its expected
-    figures from it.
+    figures from it. ``on_run`` is told of each sorted run once it is spilled
+    (:mod:`backfill.early_delivery`).
     """
     config, mapping = plan_.config, plan_.mapping
     window = TimeWindow(config.since, config.until)
     ledger, stats = Ledger(flag_label=mapping.skip_warning.says if mapping.skip_warning else ""), Stats()
-    runs = RunSet(spill_dir)
+    runs = RunSet(spill_dir, on_run=on_run)
     website = config.website or PLACEHOLDER_WEBSITE
     remaining = config.limit
     paths = [f.path for f in plan_.files]
@@ -579,7 +581,9 @@ def run_import(
     say: Callable[[str], None] | None = None,
 ) -> Summary:
     """Send to Umami, resuming from the checkpoint of an earlier run of the same import."""
+    from . import early_delivery
     from .checkpoint import Checkpoint, compare_fingerprint, fingerprint_files
+    from .early_delivery import EarlyDelivery
     from .sinks import Delivery, SendOutcome, SendProgress
 
     started = time.monotonic()
@@ -612,7 +616,7 @@ def run_import(
     carried: tuple[int, int] | None = None  # record-file offsets of a checkpoint that sent nothing
     if checkpoint is not None:
         changes = compare_fingerprint(checkpoint.fingerprint, fingerprint)
-        if changes and _sent_nothing(checkpoint):
+        if changes and _sent_nothing(checkpoint) and not early_delivery.may_have_written(state_dir):
             say(
                 f"the import in {state_dir} never reached Umami ({'; '.join(changes)}):"
                 " preparing it again with the new settings"
@@ -645,6 +649,17 @@ def run_import(
         return summary
     prepared_now = False
     prepare_s: float | None = None
+    early: EarlyDelivery | None = None
+
+    def send_progress(p: SendProgress) -> None:
+        if progress:
+            extra = f"{p.events_per_second:,.0f} ev/s"
+            if sink.kind == "http":
+                extra += f", {p.concurrency} in flight"
+            if p.rejected or p.in_doubt:
+                extra += f", {p.rejected:,} rejected, {p.in_doubt:,} in doubt"
+            progress("send", _sent_so_far(checkpoint), prepared.runs.rows, extra)
+
     if checkpoint is not None and checkpoint.phase in ("sending", "complete"):
         prepared = Prepared.from_dict(checkpoint.prepared)
         missing = prepared.runs.missing()
@@ -663,33 +678,43 @@ def run_import(
         spill = state_dir / "prepared"
         shutil.rmtree(spill, ignore_errors=True)
         began = time.monotonic()
-        prepared = prepare(plan_, spill, rejects, progress, stop, as_columns=sink.kind in DATABASE_SINKS)
+        if early_delivery.suits(sink, exact_visits=visits_mode(config, plan_.mapping) == "exact"):
+            paths = [f.path for f in plan_.files]
+            early = EarlyDelivery.start(sink, paths, checkpoint, state_dir, config.rejects_format, in_doubt)
+        try:
+            prepared = prepare(
+                plan_,
+                spill,
+                rejects,
+                progress,
+                stop,
+                as_columns=sink.kind in DATABASE_SINKS,
+                on_run=early.feed.add if early is not None else None,
+            )
+        except BaseException:
+            if early is not None:
+                early.abandon()
+            raise
         prepare_s = time.monotonic() - began
         prepared_now = True
         checkpoint.rejects_offset = rejects.sync()
         checkpoint.prepared = prepared.to_dict()
         checkpoint.phase = "sending"
-        checkpoint.save(checkpoint_path)
+        if early is None:
+            checkpoint.save(checkpoint_path)
+        else:  # saves the checkpoint (and from now on the early run does)
+            early.finish(prepared.runs.ordered, checkpoint, checkpoint_path, rejects, send_progress)
 
-    run_ledger = Ledger()
+    carried_on = early is not None and early.adopted
+    run_ledger = early.run_ledger if early is not None and carried_on else Ledger()
     sendable = prepared.runs.rows
-
-    def send_progress(p: SendProgress) -> None:
-        if progress:
-            extra = f"{p.events_per_second:,.0f} ev/s"
-            if sink.kind == "http":
-                extra += f", {p.concurrency} in flight"
-            if p.rejected or p.in_doubt:
-                extra += f", {p.rejected:,} rejected, {p.in_doubt:,} in doubt"
-            progress("send", _sent_so_far(checkpoint), sendable, extra)
 
     stopped: str | None = None
     refused = False
     outcome: SendOutcome | None = None
     try:
-        outcome = sink.deliver(
-            Delivery(prepared, checkpoint, checkpoint_path, rejects, in_doubt, run_ledger, send_progress, stop)
-        )
+        delivery = Delivery(prepared, checkpoint, checkpoint_path, rejects, in_doubt, run_ledger, send_progress, stop)
+        outcome = early.deliver_rest(delivery, stop) if early is not None and carried_on else sink.deliver(delivery)
         if outcome.interrupted:
             stopped = "interrupted: the checkpoint is saved"
         elif outcome.error:
@@ -722,6 +747,8 @@ def run_import(
             )
     summary.notes.extend(prepared.notes)
     summary.notes.extend(_visit_notes(prepared, sending=True))
+    if early is not None:
+        summary.notes.append(early.note())
     if outcome is not None:
         summary.notes.extend(outcome.notes)
     summary.timings = _send_timings(prepare_s, outcome)
@@ -754,6 +781,7 @@ def choose_sink(config: RunConfig, mapping: Mapping) -> Any:
                 url=config.clickhouse_url,
                 **derivation,
                 insert_rows=config.insert_rows,
+                parallel_inserts=config.parallel_inserts,
                 database_url=config.database_url,
                 skip_website_check=config.skip_website_check,
                 timeout=max(config.timeout, 300.0),

@@ -27,6 +27,7 @@ from typing import Any
 from .cli_options import build_parser
 from .config import (
     DEFAULT_BATCH_SIZE,
+    DEFAULT_CHUNK_ROWS,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_REJECTS,
     DEFAULT_USER_AGENT,
@@ -103,6 +104,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         since=args.since,
         until=args.until,
         limit=args.limit,
+        chunk_rows=getattr(args, "chunk_rows", DEFAULT_CHUNK_ROWS),
         rejects=getattr(args, "rejects", Path(DEFAULT_REJECTS)),
         rejects_format=getattr(args, "rejects_format", "ndjson"),
         out=getattr(args, "out", None),
@@ -137,6 +139,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         quota_wait=getattr(args, "quota_wait", 3600.0),
         clickhouse_url=clickhouse_url if not dry else None,
         insert_rows=getattr(args, "insert_rows", 100_000),
+        parallel_inserts=getattr(args, "parallel_inserts", 2),
         skip_website_check=getattr(args, "skip_website_check", False),
         store=_store(args, clickhouse_url),
     )

@@ -15,6 +15,7 @@ from pathlib import Path
 from . import __version__
 from .config import (
     DEFAULT_BATCH_SIZE,
+    DEFAULT_CHUNK_ROWS,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_REJECTS,
     DEFAULT_USER_AGENT,
@@ -166,6 +167,12 @@ def _add_selection_options(parser: argparse.ArgumentParser, *, shard: bool = Tru
     group.add_argument("--since", type=_time_arg, help="only events at or after this time (UTC if naive)")
     group.add_argument("--until", type=_time_arg, help="only events before this time (UTC if naive)")
     group.add_argument("--limit", type=_positive_int, help="read at most N rows in all")
+    group.add_argument(
+        "--chunk-rows",
+        type=_positive_int,
+        default=DEFAULT_CHUNK_ROWS,
+        help="rows read and checked at a time; fewer use less memory",
+    )
     if shard:
         group.add_argument(
             "--shard",
@@ -264,6 +271,13 @@ def _add_send_options(parser: argparse.ArgumentParser) -> None:
         type=_positive_int,
         default=100_000,
         help="rows per ClickHouse insert (the checkpoint moves after each)",
+    )
+    database.add_argument(
+        "--parallel-inserts",
+        type=_positive_int,
+        default=2,
+        help="ClickHouse inserts in flight at once (default 2: ClickHouse writes one insert on one core; "
+        "blocks are still recorded in order, so a resume stays exact)",
     )
     database.add_argument(
         "--skip-website-check",

@@ -73,6 +73,7 @@ class RunConfig:
     quota_wait: float = 3600.0  # --quota-wait: seconds to wait for an hourly API quota
     clickhouse_url: str | None = None  # --clickhouse-url: write Umami's ClickHouse tables (Umami's CLICKHOUSE_URL)
     insert_rows: int = 100_000  # --insert-rows: rows per ClickHouse insert
+    parallel_inserts: int = 2  # --parallel-inserts: ClickHouse inserts in flight at once
     skip_website_check: bool = False  # --skip-website-check: ClickHouse without Umami's PostgreSQL to check in
     store: str = "postgres"  # --store: whose limits rows are checked against (backfill/umami/limits.py)
     extra: dict[str, str] = field(default_factory=dict)

@@ -11,7 +11,7 @@ the same sequence, which is what the checkpoint's positions refer to.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +36,9 @@ class RunSet:
     rows: int = 0
     ordered: bool = True
     last_key: Key | None = None
+    #: Told of each run once it is on disk, with whether every run so far follows the one
+    #: before (a sink that takes runs while they are spilled: :mod:`backfill.early_delivery`).
+    on_run: Callable[[str, bool], None] | None = field(default=None, repr=False, compare=False)
 
     def add(self, frame: pl.DataFrame) -> None:
         """Sort one chunk and spill it as a run (elements as JSON text, or as columns)."""
@@ -53,6 +56,8 @@ class RunSet:
         frame.write_parquet(path, compression="zstd", row_group_size=MERGE_BLOCK_ROWS)
         self.paths.append(str(path))
         self.rows += frame.height
+        if self.on_run is not None:
+            self.on_run(str(path), self.ordered)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -81,8 +86,12 @@ def _key_at(frame: pl.DataFrame, index: int) -> Key:
 
 def emit(runs: RunSet, block_rows: int = MERGE_BLOCK_ROWS) -> Iterator[pl.DataFrame]:
     """Prepared rows in (time, file, row) order with a ``_seq`` position, in bounded blocks."""
-    seq = 0
-    for block in _ordered_blocks(runs, block_rows):
+    return numbered(_ordered_blocks(runs, block_rows))
+
+
+def numbered(blocks: Iterator[pl.DataFrame], seq: int = 0) -> Iterator[pl.DataFrame]:
+    """Blocks with their rows' ``_seq`` position (from ``seq``): what a checkpoint counts in."""
+    for block in blocks:
         if block.height == 0:
             continue
         yield block.with_columns(pl.int_range(seq, seq + block.height, dtype=pl.UInt64).alias(COL_SEQ))
@@ -92,7 +101,7 @@ def emit(runs: RunSet, block_rows: int = MERGE_BLOCK_ROWS) -> Iterator[pl.DataFr
 def _ordered_blocks(runs: RunSet, block_rows: int) -> Iterator[pl.DataFrame]:
     if runs.ordered:
         for path in runs.paths:
-            yield from _blocks(path, block_rows)
+            yield from run_blocks(path, block_rows)
         return
     paths = list(runs.paths)
     level = 0
@@ -129,7 +138,8 @@ def _write_blocks(blocks: Iterator[pl.DataFrame], target: Path) -> None:
             writer.close()
 
 
-def _blocks(path: str, block_rows: int) -> Iterator[pl.DataFrame]:
+def run_blocks(path: str, block_rows: int = MERGE_BLOCK_ROWS) -> Iterator[pl.DataFrame]:
+    """One spilled run, read back in blocks of ``block_rows``."""
     lazy = pl.scan_parquet(path)
     total = lazy.select(pl.len()).collect().item()
     for offset in range(0, total, block_rows):
@@ -139,7 +149,7 @@ def _blocks(path: str, block_rows: int) -> Iterator[pl.DataFrame]:
 def merge_sorted_runs(paths: list[str], block_rows: int = MERGE_BLOCK_ROWS) -> Iterator[pl.DataFrame]:
     """k-way merge of sorted runs, vectorised: each step emits every row up to the
     smallest of the runs' buffered maxima, which no unread row can precede."""
-    sources = [_blocks(p, block_rows) for p in paths]
+    sources = [run_blocks(p, block_rows) for p in paths]
     buffers: list[pl.DataFrame | None] = [next(src, None) for src in sources]
     while True:
         live = [i for i, buf in enumerate(buffers) if buf is not None and buf.height > 0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
@@ -19,6 +20,7 @@ import polars as pl
 
 #: Columns a frame handed to ``RecordFile.write_frame`` must have.
 RECORD_COLUMNS: tuple[str, ...] = ("file", "row", "field", "reason", "values")
+CSV_HEADER = b"file,row,field,reason,values\n"
 
 
 class RecordFile:
@@ -37,7 +39,7 @@ class RecordFile:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.path, "ab")  # noqa: SIM115 - kept open for the run
             if self.format == "csv" and self._fh.tell() == 0:
-                self._fh.write(b"file,row,field,reason,values\n")
+                self._fh.write(CSV_HEADER)
         return self._fh
 
     def offset(self) -> int:
@@ -105,6 +107,18 @@ class RecordFile:
             },
         )
         self.write_frame(frame)
+
+    def take_from(self, other: RecordFile) -> None:
+        """Append the records another file of this format holds (a CSV header left out)."""
+        other.close()
+        if not other.path.exists() or other.path.stat().st_size == 0:
+            return
+        fh = self._open()
+        with open(other.path, "rb") as source:
+            if other.format == "csv" and source.read(len(CSV_HEADER)) != CSV_HEADER:
+                source.seek(0)
+            shutil.copyfileobj(source, fh)
+        self.count += other.count
 
     def sync(self) -> int:
         """Flush to disk before the checkpoint that covers these lines is saved."""

@@ -12,6 +12,8 @@ and both projections active), and measures in one run, on the same machine:
 - ``import``: ``backfill import FILE --clickhouse-url ...`` as a user runs it (a child
   process: read, check, derive, insert), events/s from its wall clock, its peak RSS and
   CPU time, and the engine's CPU time over the same interval;
+- ``one insert at a time``: the same import with ``--parallel-inserts 1`` (the
+  default keeps two in flight), side by side;
 - ``plain insert``: the same ``website_event`` rows, read back from the import, inserted
   again into an empty schema as Arrow streams of ``--insert-rows`` rows (the engine's
   own floor for these rows, views and projections included);
@@ -101,7 +103,9 @@ class Engine:
         self.proc.wait(timeout=30)
 
 
-def run_import(engine: Engine, source: Path, work: Path, database: str, insert_rows: int) -> dict[str, Any]:
+def run_import(
+    engine: Engine, source: Path, work: Path, database: str, insert_rows: int, *extra: str
+) -> dict[str, Any]:
     url = engine.new_schema(database)
     report = work / f"report-{database}.json"
     engine_cpu = engine.cpu_s()
@@ -131,6 +135,7 @@ def run_import(engine: Engine, source: Path, work: Path, database: str, insert_r
                 str(report),
                 "--quiet",
                 "--restart",
+                *extra,
             ],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
@@ -216,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         small = run_import(engine, small_file, work, "bench_small", args.insert_rows)
         big = run_import(engine, big_file, work, "bench_big", args.insert_rows)
+        serial = run_import(engine, big_file, work, "bench_serial", args.insert_rows, "--parallel-inserts", "1")
         plain = plain_insert(engine, "bench_big", args.insert_rows)
     finally:
         engine.stop()
@@ -226,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         f"clickhouse import of {big['accepted']:,} events: {big['wall_s']} s, {big['events_per_s']:,} events/s end "
         f"to end ({'PASS' if big['events_per_s'] >= TARGET_EVENTS_PER_S else 'MISS'} >= {TARGET_EVENTS_PER_S:,}); "
         f"CPU: importer {big['cpu_s']} s, engine {big['engine_cpu_s']} s",
+        f"the same import one insert at a time (--parallel-inserts 1): {serial['events_per_s']:,} events/s; "
+        f"two in flight / one = {big['events_per_s'] / serial['events_per_s']:.2f}",
         f"plain insert of the same {plain['rows']:,} website_event rows (Arrow, {args.insert_rows:,} per insert): "
         f"{plain['rows_per_s']:,} rows/s; import / plain insert = {big['events_per_s'] / plain['rows_per_s']:.2f}",
         f"peak RSS {small['peak_rss_mb']} MB at {small['accepted']:,} events, {big['peak_rss_mb']} MB at "
@@ -238,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
             f"({'PASS' if ratio >= TARGET_VS_POSTGRES else 'MISS'} >= {TARGET_VS_POSTGRES:.0f}x)"
         )
     print("\n".join(lines))
-    result = {"summary": lines, "small": small, "big": big, "plain_insert": plain, "postgres": pg}
+    result = {"summary": lines, "small": small, "big": big, "one_at_a_time": serial, "plain_insert": plain}
+    result["postgres"] = pg
     (args.out_dir / "clickhouse.json").write_text(json.dumps(result, indent=2) + "\n")
     return 0
 

@@ -62,10 +62,12 @@ COMPARED = [
 ]
 
 
-@pytest.mark.parametrize(("label", "source", "mapping", "visits"), COMPARED, ids=[c[0] for c in COMPARED])
-def test_clickhouse_import_equals_what_umami_on_clickhouse_stores_through_the_api(
+def _compare_with_api(
     server: Any, tmp_path: Path, label: str, source: Path, mapping: Path | str, visits: str
-) -> None:
+) -> tuple[str, Any, dict[str, Any]]:
+    """The same file through the fake Umami on ClickHouse and through the sink: every
+    table equal but for ids, the same ledger, each reject once. The sink's database,
+    the API import's result and the sink's report."""
     (tmp_path / "api").mkdir()
     (tmp_path / "ch").mkdir()
     with FakeUmami(store="clickhouse") as fake:  # an Umami on ClickHouse: no PostgreSQL column limits
@@ -97,12 +99,25 @@ def test_clickhouse_import_equals_what_umami_on_clickhouse_stores_through_the_ap
     api_report = json.loads((tmp_path / "api/report.json").read_text())
     ch_report = json.loads((tmp_path / "ch/report.json").read_text())
     assert ch_report["ledger"] == api_report["ledger"]
+    rejects_file = tmp_path / "ch/rejects.ndjson"
+    rejects = rejects_file.read_text().splitlines() if rejects_file.exists() else []
+    assert len(rejects) == ch_report["ledger"]["rejected"]
+    assert len({(json.loads(r)["file"], json.loads(r)["row"]) for r in rejects}) == len(rejects)
     expected = ch_cases.canonical(through_api, WEBSITE)
     got = ch_cases.canonical(direct, WEBSITE)
     assert got["website_event"], "nothing was imported"
     for table in expected:
         assert got[table] == expected[table], f"{label}: {table} differs"
-    if visits == "hourly":  # the same import again (another state, --restart) adds nothing
+    return direct, api, ch_report
+
+
+@pytest.mark.parametrize(("label", "source", "mapping", "visits"), COMPARED, ids=[c[0] for c in COMPARED])
+def test_clickhouse_import_equals_what_umami_on_clickhouse_stores_through_the_api(
+    server: Any, tmp_path: Path, label: str, source: Path, mapping: Path | str, visits: str
+) -> None:
+    direct, api, ch_report = _compare_with_api(server, tmp_path, label, source, mapping, visits)
+    if visits == "hourly":  # written while prepared; the same import again (another state, --restart) adds nothing
+        assert any("writing began while the input was prepared" in note for note in ch_report["notes"])
         tables = ("website_event", "event_data", "session_data", "website_revenue", "website_event_stats_hourly")
         before = {t: ch_cases.count(direct, t) for t in tables}
         again = ch_import(server, direct, source, mapping, tmp_path / "ch", "--visits", visits, "--restart")
@@ -110,24 +125,51 @@ def test_clickhouse_import_equals_what_umami_on_clickhouse_stores_through_the_ap
         assert {t: ch_cases.count(direct, t) for t in tables} == before
         assert before["website_revenue"] > 0
         assert "new rows in the database this run: none" in again.stdout
+    else:  # exact visits: the crossing visits are known once every row is read
+        assert not any("while prepar" in note for note in ch_report["notes"])
+
+
+def test_files_out_of_time_order_are_written_in_time_order(server: Any, tmp_path: Path) -> None:
+    """April's rows in the first file, March's in the second: writing while preparing
+    starts on April, is dropped when March comes, and the import stores what the API
+    path (which sends in time order) does; nothing written early is there twice."""
+    folder = tmp_path / "export"
+    folder.mkdir()
+    header, *lines = (SAMPLES / "events.csv").read_text().splitlines()
+    march = [line for line in lines if line.startswith("2024-03")]
+    april = [line for line in lines if not line.startswith("2024-03")]
+    assert march and april
+    (folder / "1-april.csv").write_text("\n".join([header, *april]) + "\n")
+    (folder / "2-march.csv").write_text("\n".join([header, *march]) + "\n")
+    direct, _, ch_report = _compare_with_api(
+        server, tmp_path, "two files", folder, MAPPINGS / "sample_events.yaml", "hourly"
+    )
+    assert any("not in time order" in note for note in ch_report["notes"])
+    distinct = chdb_server.rows(f"SELECT count() AS n, uniqExact(event_id) AS m FROM {direct}.website_event")[0]
+    assert distinct["n"] == distinct["m"] == ch_report["ledger"]["accepted"]
 
 
 # --------------------------------------------------------------------------- kill -9 and resume
 
 
-def _write_big_source(path: Path, rows: int) -> None:
-    """Events with revenue in two keys of one event, identifies, spread over two months."""
+def _write_big_source(path: Path, rows: int, identify: bool) -> dict[str, str]:
+    """Events with revenue in two keys of one event (and identifies), spread over two
+    months; each identified user's last plan."""
     rng = random.Random(12)
+    plans: dict[str, str] = {}
     start = 1709200000
     lines = ["ts,user,path,event,amount,currency,plan"]
     for i in range(rows):
         user = f"u{rng.randrange(800)}"
-        event = "purchase" if i % 7 == 0 else ("identify" if i % 11 == 0 else "")
+        event = "purchase" if i % 7 == 0 else ("identify" if identify and i % 11 == 0 else "")
         amount = f"{rng.randrange(100, 9999) / 100}" if event == "purchase" else ""
         currency = "EUR" if event == "purchase" else ""
-        plan = rng.choice(["free", "pro"]) if event == "identify" else ""
+        plan = rng.choice(["free", "pro", "team"]) if event == "identify" else ""
+        if plan:
+            plans[user] = plan
         lines.append(f"{start + i * 397},{user},/p/{i % 97},{event},{amount},{currency},{plan}")
     path.write_text("\n".join(lines) + "\n")
+    return plans
 
 
 BIG_MAPPING = """
@@ -144,11 +186,17 @@ fields:
 """
 
 
-def test_sigkill_three_times_then_resume_stores_every_row_once(server: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "identify", [True, False], ids=["identify rows: written in order", "no identify: written while prepared"]
+)
+def test_sigkill_three_times_then_resume_stores_every_row_once(server: Any, tmp_path: Path, identify: bool) -> None:
+    """Two inserts in flight (the default), so a kill can land with two blocks half
+    written; without identify rows, writing starts while the input is prepared (small
+    chunks make it take a while), so kills land there too."""
     database = ch_cases.new_database()
     rows = 4_000
     source = tmp_path / "big.csv"
-    _write_big_source(source, rows)
+    plans = _write_big_source(source, rows, identify)
     mapping = tmp_path / "big.yaml"
     mapping.write_text(BIG_MAPPING)
     command = [
@@ -170,6 +218,8 @@ def test_sigkill_three_times_then_resume_stores_every_row_once(server: Any, tmp_
         str(tmp_path / "report.json"),
         "--insert-rows",
         "200",
+        "--chunk-rows",
+        "250",
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("UMAMI_")}
     rng = random.Random(7)
@@ -193,7 +243,7 @@ def test_sigkill_three_times_then_resume_stores_every_row_once(server: Any, tmp_
     assert any(0 < n < rows for n in at_kill), f"no kill landed mid-import: {at_kill}"
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["ledger"]["accepted"] == rows and report["ledger"]["in_doubt"] == 0
-    events = sum(1 for i in range(rows) if not (i % 7 and i % 11 == 0))
+    events = sum(1 for i in range(rows) if not (identify and i % 7 and i % 11 == 0))
     purchases = sum(1 for i in range(rows) if i % 7 == 0)
     assert ch_cases.count(database, "website_event") == events
     distinct = chdb_server.rows(
@@ -205,15 +255,64 @@ def test_sigkill_three_times_then_resume_stores_every_row_once(server: Any, tmp_
     assert ch_cases.count(database, "website_revenue") == purchases
     hourly = chdb_server.rows(f"SELECT sum(views) AS views FROM {database}.website_event_stats_hourly")[0]
     assert int(hourly["views"]) == events - purchases
-    users = len(
-        {line.split(",")[1] for i, line in enumerate(source.read_text().splitlines()[1:]) if i % 7 and i % 11 == 0}
-    )
+    users = len(plans)
     assert ch_cases.count(database, "session_data", final=True) == users
+    kept = chdb_server.rows(f"SELECT distinct_id AS user, string_value AS plan FROM {database}.session_data FINAL")
+    # Umami reads session data FINAL: the last insert wins, so blocks written at once must
+    # still insert it in order (each user's last identify is the plan that stays)
+    assert {row["user"]: row["plan"] for row in kept} == plans
     once = chdb_server.rows(
         "SELECT count() AS n, uniqExact(session_id, data_key, created_at, string_value) AS m "
         f"FROM {database}.session_data"
     )[0]
     assert once["n"] == once["m"] >= users  # no row twice (a ReplacingMergeTree would hide it only after a merge)
+
+
+def test_session_data_is_inserted_in_order_when_a_later_block_overtakes(server: Any, tmp_path: Path) -> None:
+    """Umami reads session data FINAL (the last insert wins). The first block's event
+    insert stalls on the server, so the second block, written at the same time, ends
+    first; its identify (later, plan "pro") must still be inserted after the first
+    block's (plan "free")."""
+    database = ch_cases.new_database()
+    source = tmp_path / "plans.csv"
+    rows = ["ts,user,path,event,amount,currency,plan"]
+    rows += ["1709200000,u1,/a,,,,", "1709200010,u1,,identify,,,free"]  # block 1 (2 rows)
+    rows += ["1709200020,u1,/b,,,,", "1709200030,u1,,identify,,,pro"]  # block 2 (4 rows)
+    rows += [f"{1709200040 + 10 * i},u{i},/c,,,," for i in range(2, 40)]
+    source.write_text("\n".join(rows) + "\n")
+    mapping = tmp_path / "plans.yaml"
+    mapping.write_text(BIG_MAPPING)
+    chdb_server.STALL_NEXT_INSERT["website_event"] = 1.5
+    try:
+        result = ch_import(server, database, source, mapping, tmp_path, "--insert-rows", "16")
+    finally:
+        chdb_server.STALL_NEXT_INSERT.clear()
+    assert result.code == 0, result.stderr
+    kept = chdb_server.rows(f"SELECT distinct_id AS user, string_value AS plan FROM {database}.session_data FINAL")
+    assert kept == [{"user": "u1", "plan": "pro"}]
+
+
+def test_a_changed_mapping_is_refused_after_a_run_killed_while_writing_early(server: Any, tmp_path: Path) -> None:
+    """A run killed while it wrote during prepare leaves the import's checkpoint at
+    "preparing" (nothing counted yet) and its early folder behind: rows may be stored,
+    so another mapping is refused as another import, not prepared again over them."""
+    database = ch_cases.new_database()
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text((MAPPINGS / "sample_events.yaml").read_text())
+    state = tmp_path / "state"
+    first = ch_import(server, database, SAMPLES / "events.csv", mapping, tmp_path, "--state", state)
+    assert first.code == 1, first.stderr  # rows rejected
+    saved = json.loads((state / "checkpoint.json").read_text())
+    zero = {"read": 0, "accepted": 0, "in_doubt": 0}
+    saved.update(phase="preparing", lane_acked=[-1] * len(saved["lane_acked"]), send_ledger=zero)
+    (state / "checkpoint.json").write_text(json.dumps(saved))  # as a kill during prepare leaves it
+    mapping.write_text(mapping.read_text() + "\n# edited\n")
+    (state / "early").mkdir()
+    refused = ch_import(server, database, SAMPLES / "events.csv", mapping, tmp_path, "--state", state)
+    assert refused.code == 2 and "belongs to a different import" in refused.stderr, refused.stderr
+    (state / "early").rmdir()  # no early run began: nothing can be stored, so it is prepared again
+    again = ch_import(server, database, SAMPLES / "events.csv", mapping, tmp_path, "--state", state)
+    assert "preparing it again with the new settings" in again.stdout + again.stderr
 
 
 # --------------------------------------------------------------------------- refused before any write

@@ -5,6 +5,8 @@ moved only once the database holds it.
 A sink subclasses :class:`BlockRun` with how it derives a block (:meth:`derive`) and
 how it writes one (:meth:`write`, which calls :meth:`record` when the block is
 stored); opening and closing its connection go in :meth:`open` / :meth:`close`.
+A run that starts while the import is still being prepared (:mod:`backfill.early_delivery`)
+counts in a checkpoint of its own until it :meth:`~BlockRun.adopt` s the import's.
 """
 
 from __future__ import annotations
@@ -14,20 +16,24 @@ import os
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from ..checkpoint import Checkpoint
 from ..errors import ConfigError
 from ..payload import elements_from_columns
+from ..rejects import RecordFile
 from ..schema import COL_FILE, COL_JSON, COL_ROW
 from ..umami import ids
 from ..umami.stored import Derivation, Refusal, positions
 from . import Delivery
-from .outcome import SendOutcome, SendProgress
+from .outcome import ProgressCallback, SendOutcome, SendProgress
 
 SEQ = "_seq"
 NO_SECRET_NOTE = (
@@ -59,11 +65,17 @@ class DatabaseSettings:
             raise ConfigError(problem)
 
 
+class WriteAbandoned(Exception):
+    """A block's write given up because an earlier block's failed (that one is reported)."""
+
+
 class BlockRun:
     """One delivery into a database: the derivation, the counters and the checkpoint."""
 
-    def __init__(self, delivery: Delivery, block_rows: int, how: Derivation) -> None:
+    def __init__(self, delivery: Delivery, block_rows: int, how: Derivation, writers: int = 1) -> None:
         self.how = how
+        #: Blocks written at once (each recorded only after every block before it).
+        self.writers = writers
         files = delivery.prepared.files
         self.files = files
         self.file_names = [os.path.basename(f) for f in files]
@@ -79,6 +91,11 @@ class BlockRun:
         self.commits = 0
         self.commit_s = 0.0
         self.skipped = 0
+        #: Held while a block is recorded, so :meth:`adopt` moves the run between two blocks;
+        #: a writer whose block is not next waits on it for its turn.
+        self._recording = threading.Lock()
+        self._turn = threading.Condition(self._recording)
+        self._aborted = threading.Event()
 
     # ------------------------------------------------------------------ what a sink provides
 
@@ -101,20 +118,16 @@ class BlockRun:
 
     # ------------------------------------------------------------------ the loop
 
-    def execute(self, blocks: Iterator[pl.DataFrame]) -> SendOutcome:
+    def execute(self, blocks: Iterator[pl.DataFrame], whole: Callable[[], bool] = lambda: True) -> SendOutcome:
+        """Write every block past the checkpoint. ``whole()``, asked once the blocks ran
+        out, says whether they were all of the import's rows (else the checkpoint is
+        not marked complete: a later delivery writes the rest)."""
         # Rejects written after the last checkpoint belong to a block that will be replayed.
         self.rejects.truncate(self.cp.rejects_offset)
         self.open()
         derived = prefetch(self._derived(blocks), self.stop)
-        interrupted = False
         try:
-            for piece, values in derived:
-                if self.stop.is_set():
-                    interrupted = True
-                    break
-                self.write(piece, values)
-            else:
-                interrupted = self.stop.is_set()
+            interrupted = self._write_all(derived)
         except Exception as exc:
             translated = self.failure(exc)
             if translated is not None:
@@ -123,10 +136,11 @@ class BlockRun:
         finally:
             derived.close()
             self.close()
-        completed = not interrupted
+        completed = not interrupted and whole()
         if completed:
-            self.cp.phase = "complete"
-            self.cp.save(self.cp_path)
+            with self._recording:
+                self.cp.phase = "complete"
+                self.cp.save(self.cp_path)
         return SendOutcome(
             completed=completed,
             interrupted=interrupted,
@@ -140,6 +154,30 @@ class BlockRun:
             request_s=self.commit_s,
             notes=self.notes(),
         )
+
+    def _write_all(self, derived: Iterator[tuple[pl.DataFrame, Any]]) -> bool:
+        """Write the pieces, up to ``writers`` at once; whether a stop came before the end."""
+        if self.writers == 1:
+            for piece, values in derived:
+                if self.stop.is_set():
+                    return True
+                self.write(piece, values)
+            return self.stop.is_set()
+        in_flight: deque[Future[None]] = deque()
+        with ThreadPoolExecutor(self.writers, thread_name_prefix="write") as pool:
+            try:
+                for piece, values in derived:
+                    if self.stop.is_set():
+                        break
+                    in_flight.append(pool.submit(self.write, piece, values))
+                    if len(in_flight) == self.writers:
+                        in_flight.popleft().result()
+                while in_flight:  # after a stop too: what is in flight is recorded
+                    in_flight.popleft().result()
+            except BaseException:
+                self._aborted.set()  # writers waiting for their turn give up
+                raise
+        return self.stop.is_set()
 
     def _derived(self, blocks: Iterator[pl.DataFrame]) -> Iterator[tuple[pl.DataFrame, Any]]:
         """Pieces of ``block_rows`` past the checkpoint, each with what it becomes.
@@ -172,13 +210,34 @@ class BlockRun:
 
     def stored(self, table_counts: dict[str, int], began: float) -> None:
         """Count one successful write (its new rows per table and its time)."""
-        self.commit_s += time.monotonic() - began
-        self.commits += 1
-        for table, count in table_counts.items():
-            self.written[table] = self.written.get(table, 0) + count
+        with self._recording:
+            self.commit_s += time.monotonic() - began
+            self.commits += 1
+            for table, count in table_counts.items():
+                self.written[table] = self.written.get(table, 0) + count
 
     def record(self, block: pl.DataFrame, refused: list[Refusal]) -> None:
-        """Count the block, write its rejects, then move the checkpoint past it."""
+        """Count the block, write its rejects, then move the checkpoint past it: once
+        every block before it is recorded (with several writers, blocks end out of order)."""
+        with self._turn:
+            self._wait_turn(block)
+            self._record(block, refused)
+            self._turn.notify_all()
+
+    def wait_turn(self, block: pl.DataFrame) -> None:
+        """Wait until every block before this one is recorded: for a write whose order
+        matters (Umami's session data, where the last insert wins)."""
+        with self._turn:
+            self._wait_turn(block)
+
+    def _wait_turn(self, block: pl.DataFrame) -> None:
+        first = int(block[SEQ].min())  # type: ignore[arg-type]
+        while self.cp.lane_acked[0] < first - 1:
+            if self._aborted.is_set():
+                raise WriteAbandoned("the write of an earlier block failed")
+            self._turn.wait(0.2)
+
+    def _record(self, block: pl.DataFrame, refused: list[Refusal]) -> None:
         self.ledger.read += block.height
         self.cp.send_ledger.read += block.height
         accepted = block.height - len(refused)
@@ -203,6 +262,31 @@ class BlockRun:
                     last_latency=None,
                 )
             )
+
+    def adopt(self, checkpoint: Checkpoint, path: Path, rejects: RecordFile, progress: ProgressCallback | None) -> int:
+        """Carry on in the import's own checkpoint and rejects file: what this run recorded
+        so far (position, counts, rejects) moves there and is saved, and every later block
+        is recorded there. Called from another thread, between two blocks; the rows
+        recorded until then."""
+        with self._recording:
+            checkpoint.lane_acked = self.cp.lane_acked
+            checkpoint.send_ledger = self.cp.send_ledger
+            if self.cp.phase == "complete":
+                checkpoint.phase = "complete"
+            rejects.take_from(self.rejects)
+            checkpoint.rejects_offset = rejects.sync()
+            checkpoint.save(path)
+            self.cp, self.cp_path, self.rejects, self.progress = checkpoint, path, rejects, progress
+            return self.ledger.read
+
+    def carry_on(self, earlier: BlockRun) -> None:
+        """Continue the counts of an earlier run of this delivery (an early run that
+        stopped short of the end), so this run's outcome covers both."""
+        self.started = earlier.started
+        self.commits, self.commit_s = earlier.commits, earlier.commit_s
+        self.written = earlier.written
+        # The earlier run's rows are passed over again below: they are not "from an earlier import run".
+        self.skipped = -earlier.ledger.read
 
     def _reject(self, block: pl.DataFrame, refused: list[Refusal]) -> None:
         where = {(int(f), int(r)): (field_name, reason) for f, r, field_name, reason in refused}

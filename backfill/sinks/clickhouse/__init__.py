@@ -38,6 +38,11 @@ from .rows import Rows, layout
 #: Rows per insert: ClickHouse likes few large inserts (each makes parts to merge); a
 #: block is derived while the previous one is written, so it also bounds memory.
 DEFAULT_INSERT_ROWS = 100_000
+#: Inserts in flight: ClickHouse writes an insert (its parts, projections and views) on
+#: one core, so a second one in flight keeps another core busy. Blocks are recorded in
+#: order whatever order their inserts end in, and a block's session data waits for the
+#: blocks before it (Umami reads it FINAL: the last insert wins).
+DEFAULT_PARALLEL_INSERTS = 2
 #: ClickHouse error codes of a value an insert cannot take (the block is split to find the row).
 _VALUE_ERRORS = {6, 27, 38, 41, 53, 69, 70, 72, 131, 190, 349, 407}
 
@@ -47,6 +52,7 @@ class ClickHouseSettings(DatabaseSettings):
     """Where to write and how to derive what Umami would (``--clickhouse-url`` and friends)."""
 
     insert_rows: int = DEFAULT_INSERT_ROWS
+    parallel_inserts: int = DEFAULT_PARALLEL_INSERTS
     database_url: str | None = None  # Umami's PostgreSQL, read for the website only
     skip_website_check: bool = False
     timeout: float = 300.0
@@ -55,6 +61,8 @@ class ClickHouseSettings(DatabaseSettings):
     def __post_init__(self) -> None:
         if self.insert_rows < 1:
             raise ConfigError("--insert-rows must be at least 1")
+        if self.parallel_inserts < 1:
+            raise ConfigError("--parallel-inserts must be at least 1")
         super().__post_init__()
         Endpoint.parse(self.url)
         if self.database_url is None and not self.skip_website_check:
@@ -80,6 +88,10 @@ class ClickHouseSink:
     _lookup: Any = field(default=None, repr=False)
 
     kind = "clickhouse"
+    #: Takes runs while the import is still prepared (:mod:`backfill.early_delivery`): each
+    #: event row carries its own session values and ids, so what is stored for a row does
+    #: not depend on the rows written before it.
+    early_delivery = True
 
     def destination(self) -> dict[str, Any]:
         """What a checkpoint must match to resume (the password is never part of it)."""
@@ -135,7 +147,11 @@ class ClickHouseSink:
 
     def deliver(self, delivery: Delivery) -> SendOutcome:
         """Write every block past the checkpoint; the checkpoint moves after a block's inserts."""
-        return _Run(self, delivery).execute(emit(delivery.prepared.runs))
+        return self.run_for(delivery).execute(emit(delivery.prepared.runs))
+
+    def run_for(self, delivery: Delivery) -> BlockRun:
+        """The delivery's run, to :meth:`~BlockRun.execute` with blocks of one's own choosing."""
+        return _Run(self, delivery)
 
 
 class _Run(BlockRun):
@@ -143,7 +159,7 @@ class _Run(BlockRun):
 
     def __init__(self, sink: ClickHouseSink, delivery: Delivery) -> None:
         how = derivation_for(sink.settings, delivery, sink._lookup)
-        super().__init__(delivery, sink.settings.insert_rows, how)
+        super().__init__(delivery, sink.settings.insert_rows, how, writers=sink.settings.parallel_inserts)
         self.sink = sink
         self.website = sink.settings.website
         schema = sink.schema or database.SchemaInfo(sink.settings.endpoint.database, "", {})
@@ -179,7 +195,9 @@ class _Run(BlockRun):
         rows = rows if rows is not None else self.derive(block)
         began = time.monotonic()
         try:
-            added = database.write_block(self.ch, rows, self.website, self.insert_settings)
+            added = database.write_block(
+                self.ch, rows, self.website, self.insert_settings, before_session_data=lambda: self.wait_turn(block)
+            )
         except ClickHouseError as exc:
             if exc.code not in _VALUE_ERRORS:
                 raise

@@ -32,6 +32,7 @@ views' parts loses those derived rows, as it would for Umami's own inserts.)
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -165,8 +166,16 @@ def _array(values: list[str]) -> str:
 # --------------------------------------------------------------------------- writing
 
 
-def write_block(ch: ClickHouse, rows: Rows, website: str, settings: dict[str, Any]) -> dict[str, int]:
-    """Write what of one block the database does not hold yet; the new rows per table."""
+def write_block(
+    ch: ClickHouse,
+    rows: Rows,
+    website: str,
+    settings: dict[str, Any],
+    before_session_data: Callable[[], None] | None = None,
+) -> dict[str, int]:
+    """Write what of one block the database does not hold yet; the new rows per table.
+    ``before_session_data`` waits, where blocks are written at once, until the blocks
+    before this one are written (session data is the one table whose insert order shows)."""
     added: dict[str, int] = {}
     window = rows.window
     events = rows.website_event
@@ -184,6 +193,8 @@ def write_block(ch: ClickHouse, rows: Rows, website: str, settings: dict[str, An
     added["event_data"] = data.height
     session_data = rows.session_data
     if session_data.height:
+        if before_session_data is not None:
+            before_session_data()
         session_data = _new_session_data(ch, website, session_data)
         _insert(ch, "session_data", session_data, settings, "session_id", rows)
         added["session_data"] = session_data.height
