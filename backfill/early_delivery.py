@@ -170,6 +170,9 @@ class EarlyDelivery:
             stop=threading.Event(),
         )
         early = cls(sink, sink.run_for(delivery), folder)
+        # One insert at a time while prepare runs beside it: the two share the machine's
+        # cores and memory; all of them once prepare has ended (adopt).
+        early.run.in_flight = 1
         early._thread.start()
         return early
 

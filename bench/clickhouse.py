@@ -1,7 +1,7 @@
 """``make bench`` for the ClickHouse sink: end-to-end import speed against a plain insert
 of the same rows and against the PostgreSQL sink on the same file, in one run.
 
-    python bench/clickhouse.py                  # 1M rows (countries, revenue), 250k for the memory comparison
+    python bench/clickhouse.py                  # 1M rows (countries, revenue), 2M for the memory comparison
     python bench/clickhouse.py --rows 200k      # smaller
     make bench-ch BENCH_CH_ARGS="--rows 200k"
 
@@ -19,7 +19,10 @@ and both projections active), and measures in one run, on the same machine:
   own floor for these rows, views and projections included);
 - ``postgres``: ``backfill import FILE --database-url ...`` of the same file into a
   throwaway PostgreSQL with Umami's tables (skipped without PostgreSQL);
-- memory at two sizes (peak RSS should not grow with the input).
+- memory at two sizes, ``--rows`` and ``--large`` (peak RSS should not grow with the
+  input). Both must be past the start-up: while the input is still read the import
+  also writes (``backfill/early_delivery.py``) and holds both stages' blocks, a level
+  a 250k-row input does not last long enough to reach.
 
 Targets: >= 50,000 events/s end to end on a 2-core machine, >= 2x the PostgreSQL sink.
 Nothing is asserted; PASS/MISS is printed next to each figure and results go to
@@ -202,7 +205,9 @@ def postgres(source: Path, work: Path) -> dict[str, Any] | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=parse_count, default=1_000_000, help="rows of the main run (default 1m)")
-    parser.add_argument("--small", type=parse_count, default=250_000, help="rows of the memory comparison (250k)")
+    parser.add_argument(
+        "--large", type=parse_count, default=2_000_000, help="rows of the memory comparison against --rows (2m)"
+    )
     parser.add_argument("--insert-rows", type=parse_count, default=100_000, help="rows per insert (100k)")
     parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL sink's run")
     parser.add_argument("--seed", type=int, default=7)
@@ -215,18 +220,20 @@ def main(argv: list[str] | None = None) -> int:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     work = args.out_dir / "clickhouse-work"
     work.mkdir(exist_ok=True)
-    big_file, small_file = generate(args.rows, args.out_dir, args.seed), generate(args.small, args.out_dir, args.seed)
+    big_file, large_file = generate(args.rows, args.out_dir, args.seed), generate(args.large, args.out_dir, args.seed)
     load_start = os.getloadavg()
     engine = Engine()
     try:
-        small = run_import(engine, small_file, work, "bench_small", args.insert_rows)
         big = run_import(engine, big_file, work, "bench_big", args.insert_rows)
         serial = run_import(engine, big_file, work, "bench_serial", args.insert_rows, "--parallel-inserts", "1")
+        large = run_import(engine, large_file, work, "bench_large", args.insert_rows)
+        # Last: it leaves this process holding the rows it read back, and an import
+        # started after it would inherit that memory in its peak RSS (fork).
         plain = plain_insert(engine, "bench_big", args.insert_rows)
     finally:
         engine.stop()
     pg = None if args.no_postgres else postgres(big_file, work)
-    rss_growth = big["peak_rss_mb"] / max(1, small["peak_rss_mb"])
+    rss_growth = large["peak_rss_mb"] / max(1, big["peak_rss_mb"])
     lines = [
         f"load average at start {load_start}, at end {os.getloadavg()}",
         f"clickhouse import of {big['accepted']:,} events: {big['wall_s']} s, {big['events_per_s']:,} events/s end "
@@ -236,8 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         f"two in flight / one = {big['events_per_s'] / serial['events_per_s']:.2f}",
         f"plain insert of the same {plain['rows']:,} website_event rows (Arrow, {args.insert_rows:,} per insert): "
         f"{plain['rows_per_s']:,} rows/s; import / plain insert = {big['events_per_s'] / plain['rows_per_s']:.2f}",
-        f"peak RSS {small['peak_rss_mb']} MB at {small['accepted']:,} events, {big['peak_rss_mb']} MB at "
-        f"{big['accepted']:,}: x{rss_growth:.2f} ({'PASS' if rss_growth <= 1.3 else 'MISS'} <= 1.3)",
+        f"peak RSS {big['peak_rss_mb']} MB at {big['accepted']:,} events, {large['peak_rss_mb']} MB at "
+        f"{large['accepted']:,}: x{rss_growth:.2f} ({'PASS' if rss_growth <= 1.3 else 'MISS'} <= 1.3)",
     ]
     if pg is not None:
         ratio = big["events_per_s"] / max(1, pg["events_per_s"])
@@ -246,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             f"({'PASS' if ratio >= TARGET_VS_POSTGRES else 'MISS'} >= {TARGET_VS_POSTGRES:.0f}x)"
         )
     print("\n".join(lines))
-    result = {"summary": lines, "small": small, "big": big, "one_at_a_time": serial, "plain_insert": plain}
+    result = {"summary": lines, "big": big, "one_at_a_time": serial, "plain_insert": plain, "large": large}
     result["postgres"] = pg
     (args.out_dir / "clickhouse.json").write_text(json.dumps(result, indent=2) + "\n")
     return 0

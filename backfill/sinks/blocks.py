@@ -74,8 +74,10 @@ class BlockRun:
 
     def __init__(self, delivery: Delivery, block_rows: int, how: Derivation, writers: int = 1) -> None:
         self.how = how
-        #: Blocks written at once (each recorded only after every block before it).
+        #: Blocks written at once (each recorded only after every block before it);
+        #: ``in_flight`` of them for now (an early run starts with one, see adopt).
         self.writers = writers
+        self.in_flight = writers
         files = delivery.prepared.files
         self.files = files
         self.file_names = [os.path.basename(f) for f in files]
@@ -170,7 +172,7 @@ class BlockRun:
                     if self.stop.is_set():
                         break
                     in_flight.append(pool.submit(self.write, piece, values))
-                    if len(in_flight) == self.writers:
+                    while len(in_flight) >= self.in_flight:
                         in_flight.popleft().result()
                 while in_flight:  # after a stop too: what is in flight is recorded
                     in_flight.popleft().result()
@@ -277,6 +279,7 @@ class BlockRun:
             checkpoint.rejects_offset = rejects.sync()
             checkpoint.save(path)
             self.cp, self.cp_path, self.rejects, self.progress = checkpoint, path, rejects, progress
+            self.in_flight = self.writers
             return self.ledger.read
 
     def carry_on(self, earlier: BlockRun) -> None:
