@@ -251,7 +251,7 @@ def run_command(args: argparse.Namespace) -> int:
         if args.report_command == "html":
             return run_html(args.reports, args.out)
         return run_merge(args.reports, args.out, args.html)
-    from . import api
+    from . import api, importing
 
     console = Console(getattr(args, "quiet", False), getattr(args, "verbose", False))
     if args.command == "inspect":
@@ -287,7 +287,7 @@ def run_command(args: argparse.Namespace) -> int:
         return _finish(summary, config, console, args, started)
     if config.insecure:
         console.say("warning: --insecure: TLS certificates are not verified")
-    summary = api.run_import(config, console.progress, stop, say=console.say)
+    summary = importing.run_import(config, console.progress, stop, say=console.say)
     if summary.stopped and getattr(summary, "resumable", True):  # only where the same command can succeed
         summary.resume_command = command_line(sys.argv[1:])
     return _finish(summary, config, console, args, started)

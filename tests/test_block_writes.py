@@ -164,12 +164,13 @@ def test_the_early_run_carries_on_in_the_imports_checkpoint_when_prepare_ends_in
     # the first run's pieces stored and recorded before prepare ends (its last rows wait to fill a piece)
     _wait_for(lambda: early.run.ledger.read >= 32)
     assert json.loads((tmp_path / "checkpoint.json").read_text())["phase"] == "preparing"
+    assert early.run.in_flight == 1  # one insert at a time while the input is still read
     early.feed.add(_spill(tmp_path, "run-1", _rows(40, 60)), True)
     rejects = RecordFile(tmp_path / "rejects.ndjson")
     rejects.write_records([{"file": "events.csv", "row": 999, "field": "url", "reason": "prepare's own"}])
     checkpoint.phase = "sending"
     early.finish(True, checkpoint, tmp_path / "checkpoint.json", rejects, None)
-    assert early.adopted and early.rows_before_end >= 32
+    assert early.adopted and early.rows_before_end >= 32 and early.run.in_flight == early.run.writers == 2
     prepared = SimpleNamespace(files=["events.csv"], visits=None, runs=None)
     outcome = early.deliver_rest(_delivery(tmp_path, "unused", prepared), threading.Event())
     rejects.close()

@@ -1,7 +1,7 @@
 """Sinks: where an import's prepared rows go. The last stage, behind one small interface.
 
 An import reads, maps, validates and orders rows the same way whatever the
-destination; choosing a sink is all the CLI and :mod:`backfill.api` know of it:
+destination; choosing a sink is all the CLI and :mod:`backfill.importing` know of it:
 
 - :class:`~backfill.sinks.http.HttpSink` sends ``/api/batch`` requests to a
   running Umami (``--host``): throttled, checkpointed, rows of a request cut
