@@ -88,7 +88,7 @@ def run_import(
     carried: tuple[int, int] | None = None  # record-file offsets of a checkpoint that sent nothing
     if checkpoint is not None:
         changes = compare_fingerprint(checkpoint.fingerprint, fingerprint)
-        if changes and _sent_nothing(checkpoint) and not early_delivery.may_have_written(state_dir):
+        if changes and _sent_nothing(checkpoint, state_dir):
             say(
                 f"the import in {state_dir} never reached Umami ({'; '.join(changes)}):"
                 " preparing it again with the new settings"
@@ -177,8 +177,8 @@ def run_import(
         else:  # saves the checkpoint (and from now on the early run does)
             early.finish(prepared.runs.ordered, checkpoint, checkpoint_path, rejects, send_progress)
 
-    carried_on = early is not None and early.adopted
-    run_ledger = early.run_ledger if early is not None and carried_on else Ledger()
+    carrying_on = early if early is not None and early.adopted else None  # the early run goes on
+    run_ledger = carrying_on.run_ledger if carrying_on is not None else Ledger()
     sendable = prepared.runs.rows
 
     stopped: str | None = None
@@ -186,7 +186,7 @@ def run_import(
     outcome: SendOutcome | None = None
     try:
         delivery = Delivery(prepared, checkpoint, checkpoint_path, rejects, in_doubt, run_ledger, send_progress, stop)
-        outcome = early.deliver_rest(delivery, stop) if early is not None and carried_on else sink.deliver(delivery)
+        outcome = carrying_on.deliver_rest(delivery, stop) if carrying_on is not None else sink.deliver(delivery)
         if outcome.interrupted:
             stopped = "interrupted: the checkpoint is saved"
         elif outcome.error:
@@ -319,14 +319,18 @@ def _start_over(state_dir: Path, record_files: list[Path], say: Callable[[str], 
             say(f"--restart: the earlier {path.name} is kept as {kept}")
 
 
-def _sent_nothing(checkpoint: Any) -> bool:
-    """Whether no request of this import ever reached Umami (or may have): then a
-    changed website, host, User-Agent or mapping mixes nothing, and the import can
-    be prepared again instead of refused as "a different import"."""
+def _sent_nothing(checkpoint: Any, state_dir: Path) -> bool:
+    """Whether no row of this import ever reached Umami (or may have): then a changed
+    website, host, User-Agent or mapping mixes nothing, and the import can be prepared
+    again instead of refused as "a different import". A run killed while it wrote
+    during prepare counted nothing in the checkpoint, but may have stored rows."""
+    from .early_delivery import may_have_written
+
     return (
         _sent_so_far(checkpoint) == 0
         and not checkpoint.in_doubt_ranges
         and not any(entry is not None for entry in checkpoint.lane_inflight)
+        and not may_have_written(state_dir)
     )
 
 
